@@ -1,0 +1,52 @@
+# MedSight Workstation. The two commands a newcomer needs:
+#   make run    install into .venv (first time only) and start the app on http://127.0.0.1:8501
+#   make test   install into .venv (first time only) with test tools and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: run test test-fast test-slow install install-dev weights samples bench clean-venv
+
+run: install
+	$(BIN)/streamlit run app.py
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -r requirements-nodeps.txt
+	touch $@
+
+install-dev: $(DEVSTAMP)
+
+$(DEVSTAMP): $(STAMP) requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+# Fast tests first, then the slow and real-browser ones; both must pass.
+test: install-dev
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "slow" -p no:cacheprovider
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider
+
+# Rebuild the shipped demo weights and sample studies from the synthetic phantoms (deterministic).
+samples: install
+	$(BIN)/python -m training.make_samples
+
+weights: install
+	$(BIN)/python -m training.train_anomaly --demo
+	$(BIN)/python -m training.train_pathology --demo
+
+bench: install-dev
+	$(BIN)/python -m benchmarks.run
+
+clean-venv:
+	rm -rf $(VENV)

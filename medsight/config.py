@@ -1,0 +1,108 @@
+"""One settings object, read from environment variables.
+
+API keys are read from the environment on demand and never written to disk or logs; `Settings.__repr__`
+masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS_DIR = PROJECT_ROOT / "models"
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in _TRUE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings for the workstation.
+
+    Attributes:
+        home: data directory (history DB, case base, caches, user accounts). `MEDSIGHT_HOME`.
+        device: "auto", "cpu", "cuda" or "mps". `MEDSIGHT_DEVICE`.
+        allow_network: whether model weights may be downloaded. `MEDSIGHT_ALLOW_DOWNLOADS`.
+        cloud_llm_consent: whether de-identified text may be sent to a cloud model. `MEDSIGHT_CLOUD_LLM`.
+        store_identifiers: keep patient identifiers from DICOM headers (off by default).
+            `MEDSIGHT_STORE_IDENTIFIERS`.
+        chroma_url: use a Chroma server at this URL instead of the embedded store. `MEDSIGHT_CHROMA_URL`.
+        max_upload_mb: largest accepted upload. `MEDSIGHT_MAX_UPLOAD_MB`.
+        session_minutes: login session lifetime. `MEDSIGHT_SESSION_MINUTES`.
+        lockout_attempts / lockout_minutes: failed logins before a lockout, and its length.
+    """
+
+    home: Path = field(default_factory=lambda: PROJECT_ROOT / ".medsight")
+    device: str = "auto"
+    allow_network: bool = False
+    cloud_llm_consent: bool = False
+    store_identifiers: bool = False
+    chroma_url: str = ""
+    max_upload_mb: int = 200
+    session_minutes: int = 60
+    lockout_attempts: int = 5
+    lockout_minutes: int = 15
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Build settings from `MEDSIGHT_*` environment variables."""
+        home = os.environ.get("MEDSIGHT_HOME")
+        return cls(
+            home=Path(home).expanduser().resolve() if home else PROJECT_ROOT / ".medsight",
+            device=os.environ.get("MEDSIGHT_DEVICE", "auto").strip().lower() or "auto",
+            allow_network=_env_bool("MEDSIGHT_ALLOW_DOWNLOADS"),
+            cloud_llm_consent=_env_bool("MEDSIGHT_CLOUD_LLM"),
+            store_identifiers=_env_bool("MEDSIGHT_STORE_IDENTIFIERS"),
+            chroma_url=os.environ.get("MEDSIGHT_CHROMA_URL", "").strip(),
+            max_upload_mb=int(os.environ.get("MEDSIGHT_MAX_UPLOAD_MB", "200")),
+            session_minutes=int(os.environ.get("MEDSIGHT_SESSION_MINUTES", "60")),
+            lockout_attempts=int(os.environ.get("MEDSIGHT_LOCKOUT_ATTEMPTS", "5")),
+            lockout_minutes=int(os.environ.get("MEDSIGHT_LOCKOUT_MINUTES", "15")),
+        )
+
+    # Derived locations inside the data directory.
+    @property
+    def models_dir(self) -> Path:
+        """User-supplied weights (checked before the shipped `models/` folder)."""
+        return self.home / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "history.sqlite3"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def users_path(self) -> Path:
+        return self.home / "users.yaml"
+
+    def ensure_dirs(self) -> "Settings":
+        """Create the data directory tree (idempotent) and return self."""
+        for path in (self.home, self.models_dir, self.chroma_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @staticmethod
+    def api_key(name: str = "GEMINI_API_KEY") -> str | None:
+        """Read an API key from the environment; never cached or persisted."""
+        value = os.environ.get(name, "").strip()
+        return value or None
+
+    def __repr__(self) -> str:  # keys are never part of the object, but keep repr explicit
+        parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({parts})"
+
+
+def get_settings() -> Settings:
+    """Current settings (re-read from the environment each call so tests can patch it)."""
+    return Settings.from_env()
