@@ -1,0 +1,429 @@
+"""DICOM ingest through pydicom (pylibjpeg, pyjpegls and pydicom's RLE decoder for compressed data).
+
+Display pipeline, in DICOM order: stored values → Modality LUT / rescale (raw) → VOI LUT table or
+window (PS3.3 C.11.2) → MONOCHROME1 inversion. Colour images (RGB, YBR, palette) become luminance.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from medsight.ingest.deid import technical_metadata
+from medsight.ingest.errors import IngestError
+from medsight.ingest.study import Study, apply_window, luminance, percentile_window, pixel_hash
+
+#: Modalities that are plain projection radiographs; others load with a notice.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# pydicom decoder plugin → what to install.
+_PLUGIN_PACKAGES = {
+    "pylibjpeg": "pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg / pylibjpeg-rle",
+    "pyjpegls": "pyjpegls",
+    "gdcm": "python-gdcm",
+    "pillow": "pillow",
+    "pydicom": "pydicom",
+}
+
+
+def _plausible_raw_dataset(data: bytes) -> bool:
+    """Whether headerless bytes start like a DICOM data set (group 0002 or 0008, small element)."""
+    if len(data) < 8:
+        return False
+    group_le = int.from_bytes(data[0:2], "little")
+    group_be = int.from_bytes(data[0:2], "big")
+    element = int.from_bytes(data[2:4], "little")
+    element_be = int.from_bytes(data[2:4], "big")
+    return (group_le in (0x0002, 0x0008) and element < 0x0100) or (
+        group_be == 0x0008 and element_be < 0x0100
+    )
+
+
+def read_dicom(data: bytes) -> Any | None:
+    """Parse ``data`` as DICOM, or return None when it is not DICOM at all.
+
+    A file with the "DICM" marker is read normally. Without it (raw data sets written with no
+    preamble) pydicom's forced read is tried only when the first tag looks like DICOM, and the
+    result is accepted only when it holds attributes an image or DICOM object must have.
+
+    Raises:
+        IngestError: If the file is DICOM but its header is corrupt or truncated.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    has_marker = len(data) >= 132 and data[128:132] == b"DICM"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=False)
+            ds.keys()  # reading is lazy; make sure the top level parsed
+            return ds
+    except InvalidDicomError:
+        if has_marker:
+            raise IngestError("The DICOM file header is corrupt and could not be read.") from None
+    except Exception:
+        if has_marker:
+            raise IngestError("The DICOM file is truncated or corrupt; its header could not be read.") from None
+        return None
+    if not _plausible_raw_dataset(data):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            keys = set(ds.keys())
+    except Exception:
+        raise IngestError(
+            "The file looks like DICOM without a file header but is truncated or corrupt."
+        ) from None
+    # Forced reads "succeed" on many non-DICOM files; insist on real DICOM content.
+    from pydicom.tag import Tag
+
+    required = {Tag("SOPClassUID"), Tag("Modality"), Tag("PixelData"), Tag("Rows"), Tag("StudyInstanceUID")}
+    if len(keys & required) < 2:
+        return None
+    return ds
+
+
+def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
+    try:
+        value = ds.get(keyword, default)
+        return default if value is None or value == "" else int(value)
+    except Exception:
+        return default
+
+
+def _kind(ds: Any) -> str:
+    """Human name of the DICOM object type (e.g. "RT Plan Storage", "Media Storage Directory")."""
+    from pydicom.uid import UID
+
+    for source, keyword in ((ds, "SOPClassUID"), (getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")):
+        try:
+            value = source.get(keyword) if source is not None else None
+        except Exception:
+            value = None
+        if value:
+            name = UID(str(value)).name
+            return name if name else str(value)
+    if "DirectoryRecordSequence" in ds:
+        return "Media Storage Directory"
+    return "unknown object type"
+
+
+def _ensure_transfer_syntax(ds: Any) -> Any:
+    """Make sure ``ds.file_meta.TransferSyntaxUID`` exists (headerless files lack it)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom import uid
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if meta.get("TransferSyntaxUID"):
+        return meta.TransferSyntaxUID
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if little is False:
+        tsuid = uid.ExplicitVRBigEndian
+    elif implicit is False:
+        tsuid = uid.ExplicitVRLittleEndian
+    else:
+        tsuid = uid.ImplicitVRLittleEndian
+    meta.TransferSyntaxUID = tsuid
+    return tsuid
+
+
+def _check_decoder(tsuid: Any) -> None:
+    """Raise a clear IngestError when no installed plugin can decode ``tsuid``."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    name = UID(str(tsuid)).name or str(tsuid)
+    try:
+        decoder = get_decoder(tsuid)
+    except Exception:
+        raise IngestError(
+            f"The DICOM transfer syntax '{name}' is not supported: no pixel data decoder exists for it."
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(str(m) for m in decoder.missing_dependencies) or "a decoder plugin"
+        plugins = sorted({m.split(" ")[0] for m in decoder.missing_dependencies})
+        packages = ", ".join(_PLUGIN_PACKAGES.get(p, p) for p in plugins) or "a pydicom decoder plugin"
+        raise IngestError(
+            f"The DICOM transfer syntax '{name}' needs a decoder that is not installed "
+            f"(install one of: {packages}). Details: {missing}."
+        )
+
+
+def _window_list(ds: Any) -> list[tuple[float, float]]:
+    """(centre, width) pairs from Window Center / Window Width (both may be multi-valued)."""
+    try:
+        centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    except Exception:
+        return []
+    if centers is None or widths is None:
+        return []
+    from pydicom.multival import MultiValue
+
+    centers = list(centers) if isinstance(centers, (list, tuple, MultiValue)) else [centers]
+    widths = list(widths) if isinstance(widths, (list, tuple, MultiValue)) else [widths]
+    windows = []
+    for c, w in zip(centers, widths):
+        try:
+            c, w = float(c), float(w)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(c) and math.isfinite(w):
+            windows.append((c, w))
+    return windows
+
+
+def _voi_lut_display(raw: np.ndarray, ds: Any, index: int) -> np.ndarray | None:
+    """Apply item ``index`` of the VOI LUT Sequence with pydicom; None if absent/unusable."""
+    from pydicom.pixels import apply_voi
+
+    try:
+        seq = ds.get("VOILUTSequence")
+        if not seq or index >= len(seq):
+            return None
+        item = seq[index]
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        if item.get("LUTData") is None:
+            return None
+        entries = descriptor[0] or 2**16
+        first = descriptor[1]
+        # pydicom indexes the table with integers; clip here so large values cannot wrap.
+        stored = np.clip(np.round(raw), first, first + entries - 1).astype(np.int64)
+        out = apply_voi(stored, ds, index).astype(np.float32)
+        table = item.LUTData
+        if isinstance(table, bytes):
+            lo, hi = float(out.min()), float(out.max())
+        else:
+            values = np.asarray(list(table) if not isinstance(table, int) else [table], dtype=np.float64)
+            lo, hi = float(values.min()), float(values.max())
+        if hi <= lo:
+            return None
+        return np.clip((out - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    except Exception:
+        return None
+
+
+def _spacing(ds: Any) -> tuple[tuple[float, float] | None, str | None]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            value = ds.get(keyword)
+            if value is None or len(value) != 2:
+                continue
+            row, col = float(value[0]), float(value[1])
+        except Exception:
+            continue
+        if math.isfinite(row) and math.isfinite(col) and row > 0 and col > 0:
+            return (row, col), keyword
+    return None, None
+
+
+def _text(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+        return "" if value is None else str(value)
+    except Exception:
+        return ""
+
+
+def load_dicom(
+    ds: Any,
+    filename: str | None,
+    *,
+    window_index: int = 0,
+    window: tuple[float, float] | None = None,
+    store_identifiers: bool = False,
+    max_pixels: int,
+) -> Study:
+    """Turn a parsed DICOM dataset into a Study.
+
+    Args:
+        ds: pydicom Dataset.
+        filename: Original file name, for the Study only.
+        window_index: Which window (or VOI LUT table) of the file to apply.
+        window: Explicit (centre, width) in modality units; overrides the file's windows.
+        store_identifiers: Keep patient name/ID in ``metadata["identifiers"]``.
+        max_pixels: Largest accepted rows x columns.
+
+    Returns:
+        The Study.
+
+    Raises:
+        IngestError: For missing pixel data, unsupported encodings, absurd sizes or corrupt data.
+    """
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise IngestError(
+            f"This DICOM file ({_kind(ds)}) contains no image pixel data, so there is nothing to display."
+        )
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows is None or cols is None:
+        raise IngestError("The DICOM image has no Rows/Columns; the file is incomplete or corrupt.")
+    if rows <= 0 or cols <= 0:
+        raise IngestError(f"The DICOM image has zero size ({rows}×{cols}).")
+    if rows * cols > max_pixels:
+        raise IngestError(
+            f"The DICOM image is {cols}×{rows} pixels, more than the {max_pixels:,}-pixel limit; it was refused."
+        )
+    if min(rows, cols) < 2:
+        raise IngestError(f"The DICOM image is {cols}×{rows} pixels: not a 2-D radiograph.")
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    samples = _int(ds, "SamplesPerPixel", 1) or 1
+    if frames < 0 or samples not in (1, 3):
+        raise IngestError("The DICOM image header is inconsistent (frames or samples per pixel).")
+
+    tsuid = _ensure_transfer_syntax(ds)
+    if "PixelData" in ds:
+        _check_decoder(tsuid)
+    notices: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = pixel_array(ds, index=0) if frames > 1 else pixel_array(ds)
+    except IngestError:
+        raise
+    except MemoryError:
+        raise IngestError("The DICOM image is too large to decode in the available memory.") from None
+    except Exception as exc:
+        from pydicom.uid import UID
+
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise IngestError(
+            f"The DICOM pixel data ({UID(str(tsuid)).name or tsuid}) is truncated or corrupt and could not "
+            f"be decoded: {detail}"
+        ) from None
+    if frames > 1:
+        notices.append(f"Multi-frame DICOM ({frames} frames): only the first frame is shown.")
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4) and arr.shape[0] > 1:
+        arr = arr[0]  # decoders that ignored the frame index
+        if frames <= 1:
+            notices.append("The DICOM holds several frames; only the first is shown.")
+    if arr.ndim not in (2, 3) or arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise IngestError("The DICOM pixel data is not a 2-D image.")
+
+    photometric = _text(ds, "PhotometricInterpretation").strip().upper() or "MONOCHROME2"
+    bits = _int(ds, "BitsStored") or _int(ds, "BitsAllocated") or int(arr.dtype.itemsize * 8)
+    modality = _text(ds, "Modality").strip().upper() or None
+    view = _text(ds, "ViewPosition").strip().upper() or None
+    voi_function = _text(ds, "VOILUTFunction").strip().upper() or "LINEAR"
+    metadata = technical_metadata(ds, store_identifiers=store_identifiers)
+    windows: list[tuple[float, float]] = []
+    window_used: tuple[float, float] | None = None
+    invert = False
+    raw: np.ndarray | None = None
+
+    try:
+        if photometric == "PALETTE COLOR" or arr.ndim == 3:
+            if photometric == "PALETTE COLOR":
+                rgb = apply_color_lut(arr, ds)
+                try:
+                    depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+                except Exception:
+                    depth = 16 if rgb.dtype.itemsize > 1 else 8
+            else:
+                rgb, depth = arr, bits
+            levels = luminance(np.asarray(rgb)[..., :3])
+            full_scale = float(2 ** min(max(depth, 1), 32) - 1)
+            image = np.clip(levels / full_scale, 0.0, 1.0)
+            notices.append(f"Colour DICOM ({photometric}) converted to greyscale luminance.")
+            metadata["voi"] = "none (colour image scaled by bit depth)"
+            if window is not None:
+                image = apply_window(levels, window[0], window[1])
+                window_used = (float(window[0]), float(window[1]))
+        else:
+            levels = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+            if not np.all(np.isfinite(levels)):
+                levels = np.nan_to_num(levels, nan=0.0, posinf=0.0, neginf=0.0)
+                notices.append("Some pixel values were not finite and were set to 0.")
+            raw = levels
+            windows = _window_list(ds)
+            invert = photometric == "MONOCHROME1"
+            image = None
+            if window is not None:
+                image = apply_window(raw, window[0], window[1], voi_function)
+                window_used = (float(window[0]), float(window[1]))
+                metadata["voi"] = "window (user)"
+            if image is None and window is None:
+                image = _voi_lut_display(raw, ds, window_index)
+                if image is not None:
+                    metadata["voi"] = f"VOI LUT sequence item {window_index}"
+            if image is None and windows:
+                index = window_index
+                if not 0 <= index < len(windows):
+                    notices.append(
+                        f"Window {index + 1} does not exist (the file has {len(windows)}); the first was used."
+                    )
+                    index = 0
+                try:
+                    image = apply_window(raw, *windows[index], voi_function)
+                    window_used = windows[index]
+                    metadata["voi"] = f"window {index} from file"
+                except IngestError:
+                    notices.append("The window stored in the file is invalid; an automatic window was used.")
+            if image is None:
+                center, width = percentile_window(raw)
+                image = apply_window(raw, center, width, "LINEAR")
+                window_used = (center, width)
+                voi_function = "LINEAR"
+                metadata["voi"] = "automatic (0.5–99.5 percentile)"
+                if not windows:
+                    notices.append(
+                        "The file has no display window; an automatic window "
+                        "(0.5th–99.5th percentile of pixel values) was used."
+                    )
+            if invert:
+                image = 1.0 - image
+    except IngestError:
+        raise
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise IngestError(f"The DICOM display attributes (LUTs/windows) are invalid: {detail}") from None
+
+    image = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+    if modality is None:
+        notices.append("The file does not state its modality; results assume a chest radiograph.")
+    elif modality not in RADIOGRAPH_MODALITIES:
+        notices.append(
+            f"Modality {modality} is not a plain radiograph (CR/DX); the chest X-ray models were not "
+            "made for it, so treat their results with caution."
+        )
+    if _text(ds, "BurnedInAnnotation").strip().upper() == "YES":
+        notices.append("The file states that text is burned into the pixels; it may show identifiers.")
+    spacing, spacing_source = _spacing(ds)
+    if spacing_source:
+        metadata["pixel_spacing_source"] = spacing_source
+    synthetic = any(
+        "SYNTHETIC" in _text(ds, keyword).upper()
+        for keyword in ("ImageComments", "SeriesDescription", "StudyDescription")
+    )
+    return Study(
+        study_id=pixel_hash(image),
+        image=image,
+        raw=raw,
+        source_format="dicom",
+        filename=filename,
+        modality=modality,
+        view_position=view,
+        pixel_spacing=spacing,
+        original_size=(int(rows), int(cols)),
+        bits=int(bits),
+        windows=windows,
+        window_used=window_used,
+        metadata=metadata,
+        notices=notices,
+        synthetic=synthetic,
+        _levels=raw if raw is not None else levels.astype(np.float32),
+        _invert=invert,
+        _voi_function=voi_function,
+    )

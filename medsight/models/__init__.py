@@ -1,0 +1,1 @@
+"""Image models of the workstation (anomaly detector, pathology classifier)."""

@@ -1,0 +1,325 @@
+"""Anomaly scoring: named preprocessing, the calibrated fused score, and `AnomalyDetector`.
+
+Fused score (published design):
+    S = 0.4·σ((e_recon − μ_recon)/σ_recon) + 0.2·σ((d_KL − μ_KL)/σ_KL) + 0.4·s_ViT
+where e_recon is the VGG16-feature reconstruction MSE of the image (mean over the 512 features), d_KL
+the KL divergence of its latent posterior from N(0, I) (mean over the 256 latent dimensions), and s_ViT
+the ViT scorer's probability. μ/σ come from the normal training images of the checkpoint; the
+published values are used when a checkpoint carries none. Inference uses the posterior mean (no
+sampling), so one image always gets the same score.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medsight.models.anomaly.torch_model import (
+    EXTRACTOR_DEMO,
+    EXTRACTOR_LABELS,
+    VAE,
+    VGG16Features,
+    ViTAnomalyScorer,
+    kl_per_sample,
+    recon_error_per_sample,
+)
+
+INPUT_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FUSION_WEIGHTS = (0.4, 0.2, 0.4)  # reconstruction, KL, ViT
+PUBLISHED_THRESHOLD = 0.348
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Normal-image statistics that turn raw reconstruction error and KL into z-scores.
+
+    Attributes:
+        recon_mean, recon_std: mean / std of e_recon over the normal training images.
+        kl_mean, kl_std: mean / std of d_KL over the same images.
+        source: "published" (paper values) or a description of the data they were measured on.
+        n_images: number of normal images measured (0 for published values).
+    """
+
+    recon_mean: float
+    recon_std: float
+    kl_mean: float
+    kl_std: float
+    source: str = "published"
+    n_images: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("recon_mean", "recon_std", "kl_mean", "kl_std"):
+            value = getattr(self, name)
+            if not np.isfinite(value):
+                raise ValueError(f"Calibration {name} is not a finite number ({value!r}).")
+        if self.recon_std <= 0 or self.kl_std <= 0:
+            raise ValueError("Calibration standard deviations must be positive.")
+
+    @classmethod
+    def published(cls) -> "Calibration":
+        """The published statistics (ImageNet VGG16 features, COVID-19 Radiography normals)."""
+        return cls(recon_mean=0.01386, recon_std=0.00390, kl_mean=0.6930, kl_std=0.0804, source="published")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Calibration":
+        if not data:
+            return cls.published()
+        return cls(
+            recon_mean=float(data["recon_mean"]), recon_std=float(data["recon_std"]),
+            kl_mean=float(data["kl_mean"]), kl_std=float(data["kl_std"]),
+            source=str(data.get("source", "checkpoint")), n_images=int(data.get("n_images", 0)),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fuse_scores(recon_error: torch.Tensor, kl_divergence: torch.Tensor, vit_score: torch.Tensor,
+                calibration: Calibration, weights: Sequence[float] = FUSION_WEIGHTS
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Fused anomaly score and its three weighted terms (differentiable; works on any shape).
+
+    Returns:
+        (fused, {"recon": w1·σ(z_recon), "kl": w2·σ(z_KL), "vit": w3·s_ViT}).
+    """
+    w_recon, w_kl, w_vit = weights
+    components = {
+        "recon": w_recon * torch.sigmoid((recon_error - calibration.recon_mean) / calibration.recon_std),
+        "kl": w_kl * torch.sigmoid((kl_divergence - calibration.kl_mean) / calibration.kl_std),
+        "vit": w_vit * vit_score,
+    }
+    return components["recon"] + components["kl"] + components["vit"], components
+
+
+def xray_to_vgg_input(image: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Named preprocessing transform: radiograph → VGG16 input tensor.
+
+    Steps: greyscale float image in [0, 1] (MONOCHROME2: air dark) → Lanczos resize to size×size with
+    Pillow (float mode, no 8-bit rounding) → clip to [0, 1] (Lanczos overshoots at edges) → repeat to
+    3 channels → ImageNet mean/std normalisation per channel.
+
+    Args:
+        image: H×W float array in [0, 1]; an H×W×3/4 colour array is averaged to grey.
+        size: output side (224 for VGG16).
+
+    Returns:
+        float32 tensor [1, 3, size, size].
+
+    Raises:
+        ValueError: on an empty, non-finite, wrong-shaped or out-of-range image.
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise ValueError(f"Expected a 2-D greyscale image, got an array of shape {array.shape}.")
+    if min(array.shape) < 2:
+        raise ValueError(f"Image too small to analyse ({array.shape[1]}×{array.shape[0]} pixels).")
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("Image contains missing or infinite pixel values.")
+    if array.min() < -1e-3 or array.max() > 1 + 1e-3:
+        raise ValueError("Image values must be scaled to [0, 1] (load it through medsight.ingest).")
+    resized = Image.fromarray(np.clip(array, 0.0, 1.0), mode="F").resize((size, size), Image.Resampling.LANCZOS)
+    grey = torch.from_numpy(np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0))
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((grey.expand(3, size, size) - mean) / std).unsqueeze(0).contiguous()
+
+
+@dataclass
+class AnomalyResult:
+    """Anomaly detector output for one image (JSON-ready via `to_dict`).
+
+    Attributes:
+        fused_score: S in [0, 1].
+        recon_error: e_recon (feature MSE). kl_divergence: d_KL. vit_score: s_ViT in [0, 1].
+        components: the three weighted terms of S ("recon", "kl", "vit"); they sum to S.
+        threshold: operating threshold; is_anomalous = fused_score >= threshold; margin = S − threshold.
+        timings: milliseconds per stage ("preprocess", "extractor", "vae", "vit", "total").
+        tier: "real" or "demo". extractor: "imagenet" or "demo-seeded".
+        provenance: where the weights came from (checkpoint, hashes, calibration source, ...).
+    """
+
+    fused_score: float
+    recon_error: float
+    kl_divergence: float
+    vit_score: float
+    components: dict[str, float]
+    threshold: float
+    is_anomalous: bool
+    margin: float
+    timings: dict[str, float]
+    tier: str
+    extractor: str
+    calibration_source: str = "published"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AnomalyDetector:
+    """VGG16 features → VAE → ViT scorer → calibrated fused anomaly score.
+
+    Args:
+        extractor: frozen `VGG16Features` (its `sha256` must match the checkpoint's).
+        vae, vit: trained networks.
+        calibration: normal-image statistics (`Calibration.published()` when unknown).
+        threshold: operating threshold on the fused score.
+        provenance: free-form facts shown with every result (tier, checkpoint, hashes...). Its "tier"
+            defaults to "demo" for the seeded extractor and "real" otherwise.
+        device: torch device for all three networks.
+
+    Example:
+        >>> detector = load_detector()                      # doctest: +SKIP
+        >>> detector.score(study.image).fused_score         # doctest: +SKIP
+    """
+
+    def __init__(self, extractor: VGG16Features, vae: VAE, vit: ViTAnomalyScorer,
+                 calibration: Calibration | None = None, threshold: float | None = None,
+                 provenance: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.extractor = extractor.to(self.device).freeze()
+        self.vae = vae.to(self.device).eval()
+        self.vit = vit.to(self.device).eval()
+        for module in (self.vae, self.vit):
+            for param in module.parameters():
+                param.requires_grad_(False)
+        self.calibration = calibration or Calibration.published()
+        self.threshold = float(PUBLISHED_THRESHOLD if threshold is None else threshold)
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.provenance.setdefault("tier", "demo" if extractor.kind == EXTRACTOR_DEMO else "real")
+        self.provenance.setdefault("extractor", extractor.kind)
+        self.provenance.setdefault("extractor_label", EXTRACTOR_LABELS.get(extractor.kind, extractor.kind))
+        self.provenance.setdefault("extractor_sha256", extractor.sha256)
+        self.provenance["calibration"] = self.calibration.to_dict()
+        self.provenance["threshold"] = self.threshold
+
+    # Compatibility alias: callers may say `meta`.
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.provenance
+
+    @property
+    def tier(self) -> str:
+        return str(self.provenance["tier"])
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """Image (H×W float [0, 1]) → tensor [1, 3, 224, 224] on the CPU; see `xray_to_vgg_input`."""
+        return xray_to_vgg_input(image)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """VGG16 512-vectors (B, 512) for preprocessed tensors [B, 3, 224, 224]."""
+        return self.extractor(x.to(self.device))
+
+    def components_from_features(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All score parts from 512-vectors, without sampling (z = mu).
+
+        Returns:
+            dict with "recon_error", "kl_divergence", "vit_score", "fused", "mu" and the weighted terms
+            "recon", "kl", "vit" (all (B,) except "mu" (B, 256)).
+        """
+        feats = feats.to(self.device)
+        mu, log_var = self.vae.encoder(feats)
+        x_hat = self.vae.decoder(mu)
+        recon = recon_error_per_sample(x_hat, feats)
+        kl = kl_per_sample(mu, log_var)
+        vit = self.vit(mu)
+        fused, parts = fuse_scores(recon, kl, vit, self.calibration)
+        return {"recon_error": recon, "kl_divergence": kl, "vit_score": vit, "fused": fused, "mu": mu, **parts}
+
+    def fused_from_tensor(self, x: torch.Tensor, *, return_activations: bool = False):
+        """Differentiable fused score for preprocessed tensors [B, 3, 224, 224] → (B,).
+
+        Gradients flow from the score through ViT → VAE (mu) → VGG16 to the input, although every
+        parameter is frozen. With `return_activations=True`, also returns the last VGG16 conv block's
+        activation map (B, 512, 14, 14) for Grad-CAM (it requires grad whenever autograd is on).
+        """
+        x = x.to(self.device)
+        if return_activations:
+            feats, activations = self.extractor.forward_with_activations(x)
+            return self.components_from_features(feats)["fused"], activations
+        return self.components_from_features(self.extractor(x))["fused"]
+
+    def latent(self, image: np.ndarray) -> np.ndarray:
+        """Posterior mean z (256,) of one image."""
+        with torch.inference_mode():
+            mu, _ = self.vae.encoder(self.features(self.preprocess(image)))
+        return mu[0].float().cpu().numpy()
+
+    def cls_attention(self, image: np.ndarray) -> np.ndarray:
+        """Last ViT block's CLS attention over the 8 latent patches (8,), averaged over heads.
+
+        These patches are slices of the latent vector, not image regions.
+        """
+        with torch.inference_mode():
+            mu, _ = self.vae.encoder(self.features(self.preprocess(image)))
+            return self.vit.cls_attention(mu)[0].float().cpu().numpy()
+
+    # ---- scoring --------------------------------------------------------------------------------
+    def score(self, image: np.ndarray) -> AnomalyResult:
+        """Score one radiograph (H×W float [0, 1]).
+
+        Raises:
+            ValueError: on an unusable image (message is user-facing).
+        """
+        return self.score_batch([image])[0]
+
+    def score_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[AnomalyResult]:
+        """Score several radiographs; timings are per image (batch time divided by batch size)."""
+        results: list[AnomalyResult] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            n = len(chunk)
+            t0 = time.perf_counter()
+            x = torch.cat([self.preprocess(image) for image in chunk])
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                feats = self.features(x)
+                t2 = time.perf_counter()
+                mu, log_var = self.vae.encoder(feats)
+                x_hat = self.vae.decoder(mu)
+                recon = recon_error_per_sample(x_hat, feats)
+                kl = kl_per_sample(mu, log_var)
+                t3 = time.perf_counter()
+                vit = self.vit(mu)
+                fused, parts = fuse_scores(recon, kl, vit, self.calibration)
+                t4 = time.perf_counter()
+            timings = {
+                "preprocess": (t1 - t0) * 1000 / n, "extractor": (t2 - t1) * 1000 / n,
+                "vae": (t3 - t2) * 1000 / n, "vit": (t4 - t3) * 1000 / n, "total": (t4 - t0) * 1000 / n,
+            }
+            timings = {key: round(value, 2) for key, value in timings.items()}
+            for i in range(n):
+                score = float(fused[i])
+                results.append(AnomalyResult(
+                    fused_score=score,
+                    recon_error=float(recon[i]),
+                    kl_divergence=float(kl[i]),
+                    vit_score=float(vit[i]),
+                    components={key: float(parts[key][i]) for key in ("recon", "kl", "vit")},
+                    threshold=self.threshold,
+                    is_anomalous=score >= self.threshold,
+                    margin=score - self.threshold,
+                    timings=dict(timings),
+                    tier=self.tier,
+                    extractor=self.extractor.kind,
+                    calibration_source=self.calibration.source,
+                    provenance=dict(self.provenance),
+                ))
+        return results
+
+    def to(self, device: str | torch.device) -> "AnomalyDetector":
+        self.device = torch.device(device)
+        for module in (self.extractor, self.vae, self.vit):
+            module.to(self.device)
+        return self

@@ -1,0 +1,311 @@
+"""Radiology lexicon as data: the terms the entity ruler matches and the canonical names they map to.
+
+Everything here is plain data so that it can be read, reviewed and extended by a radiologist without
+touching the matching code. Matching is case-insensitive on whole tokens (spaCy `LOWER`).
+
+Canonical finding names follow the product's label set: the synthetic-phantom findings
+("consolidation", "nodule", "effusion", "pneumothorax", "cardiomegaly") and torchxrayvision's 18 labels,
+written lower-case with underscores ("Pleural_Thickening" → "pleural_thickening",
+"Lung Opacity" → "lung_opacity").
+"""
+
+from __future__ import annotations
+
+# Label names used for entities.
+FINDING = "FINDING"  # an imaging finding (canonical names below)
+DISEASE = "DISEASE"  # a clinical diagnosis that is not itself an image label
+ANATOMY = "ANATOMY"
+DEVICE = "DEVICE"
+SYMPTOM = "SYMPTOM"
+MEDICATION = "MEDICATION"
+ENTITY_LABELS = (FINDING, DISEASE, ANATOMY, DEVICE, SYMPTOM, MEDICATION)
+
+# torchxrayvision's 18 labels → canonical names used across the product.
+XRV_LABELS = (
+    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis",
+    "Effusion", "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia",
+    "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum",
+)
+PHANTOM_FINDINGS = ("consolidation", "nodule", "effusion", "pneumothorax", "cardiomegaly")
+
+# canonical imaging finding → phrases that name it (singular and plural where both occur in reports).
+FINDINGS: dict[str, list[str]] = {
+    "consolidation": [
+        "consolidation", "consolidations", "consolidative opacity", "consolidative opacities",
+        "airspace disease", "air space disease", "airspace consolidation", "air space consolidation",
+        "airspace consolidations", "alveolar consolidation", "focal consolidation", "airspace opacity",
+        "airspace opacities", "air space opacity", "air space opacities", "alveolar opacity",
+        "alveolar opacities", "air bronchograms",
+    ],
+    "pneumonia": [
+        "pneumonia", "pneumonias", "bronchopneumonia", "pneumonitis", "aspiration pneumonia",
+        "lobar pneumonia", "multifocal pneumonia",
+    ],
+    "infiltration": ["infiltrate", "infiltrates", "infiltration", "infiltrations", "interstitial infiltrate"],
+    "atelectasis": [
+        "atelectasis", "atelectases", "atelectatic", "atelectatic change", "atelectatic changes",
+        "subsegmental atelectasis", "discoid atelectasis", "plate-like atelectasis", "platelike atelectasis",
+        "collapse", "lobar collapse", "volume loss",
+    ],
+    "effusion": [
+        "pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid",
+        "hydrothorax", "blunting of the costophrenic angle", "costophrenic angle blunting",
+        "blunting of the costophrenic angles", "blunted costophrenic angle", "blunted costophrenic angles",
+        "costophrenic blunting",
+    ],
+    "pneumothorax": ["pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air", "hydropneumothorax"],
+    "edema": [
+        "edema", "pulmonary edema", "interstitial edema", "alveolar edema", "vascular congestion",
+        "pulmonary vascular congestion", "pulmonary congestion", "cephalization", "kerley b lines",
+        "fluid overload", "heart failure", "congestive heart failure", "chf",
+    ],
+    "emphysema": [
+        "emphysema", "emphysematous", "emphysematous changes", "bullous emphysema", "bulla", "bullae",
+    ],
+    "fibrosis": [
+        "fibrosis", "fibrotic", "fibrotic changes", "pulmonary fibrosis", "interstitial fibrosis",
+        "honeycombing", "interstitial lung disease", "ild", "usual interstitial pneumonia",
+    ],
+    "cardiomegaly": [
+        "cardiomegaly", "cardiac enlargement", "enlarged heart", "enlarged cardiac silhouette",
+        "enlargement of the cardiac silhouette", "enlarged cardiac contour", "cardiac silhouette is enlarged",
+        "heart is enlarged", "heart size is enlarged",
+    ],
+    "nodule": [
+        "nodule", "nodules", "nodular opacity", "nodular opacities", "nodular density", "pulmonary nodule",
+        "pulmonary nodules", "lung nodule", "lung nodules", "micronodules", "nodular",
+    ],
+    "mass": ["mass", "masses", "lung mass", "pulmonary mass", "mass lesion", "mass lesions", "tumor", "tumour"],
+    "lung_lesion": ["lesion", "lesions", "lung lesion", "pulmonary lesion", "cavitary lesion", "cavitation", "cavity"],
+    "hernia": ["hernia", "hiatal hernia", "hiatus hernia", "diaphragmatic hernia", "bochdalek hernia"],
+    "fracture": ["fracture", "fractures", "fractured", "rib fracture", "rib fractures", "compression fracture"],
+    "lung_opacity": [
+        "opacity", "opacities", "opacification", "pulmonary opacity", "pulmonary opacities", "lung opacity",
+        "hazy opacity", "ground glass", "ground-glass", "ground glass opacity", "ground-glass opacity",
+        "ground glass opacities", "ground-glass opacities", "density", "densities",
+        "interstitial opacities", "interstitial markings", "increased interstitial markings",
+        "reticular opacities", "streaky opacities",
+    ],
+    "pleural_thickening": [
+        "pleural thickening", "pleural plaque", "pleural plaques", "pleural scarring",
+        "apical pleural thickening", "apical capping", "pleural calcification", "pleural calcifications",
+    ],
+    "enlarged_cardiomediastinum": [
+        "widened mediastinum", "mediastinal widening", "enlarged cardiomediastinal silhouette",
+        "widening of the mediastinum", "mediastinal enlargement", "enlarged mediastinum",
+        "prominent mediastinum",
+    ],
+    # Findings outside the image label set, kept so they are not mistaken for anything else.
+    "granuloma": [
+        "granuloma", "granulomas", "granulomata", "calcified granuloma", "calcified granulomas",
+        "granulomatous disease", "old granulomatous disease", "prior granulomatous disease",
+        "granulomatous", "calcified nodule", "calcified nodules",
+    ],
+    "scarring": ["scarring", "scar", "scars", "fibrotic scarring", "apical scarring", "parenchymal scarring"],
+    "hyperinflation": [
+        "hyperinflation", "hyperinflated", "hyperexpanded", "hyperexpansion", "hyperaeration",
+        "flattening of the diaphragms", "flattened diaphragms", "flattened hemidiaphragms",
+    ],
+    "adenopathy": ["adenopathy", "lymphadenopathy", "hilar adenopathy", "mediastinal adenopathy", "hilar enlargement"],
+    "pneumoperitoneum": ["pneumoperitoneum", "free air", "free intraperitoneal air", "free air under the diaphragm"],
+    "bronchiectasis": ["bronchiectasis", "bronchiectatic", "bronchiectatic changes"],
+    "bronchial_thickening": ["bronchial wall thickening", "peribronchial thickening", "peribronchial cuffing"],
+}
+
+# Clinical diagnoses (not image labels) → phrases.
+DISEASES: dict[str, list[str]] = {
+    "tuberculosis": ["tuberculosis", "tb", "tuberculous", "mycobacterial infection", "positive ppd", "positive tb test", "latent tb"],
+    "lung_cancer": [
+        "lung cancer", "lung carcinoma", "bronchogenic carcinoma", "malignancy", "malignant",
+        "neoplasm", "carcinoma", "adenocarcinoma", "squamous cell carcinoma", "small cell carcinoma",
+        "metastasis", "metastases", "metastatic disease", "lymphoma",
+    ],
+    "pulmonary_embolism": ["pulmonary embolism", "pulmonary emboli", "pulmonary embolus", "pe", "thromboembolism", "dvt"],
+    "copd": ["copd", "chronic obstructive pulmonary disease", "chronic obstructive lung disease", "obstructive lung disease"],
+    "asthma": ["asthma", "asthmatic", "reactive airway disease", "reactive airways disease", "status asthmaticus"],
+    "bronchitis": ["bronchitis", "acute bronchitis", "chronic bronchitis", "bronchiolitis"],
+    "ards": ["ards", "acute respiratory distress syndrome", "respiratory distress syndrome"],
+    "covid19": ["covid", "covid-19", "covid 19", "sars-cov-2", "coronavirus", "viral pneumonia"],
+    "sarcoidosis": ["sarcoidosis", "sarcoid"],
+    "lung_abscess": ["abscess", "lung abscess", "empyema"],
+}
+
+ANATOMY_TERMS: dict[str, list[str]] = {
+    "lung": ["lung", "lungs", "lung field", "lung fields", "lung parenchyma", "parenchyma"],
+    "lobe": [
+        "right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe",
+        "lingula", "upper lobe", "lower lobe", "middle lobe", "rul", "rml", "rll", "lul", "lll",
+    ],
+    "lung_zone": [
+        "lung base", "lung bases", "base", "bases", "apex", "apices", "lung apex", "lung apices", "midlung",
+        "mid lung", "perihilar", "retrocardiac", "upper lung zone", "lower lung zone", "basilar", "bibasilar",
+    ],
+    "pleura": ["pleura", "pleural space", "pleural spaces", "costophrenic angle", "costophrenic angles", "costophrenic sulcus"],
+    "heart": ["heart", "cardiac silhouette", "cardiomediastinal silhouette", "cardiac contour", "cardiac contours", "heart size"],
+    "mediastinum": ["mediastinum", "mediastinal contour", "mediastinal contours", "hilum", "hila", "hilar", "trachea"],
+    "vessels": ["aorta", "aortic arch", "pulmonary vasculature", "pulmonary vascularity", "pulmonary arteries"],
+    "diaphragm": ["diaphragm", "diaphragms", "hemidiaphragm", "hemidiaphragms"],
+    "bones": ["rib", "ribs", "spine", "thoracic spine", "clavicle", "clavicles", "sternum", "scapula", "humerus", "osseous structures", "bony thorax"],
+    "soft_tissue": ["soft tissues", "chest wall", "breast"],
+}
+
+DEVICES: dict[str, list[str]] = {
+    "endotracheal_tube": ["endotracheal tube", "ett", "et tube", "ettube"],
+    "tracheostomy": ["tracheostomy", "tracheostomy tube", "trach tube"],
+    "enteric_tube": ["nasogastric tube", "ng tube", "orogastric tube", "og tube", "feeding tube", "dobhoff", "enteric tube"],
+    "central_line": [
+        "central venous catheter", "central line", "central venous line", "picc", "picc line",
+        "ij catheter", "subclavian catheter", "dual-lumen central venous catheter", "catheter", "venous catheter",
+        "port", "mediport", "port-a-cath", "power port",
+    ],
+    "chest_tube": ["chest tube", "chest tubes", "pleural drain", "pigtail catheter", "thoracostomy tube"],
+    "cardiac_device": ["pacemaker", "aicd", "icd", "defibrillator", "pacer", "pacing leads", "pacemaker leads", "cardiac device"],
+    "surgical_material": [
+        "sternotomy wires", "sternotomy sutures", "sternotomy", "surgical clips", "clips", "coronary bypass clips",
+        "cabg", "surgical staples", "staples", "prosthetic valve", "valve replacement", "stent", "stents",
+        "fixation hardware", "hardware", "foreign body", "projectile fragment",
+    ],
+}
+
+SYMPTOMS: dict[str, list[str]] = {
+    "cough": ["cough", "coughing", "productive cough", "dry cough", "nonproductive cough"],
+    "dyspnea": ["dyspnea", "dyspnoea", "shortness of breath", "sob", "breathlessness", "short of breath", "difficulty breathing", "dyspneic"],
+    "chest_pain": ["chest pain", "pleuritic chest pain", "chest tightness", "chest discomfort"],
+    "fever": ["fever", "fevers", "febrile", "pyrexia"],
+    "hemoptysis": ["hemoptysis", "haemoptysis", "coughing up blood", "blood in sputum", "bloody sputum"],
+    "wheezing": ["wheezing", "wheeze", "wheezes"],
+    "sputum": ["sputum", "sputum production", "phlegm"],
+    "hypoxia": ["hypoxia", "hypoxemia", "hypoxaemia", "low oxygen saturation", "desaturation"],
+    "tachypnea": ["tachypnea", "tachypnoea", "rapid breathing"],
+    "weight_loss": ["weight loss", "losing weight"],
+    "night_sweats": ["night sweats"],
+    "fatigue": ["fatigue", "tiredness", "malaise", "weakness"],
+    "orthopnea": ["orthopnea", "orthopnoea", "paroxysmal nocturnal dyspnea"],
+    "chills": ["chills", "rigors"],
+    "syncope": ["syncope", "fainting"],
+    "cyanosis": ["cyanosis", "cyanotic"],
+    "trauma": ["trauma", "fall", "motor vehicle collision", "mvc"],
+}
+
+MEDICATIONS: dict[str, list[str]] = {
+    "antibiotic": [
+        "antibiotic", "antibiotics", "amoxicillin", "augmentin", "azithromycin", "doxycycline", "ceftriaxone",
+        "levofloxacin", "moxifloxacin", "piperacillin", "vancomycin", "clarithromycin",
+    ],
+    "bronchodilator": ["albuterol", "salbutamol", "ipratropium", "tiotropium", "salmeterol", "formoterol", "bronchodilator", "bronchodilators", "inhaler", "nebulizer"],
+    "corticosteroid": ["prednisone", "prednisolone", "methylprednisolone", "dexamethasone", "steroids", "corticosteroids", "budesonide", "fluticasone", "inhaled corticosteroid"],
+    "diuretic": ["furosemide", "lasix", "diuretic", "diuretics", "torsemide"],
+    "anticoagulant": ["heparin", "enoxaparin", "warfarin", "apixaban", "rivaroxaban", "anticoagulation", "anticoagulant"],
+    "antituberculous": ["isoniazid", "rifampin", "rifampicin", "pyrazinamide", "ethambutol"],
+    "oxygen": ["oxygen", "supplemental oxygen", "home oxygen", "o2"],
+    "chemotherapy": ["chemotherapy", "immunotherapy", "radiation therapy", "radiotherapy"],
+}
+
+# Phrases that state a finding is ABSENT without a negation cue ("heart size is normal"). Regular
+# expressions (case-insensitive) matched per sentence; the matched text becomes a negated entity.
+NORMAL_STATEMENTS: dict[str, list[str]] = {
+    "cardiomegaly": [
+        r"\bnormal (?:heart|cardiac) (?:size|silhouette|contours?)\b",
+        r"\bnormal heart\b",
+        r"\b(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?(?: and [a-z ]{3,40}?)?,?"
+        r" (?:is |are |appears? |remains? )?(?:normal|within normal limits|unremarkable|not enlarged)"
+        r"(?! in size and)?",
+        r"\bheart is normal in size\b",
+        r"\bheart (?:and mediastinum|size) (?:are |is )?(?:normal|unremarkable|within normal limits)\b",
+    ],
+    "enlarged_cardiomediastinum": [
+        r"\bnormal (?:cardio ?mediastinal|mediastinal) (?:silhouette|contours?|size)\b",
+        r"\b(?:cardio ?mediastinal|mediastinal)(?: silhouette| contours?| size)?(?: and [a-z ]{3,40}?)?,?"
+        r" (?:is |are |appears? |remains? )?(?:normal|within normal limits|unremarkable|stable)",
+        r"\bmediastinum (?:is |appears )?(?:normal|unremarkable|within normal limits)\b",
+    ],
+}
+
+# Phrases asserting a finding through a description rather than its name ("heart size is mildly enlarged").
+DESCRIBED_FINDINGS: dict[str, list[str]] = {
+    "cardiomegaly": [
+        r"\b(?:heart|cardiac silhouette|cardiac size|heart size)(?: size)? (?:is |remains |appears )?"
+        r"(?:mildly |moderately |markedly |slightly |severely )?(?:enlarged|large|prominent)\b",
+        r"\b(?:borderline|mild|moderate|marked|severe|slight) (?:cardiomegaly|cardiac enlargement)\b",
+        r"\b(?:enlargement|enlarged) of (?:the )?(?:cardiac silhouette|heart)\b",
+        r"\bheart size is (?:at )?(?:the )?upper limits? of normal\b",
+        r"\bheart is (?:top|upper limits of) normal in size\b",
+    ],
+}
+# Of the described findings, those that are borderline and therefore uncertain.
+BORDERLINE_PATTERNS: list[str] = [r"upper limits? of normal", r"top normal", r"borderline"]
+
+# Laterality words and what they mean (patient side).
+LATERALITY_WORDS: dict[str, str] = {
+    "left": "left", "right": "right", "bilateral": "bilateral", "bilaterally": "bilateral",
+    "both": "bilateral", "bibasilar": "bilateral", "bibasal": "bilateral", "biapical": "bilateral",
+    "rul": "right", "rml": "right", "rll": "right", "lul": "left", "lll": "left", "lingula": "left",
+    "lingular": "left", "l": "left", "r": "right",
+}
+
+SEVERITY_WORDS: dict[str, str] = {
+    "minimal": "mild", "trace": "mild", "tiny": "mild", "small": "mild", "mild": "mild", "mildly": "mild",
+    "slight": "mild", "slightly": "mild", "moderate": "moderate", "moderately": "moderate",
+    "large": "severe", "severe": "severe", "severely": "severe", "marked": "severe", "markedly": "severe",
+    "massive": "severe", "extensive": "severe", "tension": "severe", "acute": "severe",
+}
+
+# Cues that make a mention uncertain. NegEx (en_clinical) treats "cannot exclude" as a negation; these
+# rules run after it and win over it for the cues listed in UNCERTAIN_OVERRIDES_NEGATION.
+UNCERTAINTY_PRECEDING: list[str] = [
+    "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "cannot be excluded",
+    "not excluded", "possible", "possibly", "may represent", "may reflect", "may be", "might represent",
+    "could represent", "could be", "questionable", "question of", "likely", "probable", "probably",
+    "suspicious for", "suspected", "concerning for", "suggestive of", "suggests", "suggesting",
+    "worrisome for", "differential includes", "versus", "vs", "or possibly", "equivocal", "borderline",
+    "presumed", "presumably", "consider", "compatible with", "consistent with", "cannot be ruled out",
+    "rule out", "r/o", "evaluate for", "?",
+]
+UNCERTAINTY_FOLLOWING: list[str] = [
+    "cannot be excluded", "can not be excluded", "not excluded", "is not excluded", "cannot be ruled out",
+    "not ruled out", "is not ruled out", "is possible", "is suspected", "not entirely excluded", "?",
+    "versus", "vs", "is likely", "is questioned", "could be considered",
+]
+# Cues that assert presence with high confidence; they do NOT make a mention uncertain.
+ASSERTIVE_CUES = {"compatible with", "consistent with"}
+UNCERTAIN_OVERRIDES_NEGATION = {
+    "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "cannot be excluded",
+    "can not be excluded", "not excluded", "is not excluded", "cannot be ruled out", "not ruled out",
+    "is not ruled out", "not entirely excluded",
+}
+
+# Additions to NegEx's en_clinical termset for radiology wording.
+EXTRA_PRECEDING_NEGATIONS = [
+    "no evidence for", "no radiographic evidence of", "no findings of", "no typical findings of",
+    "no signs", "without evidence of", "resolution of", "resolved", "interval resolution of",
+    "no longer", "no longer seen", "negative for", "clear of", "free of", "removal of", "no new",
+    "no visible", "no definite", "no discrete", "no large", "no significant", "no focal", "no acute",
+    "not seen", "none",
+]
+EXTRA_FOLLOWING_NEGATIONS = [
+    "has resolved", "have resolved", "resolved", "has cleared", "have cleared", "is no longer seen",
+    "are no longer seen", "no longer visible", "is not seen", "are not seen", "not identified",
+    "is not identified", "are not identified", "is absent", "are absent", "not present", "removed",
+    "has been removed",
+]
+EXTRA_PSEUDO_NEGATIONS = [
+    "no change", "no significant change", "no interval change", "not changed", "unchanged",
+    "no increase", "no decrease", "not significantly changed", "without change", "without interval change",
+    "not only",
+]
+EXTRA_TERMINATIONS = [";", "but", "there is", "there are", "there has been", "otherwise", "with", "and there"]
+
+
+def ruler_patterns() -> list[dict]:
+    """EntityRuler phrase patterns (`label`, `pattern`, `id` = canonical name), longest phrases first."""
+    groups = (
+        (FINDING, FINDINGS), (DISEASE, DISEASES), (ANATOMY, ANATOMY_TERMS), (DEVICE, DEVICES),
+        (SYMPTOM, SYMPTOMS), (MEDICATION, MEDICATIONS),
+    )
+    patterns = []
+    for label, table in groups:
+        for canonical, phrases in table.items():
+            for phrase in phrases:
+                patterns.append({"label": label, "pattern": phrase, "id": canonical})
+    patterns.sort(key=lambda p: -len(p["pattern"]))
+    return patterns

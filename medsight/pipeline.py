@@ -1,0 +1,327 @@
+"""Analysis orchestrator: one study (plus optional clinical text) in, one serialisable result out.
+
+Stages, in order: validate input → vision (anomaly, pathology, maps) → free accelerator memory → NLP →
+fusion → clinical reasoning (when a language-model backend is wanted) → report assembly → status.
+Each stage is isolated: a failure is recorded with its message and the rest still runs. The overall status
+is COMPLETE when every stage that ran succeeded, PARTIAL when some failed or were skipped for lack of a
+model, FAILED when nothing useful came out (no image result and no text result).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from medsight import registry
+from medsight.device import free_accelerator_memory
+
+log = logging.getLogger(__name__)
+
+STATUS_COMPLETE, STATUS_PARTIAL, STATUS_FAILED = "COMPLETE", "PARTIAL", "FAILED"
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+
+# Maps are the slowest part of a warm analysis; by default only the maps a reader needs first are computed
+# (the spatial anomaly map and Grad-CAM of positive labels, at most this many).
+MAX_PATHOLOGY_MAPS = 3
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class StageRecord:
+    """What happened in one stage."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    rss_mb: float = 0.0
+    message: str = ""
+    tier: str = ""
+
+
+@dataclass
+class AnalysisResult:
+    """Everything one analysis produced; `to_dict()` is what History stores and the PDF prints."""
+
+    analysis_id: str
+    created: str
+    status: str
+    study: dict
+    symptoms: str = ""
+    stages: list[StageRecord] = field(default_factory=list)
+    anomaly: dict | None = None
+    pathology: dict | None = None
+    maps: dict[str, dict] = field(default_factory=dict)
+    nlp: dict | None = None
+    fusion: dict | None = None
+    reasoning: dict | None = None
+    summary: dict = field(default_factory=dict)
+    models: dict[str, dict] = field(default_factory=dict)
+    # Live objects for the UI (heatmap arrays, loaded models); never serialised.
+    objects: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("objects")
+        return data
+
+    def stage(self, name: str) -> StageRecord | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+class _Runner:
+    """Runs named stages in isolation and records them."""
+
+    def __init__(self, result: AnalysisResult, progress: ProgressFn | None, total: int):
+        self.result, self.progress, self.total, self.index = result, progress, total, 0
+
+    def run(self, name: str, fn: Callable[[], tuple[str, str, str] | None]) -> bool:
+        """Run `fn`; it returns None (ok) or (status, message, tier). Exceptions become a failed stage."""
+        self.index += 1
+        if self.progress:
+            self.progress(name, self.index, self.total)
+        start = time.perf_counter()
+        status, message, tier = OK, "", ""
+        try:
+            outcome = fn()
+            if outcome:
+                status, message, tier = outcome
+        except registry.ModelUnavailable as exc:
+            status, message = SKIPPED, str(exc).splitlines()[0]
+        except Exception as exc:  # isolation is the point: record and go on
+            status, message = FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("stage %s failed: %s", name, traceback.format_exc(limit=6))
+        self.result.stages.append(
+            StageRecord(name, status, round(time.perf_counter() - start, 4), _rss_mb(), message, tier)
+        )
+        return status == OK
+
+
+def _load(slot: str, given: Any) -> tuple[Any, dict]:
+    """A model passed in by the caller (already loaded), else the registry's."""
+    if given is not None:
+        provenance = getattr(given, "provenance", None)
+        return given, (provenance if isinstance(provenance, dict) else {})
+    loaded = registry.load(slot)
+    return loaded.model, loaded.provenance.to_dict()
+
+
+def _validate(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 2:
+        raise ValueError("the study image must be a 2-D greyscale array")
+    if min(image.shape) < 32:
+        raise ValueError(f"the image is too small to analyse ({image.shape[1]}×{image.shape[0]} pixels)")
+    if not np.isfinite(image).all():
+        raise ValueError("the image contains invalid (NaN or infinite) pixel values")
+    if float(image.max() - image.min()) < 1e-6:
+        raise ValueError("the image is blank (every pixel has the same value)")
+
+
+def run_analysis(
+    study: Any,
+    symptoms: str = "",
+    *,
+    detector: Any = None,
+    classifier: Any = None,
+    maps: str = "key",
+    reasoning_backend: Any = None,
+    progress: ProgressFn | None = None,
+) -> AnalysisResult:
+    """Analyse one study.
+
+    Args:
+        study: a `medsight.ingest.Study` (needs `.image`, `.to_dict()`).
+        symptoms: free-text symptoms or clinical context (may be empty).
+        detector / classifier: already-loaded models (the app passes its cached ones); otherwise loaded
+            through the registry.
+        maps: "none", "key" (spatial anomaly map + Grad-CAM of up to MAX_PATHOLOGY_MAPS positive labels) or
+            "all" (also the paper attention map and every label's Grad-CAM).
+        reasoning_backend: a language-model backend for the optional clinical reasoning stage; None runs the
+            deterministic reasoning rules when that module is present.
+        progress: called as progress(stage_name, index, total) before each stage.
+
+    Returns:
+        AnalysisResult with status COMPLETE / PARTIAL / FAILED and a record per stage.
+    """
+    result = AnalysisResult(
+        analysis_id=uuid.uuid4().hex[:12],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        status=STATUS_FAILED,
+        study=study.to_dict() if hasattr(study, "to_dict") else {},
+        symptoms=symptoms or "",
+    )
+    runner = _Runner(result, progress, total=9)
+    image = getattr(study, "image", None)
+
+    def validate():
+        _validate(image)
+
+    valid = runner.run("validate input", validate)
+
+    def anomaly_stage():
+        if not valid:
+            return SKIPPED, "no valid image", ""
+        model, prov = _load("anomaly.detector", detector)
+        result.objects["detector"] = model
+        result.models["anomaly.detector"] = prov
+        result.anomaly = model.score(image).to_dict()
+        return OK, "", result.anomaly.get("tier", prov.get("tier", ""))
+
+    def pathology_stage():
+        if not valid:
+            return SKIPPED, "no valid image", ""
+        model, prov = _load("pathology.classifier", classifier)
+        result.objects["classifier"] = model
+        result.models["pathology.classifier"] = prov
+        result.pathology = model.predict(image).to_dict()
+        return OK, "", result.pathology.get("tier", prov.get("tier", ""))
+
+    def maps_stage():
+        if maps == "none" or not valid:
+            return SKIPPED, "maps not requested" if maps == "none" else "no valid image", ""
+        computed = compute_maps(result, image, which=maps)
+        if not computed:
+            return SKIPPED, "no model available to explain", ""
+        return None
+
+    runner.run("vision: anomaly detector", anomaly_stage)
+    runner.run("vision: pathology classifier", pathology_stage)
+    runner.run("vision: heatmaps", maps_stage)
+
+    def free_memory():
+        free_accelerator_memory()
+
+    runner.run("free accelerator memory", free_memory)
+
+    def nlp_stage():
+        if not (symptoms or "").strip():
+            return SKIPPED, "no clinical text entered", ""
+        from medsight.nlp import analyze_text
+
+        result.nlp = analyze_text(symptoms).to_dict()
+        return OK, "", str(result.nlp.get("tier", ""))
+
+    runner.run("clinical NLP", nlp_stage)
+
+    def fusion_stage():
+        if not (result.anomaly or result.pathology or result.nlp):
+            return SKIPPED, "nothing to fuse", ""
+        from medsight.fusion import fuse
+
+        result.fusion = fuse(result.anomaly, result.pathology, result.nlp).to_dict()
+        return None
+
+    runner.run("fusion, uncertainty and risk", fusion_stage)
+
+    def reasoning_stage():
+        try:
+            from medsight.llm.reasoning import clinical_reasoning
+        except ImportError:
+            return SKIPPED, "clinical reasoning is not installed in this build", ""
+        findings = {"anomaly": result.anomaly, "pathology": result.pathology, "nlp": result.nlp, "fusion": result.fusion}
+        reasoning = clinical_reasoning(findings, symptoms or "", image=image, llm=reasoning_backend)
+        result.reasoning = reasoning.to_dict()
+        return OK, "", str(result.reasoning.get("backend", result.reasoning.get("tier", "")))
+
+    runner.run("clinical reasoning", reasoning_stage)
+
+    def assemble():
+        result.summary = summarise(result)
+
+    runner.run("report assembly", assemble)
+
+    def status():
+        result.status = overall_status(result)
+
+    runner.run("status", status)
+    return result
+
+
+def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", labels: list[str] | None = None) -> list[str]:
+    """Compute heatmaps into `result.maps` (dicts) and `result.objects["heatmaps"]` (arrays).
+
+    Returns the keys of the maps computed. Used by the pipeline and, lazily, by the Heatmap page.
+    """
+    heatmaps = result.objects.setdefault("heatmaps", {})
+    done: list[str] = []
+    detector = result.objects.get("detector")
+    if detector is not None:
+        from medsight.explain.anomaly_map import spatial_anomaly_map
+
+        heatmaps["spatial_anomaly"] = spatial_anomaly_map(detector, image)
+        done.append("spatial_anomaly")
+        if which == "all":
+            from medsight.explain.attention import paper_attention_map
+
+            heatmaps["paper_attention"] = paper_attention_map(detector, image)
+            done.append("paper_attention")
+    classifier = result.objects.get("classifier")
+    if classifier is not None and result.pathology:
+        if labels is None:
+            probabilities = result.pathology.get("probabilities", {})
+            positives = sorted(result.pathology.get("positives", []), key=lambda k: -probabilities.get(k, 0.0))
+            labels = list(probabilities) if which == "all" else positives[:MAX_PATHOLOGY_MAPS]
+        for label in labels:
+            key = f"pathology:{label}"
+            heatmaps[key] = classifier.gradcam(image, label)
+            done.append(key)
+    for key in done:
+        result.maps[key] = heatmaps[key].to_dict()
+    return done
+
+
+def overall_status(result: AnalysisResult) -> str:
+    """COMPLETE / PARTIAL / FAILED from the stage records."""
+    useful = bool(result.anomaly or result.pathology or result.nlp)
+    if not useful:
+        return STATUS_FAILED
+    problems = [
+        s for s in result.stages
+        if s.status == FAILED or (s.status == SKIPPED and s.name.startswith("vision: ") and s.message != "maps not requested")
+    ]
+    return STATUS_PARTIAL if problems else STATUS_COMPLETE
+
+
+def summarise(result: AnalysisResult) -> dict:
+    """Headline facts for the results view, History list and PDF."""
+    summary: dict[str, Any] = {"headline": [], "tiers": {}}
+    if result.anomaly:
+        a = result.anomaly
+        verdict = "outside normal range" if a.get("is_anomalous") else "within normal range"
+        summary["headline"].append(
+            f"Anomaly score {a.get('fused_score', 0):.3f} (threshold {a.get('threshold', 0):.3f}): {verdict}"
+        )
+    if result.pathology:
+        probs = result.pathology.get("probabilities", {})
+        positives = result.pathology.get("positives", [])
+        if positives:
+            listed = ", ".join(f"{p} {probs.get(p, 0):.2f}" for p in positives)
+            summary["headline"].append(f"Pathology classifier positive: {listed}")
+        else:
+            summary["headline"].append("Pathology classifier: no label above its operating threshold")
+    if result.fusion:
+        risk = result.fusion.get("risk") or {}
+        level = risk.get("level") if isinstance(risk, dict) else risk
+        if level:
+            summary["risk"] = level
+            summary["headline"].append(f"Risk: {level}")
+    for slot, prov in result.models.items():
+        if prov:
+            summary["tiers"][slot] = prov.get("tier", "")
+    summary["demo_models"] = sorted(k for k, v in summary["tiers"].items() if v == "demo")
+    return summary

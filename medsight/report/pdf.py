@@ -1,0 +1,298 @@
+"""One-click PDF of an analysis (fpdf2), with Unicode text and the images the reader chose.
+
+No patient identifiers are printed unless the user opted in; the study is named by its pixel hash.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+
+DISCLAIMER = (
+    "Decision support, not a diagnosis. Findings must be confirmed by a qualified radiologist. "
+    "Models marked DEMO were trained on synthetic phantoms and are for demonstration only."
+)
+
+ACCENT = (0, 128, 140)
+GREY = (90, 90, 90)
+RISK_COLOURS = {"High": (190, 30, 45), "Moderate": (215, 140, 0), "Low": (30, 140, 70)}
+
+
+def _font_dir() -> Path:
+    """DejaVu TTFs: a Unicode font that ships with matplotlib on every platform."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def _as_text(item: Any) -> str:
+    """One readable line from a string or a result dict."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        for key in ("message", "text", "detail", "description", "reason", "summary"):
+            if item.get(key):
+                return str(item[key])
+        return ", ".join(f"{k}: {v}" for k, v in item.items() if not isinstance(v, (dict, list)))
+    return str(item)
+
+
+class _ReportPDF(FPDF):
+    def __init__(self, footer_text: str):
+        super().__init__(format="A4", unit="mm")
+        self.footer_text = footer_text
+        fonts = _font_dir()
+        self.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
+        self.add_font("DejaVu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
+        self.add_font("DejaVu", "I", str(fonts / "DejaVuSans-Oblique.ttf"))
+        self.set_auto_page_break(auto=True, margin=18)
+        self.set_margins(14, 14, 14)
+
+    def footer(self) -> None:
+        self.set_y(-14)
+        self.set_font("DejaVu", "I", 7)
+        self.set_text_color(*GREY)
+        self.multi_cell(0, 3.2, f"{self.footer_text}   Page {self.page_no()}/{{nb}}", align="C")
+        self.set_text_color(0, 0, 0)
+
+    # Small layout helpers -------------------------------------------------------------------------
+    def heading(self, text: str) -> None:
+        if self.get_y() > self.h - 40:
+            self.add_page()
+        self.ln(2)
+        self.set_font("DejaVu", "B", 12)
+        self.set_text_color(*ACCENT)
+        self.cell(0, 7, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_draw_color(*ACCENT)
+        self.line(self.l_margin, self.get_y(), self.w - self.r_margin, self.get_y())
+        self.ln(1.5)
+        self.set_text_color(0, 0, 0)
+
+    def para(self, text: str, size: float = 9.5, style: str = "") -> None:
+        self.set_font("DejaVu", style, size)
+        self.multi_cell(0, 4.8, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def bullets(self, items: Iterable[Any], size: float = 9.5) -> None:
+        self.set_font("DejaVu", "", size)
+        for item in items:
+            self.multi_cell(0, 4.8, f"•  {_as_text(item)}", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def table(self, header: list[str], rows: list[list[Any]], widths: list[float] | None = None) -> None:
+        from fpdf.fonts import FontFace
+
+        self.set_font("DejaVu", "", 8.5)
+        with super().table(
+            col_widths=widths, text_align="LEFT", line_height=5,
+            headings_style=FontFace(emphasis="BOLD", color=ACCENT),
+        ) as table:
+            head = table.row()
+            for h in header:
+                head.cell(h)
+            for row in rows:
+                r = table.row()
+                for value in row:
+                    r.cell(f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def build_pdf(
+    analysis: dict,
+    *,
+    images: list[tuple[str, bytes]] | None = None,
+    user: str = "",
+    report_text: str = "",
+    verification: dict | None = None,
+    include_identifiers: bool = False,
+) -> bytes:
+    """Render an analysis to PDF.
+
+    Args:
+        analysis: `AnalysisResult.to_dict()`.
+        images: (caption, PNG bytes) pairs, e.g. the original and the chosen heatmap panels.
+        user: the signed-in user's name, printed in the header.
+        report_text: the radiologist's report (accepted version), if any.
+        verification: `VerificationResult.to_dict()`, if the report was verified.
+        include_identifiers: print the file name and any kept patient identifiers (off by default).
+
+    Returns:
+        The PDF file as bytes.
+    """
+    study = analysis.get("study") or {}
+    pdf = _ReportPDF(DISCLAIMER)
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    pdf.set_title("MedSight chest X-ray analysis")
+    pdf.set_creator("MedSight Workstation")
+
+    # Header
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.set_text_color(*ACCENT)
+    pdf.cell(0, 9, "MedSight Workstation — chest X-ray analysis", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_text_color(0, 0, 0)
+    created = analysis.get("created") or datetime.now().isoformat(timespec="seconds")
+    lines = [
+        f"Study ID: {study.get('study_id', '—')}    Analysis ID: {analysis.get('analysis_id', '—')}",
+        f"Date: {created}    User: {user or '—'}    Status: {analysis.get('status', '—')}",
+        f"Modality: {study.get('modality') or '—'}    View: {study.get('view_position') or '—'}    "
+        f"Source: {study.get('source_format') or '—'}",
+    ]
+    if include_identifiers:
+        lines.append(f"File: {study.get('filename') or '—'}")
+        identifiers = (study.get("metadata") or {}).get("identifiers")
+        if identifiers:
+            lines.append("Identifiers: " + ", ".join(f"{k}: {v}" for k, v in identifiers.items()))
+    if study.get("synthetic"):
+        lines.append("This study is a SYNTHETIC PHANTOM generated for demonstration.")
+    for line in lines:
+        pdf.para(line, size=9)
+
+    # Disclaimer banner
+    pdf.ln(1)
+    pdf.set_fill_color(255, 243, 205)
+    pdf.set_font("DejaVu", "B", 9)
+    pdf.multi_cell(0, 5, DISCLAIMER, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    demo = (analysis.get("summary") or {}).get("demo_models") or []
+    if demo:
+        pdf.set_font("DejaVu", "", 8.5)
+        pdf.multi_cell(0, 4.5, "Demo-tier models in this analysis: " + ", ".join(demo), fill=True,
+                       new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    # Summary
+    summary = analysis.get("summary") or {}
+    pdf.heading("Summary")
+    pdf.bullets(summary.get("headline") or ["No result was produced."])
+
+    # Images
+    if images:
+        pdf.heading("Images")
+        for caption, png in images:
+            if pdf.get_y() > pdf.h - 80:
+                pdf.add_page()
+            width = pdf.w - pdf.l_margin - pdf.r_margin
+            pdf.image(io.BytesIO(png), w=width if _is_wide(png) else width / 2.5)
+            pdf.set_font("DejaVu", "I", 8)
+            pdf.multi_cell(0, 4, caption, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.ln(1)
+
+    anomaly = analysis.get("anomaly")
+    if anomaly:
+        pdf.heading("Unsupervised anomaly detector")
+        pdf.para(
+            f"Fused score {anomaly.get('fused_score', 0):.3f} against threshold {anomaly.get('threshold', 0):.3f} "
+            f"({'ANOMALOUS' if anomaly.get('is_anomalous') else 'within normal range'}); tier: {anomaly.get('tier', '—')}."
+        )
+        components = anomaly.get("components") or {}
+        rows = [[k, v] for k, v in components.items() if isinstance(v, (int, float))]
+        rows += [[k, anomaly[k]] for k in ("recon_error", "kl_divergence", "vit_score") if isinstance(anomaly.get(k), (int, float))]
+        if rows:
+            pdf.table(["Component", "Value"], rows, widths=[60, 40])
+
+    pathology = analysis.get("pathology")
+    if pathology:
+        pdf.heading("Pathology classifier")
+        probs = pathology.get("probabilities") or {}
+        thresholds = pathology.get("thresholds") or {}
+        positives = set(pathology.get("positives") or [])
+        rows = [
+            [label, float(p), float(thresholds.get(label, float("nan"))), "POSITIVE" if label in positives else ""]
+            for label, p in sorted(probs.items(), key=lambda kv: -kv[1])
+        ]
+        pdf.para(f"Tier: {pathology.get('tier', '—')}", size=8.5)
+        pdf.table(["Label", "Probability", "Threshold", ""], rows, widths=[60, 35, 35, 30])
+
+    if analysis.get("symptoms") or analysis.get("nlp"):
+        pdf.heading("Clinical text")
+        if analysis.get("symptoms"):
+            pdf.para(analysis["symptoms"], style="I")
+        nlp = analysis.get("nlp") or {}
+        entities = nlp.get("entities") or []
+        if entities:
+            pdf.bullets(
+                f"{e.get('text')} ({e.get('label', '').lower()}"
+                + (", negated" if e.get("negated") else "")
+                + (", uncertain" if e.get("uncertain") else "")
+                + (f", {e['laterality']}" if e.get("laterality") else "")
+                + ")"
+                for e in entities
+            )
+        conditions = [c for c in nlp.get("conditions") or [] if c.get("status") in ("present", "uncertain")]
+        if conditions:
+            pdf.para("Conditions suggested by the text: " + ", ".join(
+                f"{c.get('name')} ({c.get('status')})" for c in conditions), size=9)
+
+    fusion = analysis.get("fusion")
+    if fusion:
+        pdf.heading("Image–text agreement and risk")
+        risk = fusion.get("risk") or {}
+        level = risk.get("level") if isinstance(risk, dict) else str(risk)
+        if level:
+            pdf.set_font("DejaVu", "B", 11)
+            pdf.set_text_color(*RISK_COLOURS.get(level, (0, 0, 0)))
+            pdf.cell(0, 6, f"Risk: {level}", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.set_text_color(0, 0, 0)
+            pdf.bullets((risk.get("reasons") if isinstance(risk, dict) else None) or [])
+        for key, title in (("agreements", "Agreements"), ("contradictions", "Contradictions")):
+            if fusion.get(key):
+                pdf.para(title, style="B")
+                pdf.bullets(fusion[key])
+        confidence = fusion.get("confidence")
+        if isinstance(confidence, dict) and confidence.get("low_confidence"):
+            pdf.para("Low confidence: " + _as_text(confidence.get("reason") or "see the uncertainty figures"), style="I")
+
+    reasoning = analysis.get("reasoning")
+    if reasoning:
+        pdf.heading(f"Clinical reasoning ({reasoning.get('backend', reasoning.get('tier', '—'))})")
+        if reasoning.get("reasoning"):
+            pdf.para(str(reasoning["reasoning"]))
+        if reasoning.get("differential"):
+            pdf.para("Differential (ranked)", style="B")
+            pdf.bullets(reasoning["differential"])
+
+    if report_text:
+        pdf.heading("Report")
+        pdf.para(report_text)
+    if verification:
+        pdf.heading(f"Report verification ({verification.get('backend', verification.get('tier', '—'))})")
+        checklist = verification.get("checklist") or []
+        if checklist:
+            pdf.table(
+                ["Check", "Result", "Why"],
+                [[c.get("name", c.get("item", "")), c.get("status", "pass" if c.get("passed") else "fail"),
+                  c.get("why", c.get("detail", ""))] for c in checklist],
+                widths=[55, 20, 105],
+            )
+        if verification.get("discrepancies"):
+            pdf.para("Discrepancies", style="B")
+            pdf.bullets(verification["discrepancies"])
+
+    models = analysis.get("models") or {}
+    if models:
+        pdf.heading("Models used")
+        pdf.table(
+            ["Slot", "Tier", "Source", "Version / SHA-256"],
+            [[slot, p.get("tier", ""), p.get("source_label", ""),
+              (p.get("version") or "") + (f" {p['sha256'][:12]}" if p.get("sha256") else "")]
+             for slot, p in models.items()],
+            widths=[45, 18, 70, 47],
+        )
+    stages = analysis.get("stages") or []
+    if stages:
+        pdf.heading("Processing stages")
+        pdf.table(
+            ["Stage", "Status", "Time (s)", "Note"],
+            [[s.get("name"), s.get("status"), float(s.get("seconds", 0.0)), s.get("message", "")[:90]] for s in stages],
+            widths=[55, 20, 20, 85],
+        )
+    return bytes(pdf.output())
+
+
+def _is_wide(png: bytes) -> bool:
+    """Three-panel figures span the page; single images take half of it."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as img:
+        return img.width > 1.5 * img.height

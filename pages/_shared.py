@@ -1,0 +1,328 @@
+"""Streamlit helpers shared by every page: settings, History, the signed-in user, models, study picker.
+
+Session-state keys used across pages:
+    "username"      signed-in account name (str)
+    "auth_session"  `medsight.auth.Session` of the signed-in user
+    "study"         current `medsight.ingest.Study`
+    "analysis"      dict from AnalysisResult.to_dict(), live objects under "analysis_objects"
+    "symptoms"      free-text clinical context (str)
+    "report_text"   report under verification (str)
+    "verification"  a stored verification payload reopened from History (dict)
+    "chat_thread"   a stored chat payload reopened from History (dict, with "record_id")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from medsight.auth import Authenticator, Session
+from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
+from medsight.storage import History
+
+log = logging.getLogger("medsight.app")
+
+SAMPLES_DIR = SHIPPED_MODELS_DIR / "samples"
+
+# Page files, so pages can `st.switch_page(PAGES["analyze"])`.
+PAGES = {
+    "analyze": "pages/analyze.py",
+    "heatmap": "pages/heatmap.py",
+    "verify": "pages/verify.py",
+    "voice": "pages/voice.py",
+    "chat": "pages/chat.py",
+    "history": "pages/history.py",
+    "system": "pages/system.py",
+}
+
+_TIER_STYLE = {
+    "real": ("REAL — published weights", "green", ":material/verified:"),
+    "demo": ("DEMO — trained on synthetic phantoms", "orange", ":material/science:"),
+    "rules": ("RULES — deterministic engine, no learned model", "gray", ":material/rule:"),
+}
+
+
+# --- settings, database, user ------------------------------------------------------------------
+def settings() -> Settings:
+    """Current settings (read from the environment)."""
+    return get_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _history(db_path: str) -> History:
+    return History(db_path)
+
+
+def history() -> History:
+    """The History database of the current data directory (one shared instance per process)."""
+    current = settings().ensure_dirs()
+    return _history(str(current.db_path))
+
+
+def authenticator() -> Authenticator:
+    """Password checks, lockout and session bookkeeping bound to the current data directory."""
+    return Authenticator(settings(), history())
+
+
+def current_user() -> str | None:
+    """Signed-in account name, or None before sign-in."""
+    return st.session_state.get("username")
+
+
+def current_session() -> Session | None:
+    return st.session_state.get("auth_session")
+
+
+def current_study() -> Any | None:
+    """The study the user is working on (a `medsight.ingest.Study`), or None."""
+    return st.session_state.get("study")
+
+
+def audit(event: str, detail: Any = None) -> None:
+    """Record an event for the signed-in user (never pass passwords or patient identifiers)."""
+    try:
+        history().audit(current_user(), event, detail if detail is not None else {})
+    except Exception as exc:  # auditing must not break the page; the failure itself is logged
+        log.warning("audit write failed for event %s: %s", event, type(exc).__name__)
+
+
+# --- errors ------------------------------------------------------------------------------------
+def report_error(exc: BaseException, message: str = "Something went wrong on this page") -> str:
+    """Show a short error with a reference id; the code path goes to the server log only.
+
+    The log keeps the stack and the exception type but not its message, which may quote file
+    contents or names that identify a patient.
+
+    Returns:
+        The reference id shown to the user.
+    """
+    ref = secrets.token_hex(4).upper()
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("error ref %s: %s\n%sException type: %s.%s", ref, message, stack,
+              type(exc).__module__, type(exc).__qualname__)
+    st.error(f"{message}. Reference **{ref}** — the details are in the server log.", icon=":material/error:")
+    return ref
+
+
+def safe_page(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: run a page function and turn any unexpected exception into `report_error`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # st.stop / st.rerun are BaseException and pass through
+            report_error(exc)
+            return None
+
+    return wrapper
+
+
+# --- layout ------------------------------------------------------------------------------------
+def page_header(title: str, caption: str = "") -> None:
+    """Uniform page title with a one-line explanation."""
+    st.title(title, anchor=False)
+    if caption:
+        st.caption(caption)
+
+
+def tier_badge(provenance: Any, *, details: bool = False) -> str:
+    """Coloured badge of a model's tier: real green, demo amber, rules grey.
+
+    Args:
+        provenance: a `registry.Provenance`, its `to_dict()`, or a tier string.
+        details: also print slot title, source and device under the badge.
+
+    Returns:
+        The badge text.
+    """
+    if isinstance(provenance, str):
+        tier, info = provenance, {}
+    elif isinstance(provenance, dict):
+        tier, info = str(provenance.get("tier", "")), provenance
+    else:
+        tier = str(getattr(provenance, "tier", ""))
+        info = provenance.to_dict() if hasattr(provenance, "to_dict") else {}
+    label, color, icon = _TIER_STYLE.get(tier.lower(), ("UNKNOWN SOURCE — treat output with caution", "red", ":material/help:"))
+    st.badge(label, icon=icon, color=color)
+    if details and info:
+        parts = [info.get("title"), info.get("source_label"), info.get("device") and f"device {info['device']}"]
+        st.caption(" · ".join(str(p) for p in parts if p))
+    return label
+
+
+# --- models ------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _load_model(slot_name: str, home: str, device: str, allow_network: bool) -> Any:
+    from medsight import registry
+
+    return registry.load(slot_name, settings=get_settings(), device=device)
+
+
+def get_model(slot_name: str) -> Any:
+    """Load a model slot once per process.
+
+    Returns:
+        `registry.LoadedModel` (model + provenance).
+
+    Raises:
+        registry.ModelUnavailable: when no source could provide the model (message lists what was tried).
+    """
+    from medsight.device import pick_device
+
+    current = settings()
+    device = pick_device(current.device).torch_device
+    with st.spinner(f"Loading model {slot_name}…"):
+        return _load_model(slot_name, str(current.home), device, current.allow_network)
+
+
+# --- studies -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleStudy:
+    title: str
+    path: Path
+    description: str = ""
+
+
+def sample_studies(samples_dir: Path = SAMPLES_DIR) -> list[SampleStudy]:
+    """Bundled synthetic sample studies listed in `models/samples/manifest.json` (empty if none)."""
+    manifest = samples_dir / "manifest.json"
+    if not manifest.is_file():
+        return []
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("sample manifest unreadable: %s", type(exc).__name__)
+        return []
+    entries = data.get("samples", data.get("studies", [])) if isinstance(data, dict) else data
+    samples: list[SampleStudy] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, str):
+            entry = {"file": entry}
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("file") or entry.get("path") or entry.get("filename")
+        if not name:
+            continue
+        path = (samples_dir / str(name)).resolve()
+        if samples_dir.resolve() not in path.parents or not path.is_file():
+            continue  # only files inside the samples folder
+        title = str(entry.get("title") or entry.get("name") or entry.get("label") or path.name)
+        samples.append(SampleStudy(title, path, str(entry.get("description") or "")))
+    return samples
+
+
+def set_current_study(study: Any, *, save: bool = True) -> None:
+    """Make `study` the current one (dropping an analysis of another study) and store it in History."""
+    previous = st.session_state.get("analysis")
+    if isinstance(previous, dict) and previous.get("study_id") != getattr(study, "study_id", None):
+        st.session_state.pop("analysis", None)
+    st.session_state["study"] = study
+    if not save or not current_user():
+        return
+    try:
+        history().save_study(current_user(), study)
+        audit("study_opened", {"study_id": study.study_id, "format": getattr(study, "source_format", None),
+                               "modality": getattr(study, "modality", None),
+                               "synthetic": bool(getattr(study, "synthetic", False))})
+    except Exception as exc:
+        report_error(exc, "The study is open but could not be saved to History")
+
+
+def _ingest(source: Any, filename: str | None) -> Any | None:
+    try:
+        from medsight.ingest import IngestError, load_study
+    except ImportError as exc:
+        report_error(exc, "Image import is not available in this build")
+        return None
+    try:
+        with st.spinner("Reading study…"):
+            return load_study(source, filename=filename)
+    except IngestError as exc:
+        st.error(str(exc), icon=":material/broken_image:")
+    except Exception as exc:
+        report_error(exc, "This file could not be read")
+    return None
+
+
+def study_card(study: Any) -> None:
+    """Compact description of a study: file, modality, size, id, synthetic flag and notices."""
+    height, width = (tuple(study.image.shape[:2]) if getattr(study, "image", None) is not None else ("?", "?"))
+    parts = [
+        f"**{study.filename or 'unnamed study'}**",
+        (study.source_format or "").upper(),
+        study.modality or "",
+        study.view_position or "",
+        f"{width}×{height} px",
+        f"study `{study.study_id}`",
+    ]
+    st.markdown(" · ".join(p for p in parts if p))
+    if getattr(study, "synthetic", False):
+        st.badge("SYNTHETIC PHANTOM — not a patient image", icon=":material/science:", color="violet")
+    for notice in getattr(study, "notices", None) or []:
+        st.info(notice, icon=":material/info:")
+
+
+def study_picker(key: str = "study_picker") -> Any | None:
+    """Open a study: upload PNG/JPEG/DICOM or choose a bundled synthetic sample.
+
+    A newly opened study becomes `st.session_state["study"]` and is saved to History.
+
+    Args:
+        key: widget-key prefix, unique per page.
+
+    Returns:
+        The current `Study` (just opened or opened earlier in this session), or None.
+    """
+    samples = sample_studies()
+    options = ["Upload a file", "Sample study"]
+    choice = st.radio("Study source", options, horizontal=True, key=f"{key}_source", label_visibility="collapsed")
+    signature_key = f"{key}_opened"
+    if choice == options[0]:
+        upload = st.file_uploader(
+            "Chest X-ray: PNG, JPEG or DICOM (files without extension are fine)",
+            key=f"{key}_upload",
+            help=f"Up to {settings().max_upload_mb} MB. Files stay on this computer.",
+        )
+        if upload is not None:
+            signature = ("upload", upload.name, upload.size, getattr(upload, "file_id", ""))
+            if st.session_state.get(signature_key) != signature:
+                study = _ingest(upload.getvalue(), upload.name)
+                if study is not None:
+                    set_current_study(study)
+                    st.session_state[signature_key] = signature
+    elif not samples:
+        st.info("No sample studies are installed in this build (models/samples/).", icon=":material/info:")
+    else:
+        titles = [s.title for s in samples]
+        picked = st.selectbox("Sample study (synthetic phantoms for demonstration)", titles, index=None,
+                              placeholder="Choose a sample…", key=f"{key}_sample")
+        if picked is not None:
+            sample = samples[titles.index(picked)]
+            if sample.description:
+                st.caption(sample.description)
+            signature = ("sample", str(sample.path))
+            if st.session_state.get(signature_key) != signature:
+                study = _ingest(sample.path, sample.path.name)
+                if study is not None:
+                    set_current_study(study)
+                    st.session_state[signature_key] = signature
+    study = current_study()
+    if study is not None:
+        study_card(study)
+    return study
+
+
+def placeholder(title: str, caption: str, coming: list[str], icon: str = ":material/construction:") -> None:
+    """An honest 'not built yet' page: what the page will do, and nothing pretending to do it."""
+    page_header(title, caption)
+    st.info("This part of the workstation is not available in this build yet.", icon=icon)
+    st.markdown("**What this page will provide:**\n" + "\n".join(f"- {item}" for item in coming))
