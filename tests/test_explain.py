@@ -150,47 +150,49 @@ def test_heatmap_result_ranges_shapes_and_dict():
 
 
 class _ToyNet(nn.Module):
-    """Two fixed channels over a 32×32 input: channel 0 = brightness, channel 1 = darkness.
+    """Two fixed detectors over a mid-grey image: channel 0 fires on bright spots, channel 1 on dark spots.
 
-    The score reads only channel 0 in the LEFT half of the image, so Grad-CAM must point at the bright
-    blob on the left and ignore an even brighter blob on the right. An in-place ReLU follows the target
-    layer, as in torchvision's DenseNet.
+    The score is the global mean of ONE channel (global pooling, as in the anomaly detector), so the
+    answer is known: explaining the "bright" score must point at the bright blob and ignore the dark
+    one, and vice versa. An in-place ReLU follows the target layer, as in torchvision's DenseNet.
     """
 
-    def __init__(self):
+    def __init__(self, channel: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(1, 2, kernel_size=3, padding=1)
+        self.channel = channel
+        self.conv = nn.Conv2d(1, 2, kernel_size=1)
         with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.weight[0, 0] = 1.0 / 9
-            self.conv.weight[1, 0] = -1.0 / 9
-            self.conv.bias.zero_()
-            self.conv.bias[1] = 1.0
+            self.conv.weight[:, 0, 0, 0] = torch.tensor([1.0, -1.0])
+            self.conv.bias[:] = torch.tensor([-0.5, 0.5])
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(0.9)  # eval mode must switch this off
 
     def forward(self, x):
         a = self.relu(self.conv(x))
-        return self.dropout(a[:, 0, :, :16]).mean(dim=(1, 2))
+        return self.dropout(a[:, self.channel]).mean(dim=(1, 2))
 
 
-def test_gradcam_points_at_the_region_the_score_reads():
-    net = _ToyNet().train()
+def _two_blobs() -> torch.Tensor:
+    image = 0.5 + 0.4 * _gaussian((32, 32), (10, 6), 2.5) - 0.4 * _gaussian((32, 32), (22, 26), 2.5)
+    return torch.from_numpy(image)[None, None]
+
+
+@pytest.mark.parametrize("channel, blob", [(0, (10, 6)), (1, (22, 26))])
+def test_gradcam_points_at_what_the_score_measures(channel, blob):
+    net = _ToyNet(channel).train()
     for p in net.parameters():
         p.requires_grad_(False)  # frozen, like the VGG extractor
-    x = torch.zeros(1, 1, 32, 32)
-    x[0, 0] += torch.from_numpy(0.8 * _gaussian((32, 32), (10, 6), 2.0))  # left blob, read by the score
-    x[0, 0] += torch.from_numpy(1.0 * _gaussian((32, 32), (22, 26), 2.0))  # brighter right blob, ignored
+    x = _two_blobs()
     out = grad_cam(net.conv, net, x, output_size=(64, 64), model=net)
     assert out.heat.shape == (1, 64, 64)
     assert 0.0 <= out.heat.min() and out.heat.max() == pytest.approx(1.0)
     peak = np.unravel_index(out.heat[0].argmax(), (64, 64))
-    assert abs(peak[0] - 20) <= 3 and abs(peak[1] - 12) <= 3  # the left blob, at twice the resolution
-    assert out.heat[0, 44, 52] < 0.2  # the right blob is not highlighted
+    assert abs(peak[0] - 2 * blob[0]) <= 2 and abs(peak[1] - 2 * blob[1]) <= 2  # at twice the resolution
+    other = (22, 26) if channel == 0 else (10, 6)
+    assert out.heat[0, 2 * other[0], 2 * other[1]] < 0.05  # the other blob is not highlighted
     assert net.training  # previous mode restored
     assert all(p.grad is None for p in net.parameters())  # no gradient leaks into the model
-    # the score comes from the same (eval-mode, deterministic) pass
-    with torch.no_grad():
+    with torch.no_grad():  # the score comes from the same, eval-mode (deterministic) pass
         assert out.scores[0] == pytest.approx(float(net.eval()(x)), rel=1e-5)
 
 

@@ -28,8 +28,8 @@ _DEID_PATTERNS = [
     (re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(st|nd|rd|th)?,?\s+\d{4}\b",
                 re.I), "[DATE]"),
     (re.compile(r"\b(MRN|PID|patient id|accession|acc)\s*[:#]?\s*[A-Z0-9-]{3,}\b", re.I), "[ID]"),
-    (re.compile(r"\b\d{3}[- ]?\d{2}[- ]?\d{4}\b"), "[ID]"),
-    (re.compile(r"\b\+?\d[\d\s().-]{7,}\d\b"), "[NUMBER]"),
+    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[ID]"),
+    (re.compile(r"(\+\d{1,3}[\s.-]?)?\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b"), "[NUMBER]"),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"), "[EMAIL]"),
     (re.compile(r"\b(mr|mrs|ms|miss|dr)\.?\s+[A-Z][a-z]+(\s+[A-Z][a-z]+)?", re.I), "[NAME]"),
     (re.compile(r"\b[A-Z]{2,}\^[A-Z^]+\b"), "[NAME]"),  # DICOM PN format DOE^JANE

@@ -324,7 +324,7 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
         out += np.where(sign * x > 0, rib, 0.0)
 
         # Anterior ribs: fainter bands running down and medially from the lateral chest wall.
-        curve_a = 0.42 * (1.0 - s) ** 1.6
+        curve_a = 0.42 * np.clip(1.0 - s, 0.0, None) ** 1.6
         qa = y - curve_a - anat.rib_start - 0.05
         ka = qa / (anat.rib_spacing * 1.2)
         fa = ka - np.floor(ka)

@@ -1,0 +1,133 @@
+"""MedSight Workstation: entry point, sign-in gate and frame around every page.
+
+Run with `streamlit run app.py` (settings in .streamlit/config.toml; data in $MEDSIGHT_HOME).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import sys
+
+import streamlit as st
+
+from medsight.auth import ensure_first_account
+from pages import _shared as ui
+
+st.set_page_config(
+    page_title="MedSight Workstation",
+    page_icon=":material/radiology:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+    menu_items={"About": "MedSight Workstation — local chest X-ray decision support. Not a diagnosis."},
+)
+
+DISCLAIMER = "Decision support, not a diagnosis. Every finding needs review by a qualified radiologist."
+
+_STYLE = """
+<style>
+/* Tighter, calmer frame: a reading-room workstation, not a web page. */
+.block-container {padding-top: 2.2rem; padding-bottom: 3rem;}
+[data-testid="stSidebar"] [data-testid="stCaptionContainer"] {line-height: 1.35;}
+.medsight-footer {margin-top: 2.5rem; padding-top: .6rem; border-top: 1px solid #2b333e;
+  color: #8b96a3; font-size: .82rem; letter-spacing: .01em;}
+.medsight-brand {font-weight: 650; letter-spacing: .04em; color: #2bb3c4; font-size: .95rem;}
+</style>
+"""
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("medsight")
+    if not any(getattr(h, "_medsight", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._medsight = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@st.cache_resource(show_spinner=False)
+def _first_account(users_path: str) -> bool:
+    """Create the first account once per process and data directory (password printed to stderr)."""
+    return ensure_first_account(ui.settings().ensure_dirs()) is not None
+
+
+def _active_session():
+    """The signed-in session, refreshed; None (with a notice) when there is none or it expired."""
+    session = ui.current_session()
+    if session is None:
+        return None
+    live = ui.authenticator().check_session(session)
+    if live is None:
+        st.session_state.clear()
+        st.session_state["login_notice"] = (
+            f"Your session ended after {session.idle_minutes} minutes without activity. Please sign in again."
+        )
+        return None
+    return live
+
+
+def _logout() -> None:
+    ui.authenticator().logout(ui.current_session())
+    st.session_state.clear()  # drop the study and results along with the sign-in
+    st.session_state["login_notice"] = "You have signed out."
+
+
+def _local_time(moment: _dt.datetime) -> str:
+    return moment.astimezone().strftime("%H:%M")
+
+
+def _sidebar(session) -> None:
+    with st.sidebar:
+        st.divider()
+        st.markdown(f":material/account_circle: **{session.display_name}**  \n`{session.username}`")
+        st.caption(f"Session ends at {_local_time(session.expires)} if idle "
+                   f"({session.idle_minutes} min without activity).")
+        study = ui.current_study()
+        if study is not None:
+            name = study.filename or "unnamed study"
+            st.caption(f":material/radiology: Current study  \n**{name}**  \nid `{study.study_id}`")
+        else:
+            st.caption(":material/radiology: No study open")
+        st.button("Sign out", icon=":material/logout:", on_click=_logout, key="logout", width="stretch")
+        st.caption(f":material/warning: {DISCLAIMER}")
+
+
+def _run_page(page) -> None:
+    try:
+        page.run()
+    except Exception as exc:  # st.stop / st.rerun / st.switch_page are BaseException and pass through
+        ui.report_error(exc, f"The {page.title} page stopped because of an unexpected error")
+
+
+def main() -> None:
+    _configure_logging()
+    st.markdown(_STYLE, unsafe_allow_html=True)
+    current = ui.settings().ensure_dirs()
+    _first_account(str(current.users_path))
+
+    session = _active_session()
+    if session is None:
+        login = st.Page("pages/login.py", title="Sign in", icon=":material/login:", url_path="login", default=True)
+        _run_page(st.navigation([login], position="hidden"))
+        return
+
+    pages = {
+        "Analysis": [
+            st.Page(ui.PAGES["analyze"], title="Analyze", icon=":material/radiology:", default=True),
+            st.Page(ui.PAGES["heatmap"], title="Heatmap", icon=":material/blur_on:"),
+            st.Page(ui.PAGES["verify"], title="Report Verification", icon=":material/fact_check:"),
+            st.Page(ui.PAGES["voice"], title="Voice Entry", icon=":material/mic:"),
+            st.Page(ui.PAGES["chat"], title="Chat", icon=":material/forum:"),
+        ],
+        "Records": [st.Page(ui.PAGES["history"], title="History", icon=":material/history:")],
+        "Admin": [st.Page(ui.PAGES["system"], title="System", icon=":material/memory:")],
+    }
+    page = st.navigation(pages, position="sidebar", expanded=True)
+    _sidebar(session)
+    _run_page(page)
+    st.markdown(f'<div class="medsight-footer">{DISCLAIMER}</div>', unsafe_allow_html=True)
+
+
+main()

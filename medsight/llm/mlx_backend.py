@@ -1,0 +1,162 @@
+"""MedGemma on Apple Silicon through mlx-vlm (image + text).
+
+mlx and mlx-vlm install only on Apple Silicon (mlx[cpu] on Linux for tests), so every MLX import is inside
+functions. Prompt building and output parsing are plain Python and are tested without MLX.
+
+Model folders are looked up in the user's models dir (`medgemma-4b-it-mlx/`) and in the local Hugging Face
+cache for the MLX community builds listed in `MLX_REPOS`; downloads happen only when the user allows them.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from medsight.llm.base import LLMBackend, LLMError, Prompt
+
+MLX_REPOS = (
+    "mlx-community/medgemma-4b-it-4bit",
+    "mlx-community/medgemma-4b-it-8bit",
+    "mlx-community/medgemma-4b-it-bf16",
+)
+LOCAL_FOLDER_NAMES = ("medgemma-4b-it-mlx", "medgemma-4b-it-4bit", "medgemma-4b-it-8bit")
+IMAGE_TOKEN = "<start_of_image>"
+
+
+def build_gemma_prompt(prompt: Prompt, with_image: bool = False) -> str:
+    """Gemma 3 / MedGemma chat format.
+
+    Gemma has no system role, so the system text opens the first user turn (as its chat template does).
+    The image placeholder goes into the last user turn.
+    """
+    turns = [("user", m.content) if m.role == "user" else ("model", m.content) for m in prompt.history]
+    turns.append(("user", prompt.user))
+    first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+    role, content = turns[first_user]
+    turns[first_user] = (role, f"{prompt.system}\n\n{content}")
+    if with_image:
+        role, content = turns[-1]
+        turns[-1] = (role, f"{IMAGE_TOKEN}\n{content}")
+    text = "<bos>" + "".join(f"<start_of_turn>{role}\n{content}<end_of_turn>\n" for role, content in turns)
+    return text + "<start_of_turn>model\n"
+
+
+_STOP_TOKENS = ("<end_of_turn>", "<eos>", "<start_of_turn>")
+
+
+def parse_mlx_output(result: Any) -> str:
+    """Text from an mlx-vlm `generate` result (a `GenerationResult` in recent versions, a str or
+    (text, stats) tuple in older ones), cut at the first end-of-turn token."""
+    if isinstance(result, tuple):
+        result = result[0]
+    text = getattr(result, "text", result)
+    if not isinstance(text, str):
+        raise LLMError(f"unexpected mlx-vlm output type {type(result).__name__}")
+    for stop in _STOP_TOKENS:
+        index = text.find(stop)
+        if index != -1:
+            text = text[:index]
+    text = re.sub(r"^\s*model\s*\n", "", text)  # some templates echo the role line
+    return text.strip()
+
+
+def find_mlx_model(models_dir: Path | None = None, allow_download: bool = False) -> Path | None:
+    """Folder of an MLX MedGemma build: user models dir → local HF cache → download (only when allowed)."""
+    if models_dir is not None:
+        for name in LOCAL_FOLDER_NAMES:
+            candidate = Path(models_dir) / name
+            if (candidate / "config.json").is_file():
+                return candidate
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    for repo in MLX_REPOS:
+        try:
+            return Path(snapshot_download(repo, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the cache
+            continue
+    if allow_download:
+        return Path(snapshot_download(MLX_REPOS[0]))
+    return None
+
+
+class MLXMedGemmaBackend(LLMBackend):
+    """MedGemma 4B (instruction-tuned) through mlx-vlm.
+
+    Args:
+        model_path: folder with the MLX weights.
+        model, processor: already loaded objects (loaded from `model_path` when omitted).
+    """
+
+    name = "medgemma-mlx"
+    tier = "real"
+    local = True
+    supports_images = True
+    timeout_s = 120.0
+
+    def __init__(self, model_path: str | Path, model: Any = None, processor: Any = None):
+        self.model_path = Path(model_path)
+        if model is None or processor is None:
+            from mlx_vlm import load  # Apple Silicon only
+
+            model, processor = load(str(self.model_path))
+        self.model, self.processor = model, processor
+
+    def describe(self) -> str:
+        return f"MedGemma via MLX ({self.model_path.name}, on this machine)"
+
+    def _formatted(self, prompt: Prompt, with_image: bool) -> str:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        if getattr(tokenizer, "chat_template", None):
+            # Prefer the model's own template; Gemma's folds the system turn into the first user turn.
+            messages = [{"role": "system", "content": prompt.system}]
+            messages += [{"role": m.role, "content": m.content} for m in prompt.history]
+            content: Any = prompt.user
+            if with_image:
+                content = [{"type": "image"}, {"type": "text", "text": prompt.user}]
+            messages.append({"role": "user", "content": content})
+            try:
+                return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except Exception:  # noqa: BLE001 - fall back to the documented Gemma format
+                pass
+        return build_gemma_prompt(prompt, with_image=with_image)
+
+    @staticmethod
+    def _image_file(image: Any) -> str:
+        import numpy as np
+        from PIL import Image
+
+        handle = tempfile.NamedTemporaryFile(suffix=".png", delete=False)
+        Image.fromarray((np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).astype("uint8")).convert("RGB").save(handle)
+        return handle.name
+
+    def _generate(self, prompt: Prompt, *, image: Any = None, max_tokens: int = 512, json_mode: bool = False,
+                  schema=None) -> str:
+        from mlx_vlm import generate
+
+        images = [self._image_file(image)] if image is not None else None
+        try:
+            result = generate(self.model, self.processor, self._formatted(prompt, images is not None),
+                              image=images, max_tokens=max_tokens, temperature=0.0, verbose=False)
+        finally:
+            for path in images or []:
+                Path(path).unlink(missing_ok=True)
+        return parse_mlx_output(result)
+
+    def _stream(self, prompt: Prompt, *, image: Any = None, max_tokens: int = 512) -> Iterator[str]:
+        from mlx_vlm import stream_generate
+
+        images = [self._image_file(image)] if image is not None else None
+        try:
+            for chunk in stream_generate(self.model, self.processor, self._formatted(prompt, images is not None),
+                                         image=images, max_tokens=max_tokens, temperature=0.0):
+                text = getattr(chunk, "text", chunk)
+                if any(stop in text for stop in _STOP_TOKENS):
+                    break
+                yield text
+        finally:
+            for path in images or []:
+                Path(path).unlink(missing_ok=True)

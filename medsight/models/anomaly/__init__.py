@@ -1,0 +1,195 @@
+"""Unsupervised chest X-ray anomaly detector: VGG16 features → VAE → ViT scorer → fused score.
+
+Public API:
+    AnomalyDetector, AnomalyResult, Calibration, load_detector, xray_to_vgg_input, fuse_scores,
+    save_checkpoint, load_checkpoint, build_detector, CheckpointError, ExtractorMismatchError.
+
+Importing this module registers the model slot "anomaly.detector" with sources, in order:
+    FILE     a real checkpoint (`medsight_anomaly.pt`, or the published `pulmonary_anomaly_detector.pth`)
+             plus ImageNet VGG16 weights (`vgg16-397923af.pth`) in the models folder → tier "real";
+    CACHE    the same checkpoint with the VGG16 weights from the torch hub cache → "real";
+    DOWNLOAD the same checkpoint with VGG16 weights downloaded by torchvision (only when allowed);
+    BUILTIN  `models/anomaly_demo.pt`, trained here on synthetic phantoms with a seeded random VGG16
+             (demo — not ImageNet features) → tier "demo".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from medsight import registry
+from medsight.config import Settings
+from medsight.models.anomaly.checkpoint import (
+    CheckpointData,
+    CheckpointError,
+    ExtractorMismatchError,
+    build_detector,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medsight.models.anomaly.detector import (
+    FUSION_WEIGHTS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_SIZE,
+    PUBLISHED_THRESHOLD,
+    AnomalyDetector,
+    AnomalyResult,
+    Calibration,
+    fuse_scores,
+    xray_to_vgg_input,
+)
+from medsight.models.anomaly.torch_model import (
+    DEMO_VGG_SEED,
+    EXTRACTOR_DEMO,
+    EXTRACTOR_IMAGENET,
+    LAST_CONV_RELU_INDEX,
+    VAE,
+    VGG16Features,
+    ViTAnomalyScorer,
+    build_demo_extractor,
+    build_imagenet_extractor,
+)
+
+__all__ = [
+    "AnomalyDetector", "AnomalyResult", "Calibration", "CheckpointData", "CheckpointError",
+    "ExtractorMismatchError", "FUSION_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE",
+    "LAST_CONV_RELU_INDEX", "PUBLISHED_THRESHOLD", "SLOT_NAME", "VAE", "VGG16Features", "ViTAnomalyScorer",
+    "build_demo_extractor", "build_detector", "build_imagenet_extractor", "fuse_scores", "load_checkpoint",
+    "load_detector", "load_imagenet_extractor", "save_checkpoint", "xray_to_vgg_input",
+    "DEMO_VGG_SEED", "EXTRACTOR_DEMO", "EXTRACTOR_IMAGENET",
+]
+
+SLOT_NAME = "anomaly.detector"
+REAL_CHECKPOINT_NAMES = ("medsight_anomaly.pt", "pulmonary_anomaly_detector.pth", "pulmonary_anomaly.pth")
+DEMO_CHECKPOINT_NAME = "anomaly_demo.pt"
+VGG16_IMAGENET_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
+
+
+def hub_cache_vgg16_path() -> Path:
+    """Where torchvision keeps downloaded VGG16 ImageNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_IMAGENET_FILE
+
+
+def load_imagenet_extractor(path: str | Path) -> VGG16Features:
+    """ImageNet VGG16 extractor from a torchvision weights file.
+
+    Raises:
+        ValueError: when the file is not VGG16 weights.
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return build_imagenet_extractor(state)
+
+
+def _real_checkpoint(ctx: registry.LoadContext) -> CheckpointData | None:
+    path = ctx.find_file(*REAL_CHECKPOINT_NAMES)
+    if path is None:
+        return None
+    data = load_checkpoint(path)
+    if data.extractor_kind != EXTRACTOR_IMAGENET:
+        raise CheckpointError(
+            f"{path.name} was trained on {data.extractor_kind} features, not ImageNet VGG16; it is not a real model."
+        )
+    return data
+
+
+def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG16Features, vgg_source: str
+                ) -> registry.Found:
+    detector = build_detector(data, extractor, device=ctx.device, provenance={
+        "tier": "real", "vgg16_weights": vgg_source,
+    })
+    return registry.Found(
+        model=detector, path=data.path, version=f"{data.format} checkpoint",
+        notes=f"ImageNet VGG16 features ({vgg_source}); calibration: {data.calibration.source}; "
+              f"threshold {data.threshold:.3f}",
+    )
+
+
+def _load_file(ctx: registry.LoadContext) -> registry.Found | None:
+    data = _real_checkpoint(ctx)
+    if data is None:
+        return None
+    vgg = ctx.find_file(VGG16_IMAGENET_FILE)
+    if vgg is None:
+        raise FileNotFoundError(
+            f"checkpoint {Path(data.path).name} found, but {VGG16_IMAGENET_FILE} (ImageNet VGG16) is not in the "
+            "models folder"
+        )
+    return _real_found(ctx, data, load_imagenet_extractor(vgg), str(vgg))
+
+
+def _load_cache(ctx: registry.LoadContext) -> registry.Found | None:
+    cached = hub_cache_vgg16_path()
+    if not cached.is_file():
+        return None
+    data = _real_checkpoint(ctx)
+    if data is None:
+        return None
+    return _real_found(ctx, data, load_imagenet_extractor(cached), f"torch hub cache {cached}")
+
+
+def _load_download(ctx: registry.LoadContext) -> registry.Found | None:
+    data = _real_checkpoint(ctx)
+    if data is None:
+        return None  # ImageNet features alone are useless without a checkpoint trained on them
+    from torchvision.models import VGG16_Weights
+
+    state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+    return _real_found(ctx, data, build_imagenet_extractor(state), "downloaded by torchvision")
+
+
+def _load_builtin(ctx: registry.LoadContext) -> registry.Found | None:
+    path = ctx.find_file(DEMO_CHECKPOINT_NAME)
+    if path is None:
+        return None
+    data = load_checkpoint(path)
+    detector = build_detector(data, build_demo_extractor(), device=ctx.device, provenance={"tier": "demo"})
+    metrics = data.meta.get("metrics", {}).get("test", {})
+    auroc = metrics.get("auroc_full")
+    return registry.Found(
+        model=detector, path=str(path), version=f"demo {data.meta.get('created', '')}".strip(),
+        notes="demo — trained on synthetic phantoms, seeded random VGG16 features (not ImageNet), not for "
+              "clinical use" + (f"; phantom test AUROC {auroc:.3f}" if isinstance(auroc, float) else ""),
+    )
+
+
+SLOT = registry.register(registry.ModelSlot(
+    name=SLOT_NAME,
+    title="Anomaly detector (VGG16 → VAE → ViT)",
+    task="Unsupervised anomaly score of a chest radiograph against normal anatomy",
+    sources=[
+        registry.Source(registry.SourceKind.FILE, "checkpoint + ImageNet VGG16 weights in models folder",
+                        registry.Tier.REAL, _load_file),
+        registry.Source(registry.SourceKind.CACHE, "checkpoint + ImageNet VGG16 from torch hub cache",
+                        registry.Tier.REAL, _load_cache),
+        registry.Source(registry.SourceKind.DOWNLOAD, "checkpoint + ImageNet VGG16 downloaded by torchvision",
+                        registry.Tier.REAL, _load_download),
+        registry.Source(registry.SourceKind.BUILTIN, "demo weights trained on synthetic phantoms (models/anomaly_demo.pt)",
+                        registry.Tier.DEMO, _load_builtin),
+    ],
+    labels=("normal", "anomalous"),
+    input_spec="greyscale chest radiograph, H×W float in [0, 1]; resized to 224×224 (Lanczos), 3 channels, "
+               "ImageNet mean/std",
+    how_to_get_real=(
+        "The real tier needs BOTH ImageNet VGG16 weights and a checkpoint trained on them. (1) VGG16 weights: "
+        f"put torchvision's {VGG16_IMAGENET_FILE} in the models folder of the data directory or in the torch hub "
+        "cache (~/.cache/torch/hub/checkpoints), or set MEDSIGHT_ALLOW_DOWNLOADS=1 to let torchvision download "
+        "it. (2) Checkpoint: put medsight_anomaly.pt (from `python -m training.train_anomaly --extractor imagenet` "
+        "on real normal radiographs, e.g. the COVID-19 Radiography Database) or the published "
+        "pulmonary_anomaly_detector.pth in the models folder."
+    ),
+))
+
+
+def load_detector(settings: Settings | None = None, device: str | None = None) -> AnomalyDetector:
+    """The anomaly detector from the first available registry source (cached per process).
+
+    Raises:
+        registry.ModelUnavailable: when no source can provide a detector.
+    """
+    loaded = registry.load(SLOT_NAME, settings=settings, device=device)
+    detector: AnomalyDetector = loaded.model
+    detector.provenance["registry"] = loaded.provenance.to_dict()
+    return detector
