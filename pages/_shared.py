@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from medsight.auth import Authenticator, Session
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
@@ -79,6 +80,27 @@ def current_user() -> str | None:
 
 def current_session() -> Session | None:
     return st.session_state.get("auth_session")
+
+
+def require_login() -> Session:
+    """Stop the page unless a signed-in, unexpired session exists. Call it first on every page.
+
+    app.py already gates every page, but Streamlit runs a file in `pages/` directly when the first
+    request after a server start addresses that page's URL; this check closes that path.
+
+    Returns:
+        The current session.
+    """
+    session = current_session()
+    if session is not None and not session.is_expired():
+        return session
+    try:
+        st.switch_page("app.py")  # back through the sign-in gate
+    except StreamlitAPIException:
+        pass  # not reachable as a page (e.g. the file was run on its own)
+    st.warning("Please sign in to use MedSight Workstation.", icon=":material/lock:")
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
 
 
 def current_study() -> Any | None:
@@ -192,8 +214,9 @@ class SampleStudy:
     description: str = ""
 
 
-def sample_studies(samples_dir: Path = SAMPLES_DIR) -> list[SampleStudy]:
+def sample_studies(samples_dir: Path | None = None) -> list[SampleStudy]:
     """Bundled synthetic sample studies listed in `models/samples/manifest.json` (empty if none)."""
+    samples_dir = Path(samples_dir or SAMPLES_DIR)
     manifest = samples_dir / "manifest.json"
     if not manifest.is_file():
         return []
@@ -244,8 +267,10 @@ def _ingest(source: Any, filename: str | None) -> Any | None:
         report_error(exc, "Image import is not available in this build")
         return None
     try:
+        current = settings()
         with st.spinner("Reading study…"):
-            return load_study(source, filename=filename)
+            return load_study(source, filename=filename, max_bytes=current.max_upload_mb * 2**20,
+                              store_identifiers=current.store_identifiers)
     except IngestError as exc:
         st.error(str(exc), icon=":material/broken_image:")
     except Exception as exc:
@@ -282,6 +307,7 @@ def study_picker(key: str = "study_picker") -> Any | None:
     Returns:
         The current `Study` (just opened or opened earlier in this session), or None.
     """
+    require_login()
     samples = sample_studies()
     options = ["Upload a file", "Sample study"]
     choice = st.radio("Study source", options, horizontal=True, key=f"{key}_source", label_visibility="collapsed")
@@ -323,6 +349,7 @@ def study_picker(key: str = "study_picker") -> Any | None:
 
 def placeholder(title: str, caption: str, coming: list[str], icon: str = ":material/construction:") -> None:
     """An honest 'not built yet' page: what the page will do, and nothing pretending to do it."""
+    require_login()
     page_header(title, caption)
     st.info("This part of the workstation is not available in this build yet.", icon=icon)
     st.markdown("**What this page will provide:**\n" + "\n".join(f"- {item}" for item in coming))

@@ -1,15 +1,249 @@
-"""Heatmap: explanation maps of the current analysis (not built yet)."""
+"""Heatmap: where in the image the models look, drawn over the current study.
+
+Other pages can pre-select a map before `st.switch_page`: set `st.session_state["heatmap_kind"]` to
+"paper_attention", "spatial_anomaly" or "pathology_gradcam" and, for the last, `st.session_state["heatmap_label"]`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import streamlit as st
+
+from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
 from pages import _shared as ui
 
-ui.placeholder(
-    "Heatmap",
-    "Where in the image the models looked.",
-    [
-        "Where the anomaly detector finds the image unlike normal anatomy, over the current study",
-        "Original | heatmap | overlay panels with adjustable opacity",
-        "Export of the panels as PNG",
-    ],
-)
+ANOMALY_SLOT = "anomaly.detector"
+PATHOLOGY_SLOT = "pathology.classifier"
+CACHE_KEY = "heatmap_cache"
+CACHE_SIZE = 8  # maps kept per session (each holds the radiograph and the map at full resolution)
+
+KIND_HELP = {
+    "paper_attention": "The published method. Not an image-region map: it shows the ViT's attention over 8 "
+                       "segments of the latent code, laid out on the image for illustration only.",
+    "spatial_anomaly": "Grad-CAM of the fused anomaly score through the last VGG16 block: where image "
+                       "features raise the anomaly score.",
+    "pathology_gradcam": "Grad-CAM of one pathology label through DenseNet121's last dense block.",
+}
+COMPONENT_NAMES = {"recon": "Reconstruction (0.4·σ(z_recon))", "kl": "KL divergence (0.2·σ(z_KL))",
+                   "vit": "ViT scorer (0.4·s_ViT)"}
+
+
+def _load(slot: str) -> tuple[Any | None, str]:
+    """(LoadedModel, "") or (None, what is missing)."""
+    try:
+        return ui.get_model(slot), ""
+    except Exception as exc:  # unavailable or broken model: say what is missing, no traceback
+        return None, str(exc) or type(exc).__name__
+
+
+def _pathology() -> tuple[Any | None, str]:
+    try:
+        import medsight.models.pathology  # noqa: F401  (registers the slot)
+    except Exception as exc:
+        return None, f"the pathology classifier is not available in this build ({type(exc).__name__})"
+    loaded, missing = _load(PATHOLOGY_SLOT)
+    if loaded is None:
+        return None, missing
+    if not hasattr(loaded.model, "gradcam"):
+        return None, "the pathology classifier in this build does not provide Grad-CAM maps"
+    return loaded, ""
+
+
+def _probabilities(prediction: Any) -> dict[str, float]:
+    probs = getattr(prediction, "probabilities", None)
+    if isinstance(prediction, dict):
+        probs = prediction.get("probabilities", probs)
+    if isinstance(probs, dict):
+        return {str(k): float(v) for k, v in probs.items()}
+    labels = list(getattr(prediction, "labels", []) or [])
+    return {str(k): float(v) for k, v in zip(labels, list(probs or []))}
+
+
+def _cache() -> dict:
+    return st.session_state.setdefault(CACHE_KEY, {})
+
+
+def _remember(key: tuple, result: HeatmapResult) -> None:
+    cache = _cache()
+    cache.pop(key, None)
+    cache[key] = result
+    while len(cache) > CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+
+
+def _gauge(score: float, threshold: float | None, title: str):
+    import plotly.graph_objects as go
+
+    gauge: dict[str, Any] = {
+        "axis": {"range": [0, 1], "tickwidth": 1},
+        "bar": {"color": "#f2a900"},
+        "bgcolor": "#1b1f27",
+    }
+    if threshold is not None:
+        gauge["steps"] = [{"range": [0, threshold], "color": "#203a2c"}, {"range": [threshold, 1], "color": "#4a2222"}]
+        gauge["threshold"] = {"line": {"color": "#fafafa", "width": 3}, "thickness": 0.85, "value": threshold}
+    figure = go.Figure(go.Indicator(
+        mode="gauge+number+delta" if threshold is not None else "gauge+number",
+        value=score,
+        number={"valueformat": ".3f"},
+        delta={"reference": threshold, "valueformat": ".3f",
+               "increasing": {"color": "#ff6b6b"}, "decreasing": {"color": "#5cb85c"}} if threshold is not None else None,
+        title={"text": title, "font": {"size": 14}},
+        gauge=gauge,
+    ))
+    figure.update_layout(height=230, margin={"l": 20, "r": 20, "t": 50, "b": 10}, paper_bgcolor="rgba(0,0,0,0)",
+                         font={"color": "#fafafa"})
+    return figure
+
+
+def _components_chart(components: dict[str, float]):
+    import plotly.graph_objects as go
+
+    names = [COMPONENT_NAMES.get(k, k) for k in components]
+    figure = go.Figure(go.Bar(x=list(components.values()), y=names, orientation="h", marker_color="#e8590c",
+                              text=[f"{v:.3f}" for v in components.values()], textposition="auto"))
+    figure.update_layout(height=200, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"range": [0, 0.4]},
+                         title={"text": "Fused score = sum of the three terms", "font": {"size": 13}},
+                         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": "#fafafa"})
+    return figure
+
+
+def _score_panel(result: HeatmapResult, provenance: Any) -> None:
+    details = result.details or {}
+    threshold = details.get("threshold")
+    left, middle, right = st.columns([1.1, 1.3, 1.2])
+    with left:
+        if result.score is not None:
+            title = "Anomaly score" if result.kind != "pathology_gradcam" else f"P({result.label})"
+            st.plotly_chart(_gauge(float(result.score), None if threshold is None else float(threshold), title),
+                            width="stretch", key=f"gauge_{result.kind}")
+            if threshold is not None:
+                above = float(result.score) >= float(threshold)
+                st.caption(f"{'Above' if above else 'Below'} the operating threshold {float(threshold):.3f} "
+                           f"({'flagged' if above else 'not flagged'}).")
+    with middle:
+        components = details.get("components")
+        if components:
+            st.plotly_chart(_components_chart({k: float(v) for k, v in components.items()}), width="stretch",
+                            key=f"components_{result.kind}")
+            raw = {k: details[k] for k in ("recon_error", "kl_divergence", "vit_score") if k in details}
+            if raw:
+                st.caption(" · ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in raw.items()))
+    with right:
+        if provenance is not None:
+            ui.tier_badge(provenance, details=True)
+        st.caption(result.caption)
+        if details.get("seconds") is not None:
+            st.caption(f"Computed in {float(details['seconds']):.2f} s.")
+
+
+def _downloads(result: HeatmapResult, study_id: str) -> None:
+    stem = f"{study_id}_{result.kind}" + (f"_{result.label}" if result.label else "")
+    columns = st.columns(4)
+    columns[0].download_button("Three panels (PNG)", result.png(), f"{stem}_panels.png", "image/png",
+                               icon=":material/download:", key="dl_panels", width="stretch")
+    try:
+        panels = result.panel_images()
+    except ValueError:
+        return
+    for column, name in zip(columns[1:], ("original", "heatmap", "overlay")):
+        column.download_button(f"{name.capitalize()} (PNG)", to_png_bytes(panels[name]), f"{stem}_{name}.png",
+                               "image/png", icon=":material/download:", key=f"dl_{name}", width="stretch")
+
+
+@ui.safe_page
+def main() -> None:
+    ui.page_header("Heatmap", "Where in the image the models look, drawn over the radiograph.")
+    study = ui.current_study()
+    with st.expander("Open another study" if study is not None else "Open a study", expanded=study is None):
+        study = ui.study_picker("heatmap")
+    if study is None:
+        st.info("Open a study (upload or sample) to see its maps.", icon=":material/radiology:")
+        return
+
+    anomaly, anomaly_missing = _load(ANOMALY_SLOT)
+    pathology, pathology_missing = _pathology()
+
+    kinds = list(MAP_LABELS)
+    requested = st.session_state.pop("heatmap_kind", None)
+    if requested in kinds:
+        st.session_state["heatmap_kind_choice"] = requested
+    st.session_state.setdefault("heatmap_kind_choice", "spatial_anomaly")
+    captions = [
+        "published method · not spatial" if anomaly else "not available: anomaly detector missing",
+        "Grad-CAM of the anomaly score" if anomaly else "not available: anomaly detector missing",
+        "per-label Grad-CAM" if pathology else "not available in this build",
+    ]
+    controls, preview = st.columns([1, 3])
+    with controls:
+        kind = st.radio("Map", kinds, format_func=MAP_LABELS.get, captions=captions, key="heatmap_kind_choice")
+        st.session_state.setdefault("heatmap_opacity", DEFAULT_OPACITY)
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="heatmap_opacity",
+                            help="Maximum opacity of the map; the weakest 30 % of the map is always transparent.")
+        st.caption(KIND_HELP[kind])
+
+    label = ""
+    classifier = None
+    if kind == "pathology_gradcam":
+        if pathology is None:
+            with preview:
+                st.info(f"Pathology Grad-CAM is not available in this build: {pathology_missing}",
+                        icon=":material/block:")
+            return
+        classifier = pathology.model
+        try:
+            with st.spinner("Scoring pathology labels…"):
+                probabilities = _probabilities(classifier.predict(study.image))
+        except ValueError as exc:
+            st.error(str(exc), icon=":material/broken_image:")
+            return
+        if not probabilities:
+            st.warning("The pathology classifier returned no labels for this image.")
+            return
+        ordered = sorted(probabilities, key=probabilities.get, reverse=True)
+        requested_label = st.session_state.pop("heatmap_label", None)
+        if requested_label in ordered:
+            st.session_state["heatmap_label_choice"] = requested_label
+        with controls:
+            label = st.selectbox("Label", ordered, key="heatmap_label_choice",
+                                 format_func=lambda name: f"{name} ({probabilities[name]:.2f})")
+        provenance = pathology.provenance
+    else:
+        if anomaly is None:
+            with preview:
+                st.warning("The anomaly detector is not available, so its maps cannot be drawn.",
+                           icon=":material/block:")
+                st.code(anomaly_missing, language=None)
+            return
+        provenance = anomaly.provenance
+
+    key = (study.study_id, kind, label)
+    result = _cache().get(key)
+    if result is None:
+        try:
+            with preview, st.status(f"Computing {MAP_LABELS[kind].lower()}…", expanded=False) as status:
+                result = compute_map(kind, study.image, detector=anomaly.model if anomaly else None,
+                                     classifier=classifier, label=label, opacity=opacity)
+                status.update(label=f"{MAP_LABELS[kind]} ready", state="complete")
+        except ValueError as exc:
+            with preview:
+                st.error(str(exc), icon=":material/error:")
+            return
+        _remember(key, result)
+        ui.audit("heatmap_computed", {"study_id": study.study_id, "kind": kind, "label": label})
+    if abs(result.opacity - opacity) > 1e-6:
+        with preview, st.spinner("Redrawing overlay…"):
+            result = result.with_opacity(opacity)
+        _remember(key, result)
+
+    with preview:
+        if kind == "paper_attention":
+            st.warning(result.caption, icon=":material/warning:")
+        st.image(result.ensure_panels(), width="stretch",
+                 caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
+    _score_panel(result, provenance)
+    _downloads(result, study.study_id)
+
+
+main()

@@ -53,6 +53,8 @@ __all__ = [
     "resize_heat",
     "three_panels",
     "to_png_bytes",
+    "MAP_LABELS",
+    "compute_map",
     *_LAZY,
 ]
 
@@ -61,3 +63,50 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'medsight.explain' has no attribute {name!r}")
+
+
+MAP_LABELS = {
+    "paper_attention": "Paper attention",
+    "spatial_anomaly": "Spatial anomaly map",
+    "pathology_gradcam": "Pathology Grad-CAM",
+}
+
+
+def compute_map(kind: str, image: Any, *, detector: Any = None, classifier: Any = None, label: str = "",
+                opacity: float = DEFAULT_OPACITY) -> HeatmapResult:
+    """Compute one map of the given kind over a radiograph (the Heatmap page's single entry point).
+
+    Args:
+        kind: "paper_attention", "spatial_anomaly" or "pathology_gradcam".
+        image: H×W radiograph in [0, 1].
+        detector: the anomaly detector (for the two anomaly maps).
+        classifier: the pathology classifier (for "pathology_gradcam"); it provides `gradcam(image, label)`.
+        label: pathology label for "pathology_gradcam".
+        opacity: overlay opacity.
+
+    Raises:
+        ValueError: unknown kind, missing model or label, or an unusable image (messages are user-facing).
+    """
+    if kind in ("paper_attention", "spatial_anomaly"):
+        if detector is None:
+            raise ValueError("The anomaly detector is not loaded, so this map cannot be computed.")
+        if kind == "paper_attention":
+            from medsight.explain.attention import paper_attention_map
+
+            return paper_attention_map(detector, image, opacity=opacity)
+        from medsight.explain.anomaly_map import spatial_anomaly_map
+
+        return spatial_anomaly_map(detector, image, opacity=opacity)
+    if kind == "pathology_gradcam":
+        if classifier is None:
+            raise ValueError("The pathology classifier is not loaded, so per-label maps cannot be computed.")
+        if not label:
+            raise ValueError("Choose a pathology label to explain.")
+        gradcam = getattr(classifier, "gradcam", None)
+        if gradcam is None:
+            raise ValueError("This pathology classifier does not provide Grad-CAM maps.")
+        result = gradcam(image, label)
+        if abs(getattr(result, "opacity", opacity) - opacity) > 1e-6 and getattr(result, "image", None) is not None:
+            result = result.with_opacity(opacity)
+        return result
+    raise ValueError(f"Unknown map kind {kind!r}; choose one of {', '.join(MAP_LABELS)}.")

@@ -141,23 +141,25 @@ def apply_colormap(heat: np.ndarray) -> np.ndarray:
     return LUT[index]
 
 
-def clahe(image: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation of a radiograph (OpenCV, 16-bit to keep precision).
+def clahe(image: np.ndarray, clip_limit: float = 0.01, kernel_fraction: float = 1 / 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a radiograph (scikit-image, float precision).
 
     Args:
         image: HxW float image in [0, 1].
-        clip_limit: OpenCV clip limit (contrast amplification cap).
-        tiles: number of tiles per side.
+        clip_limit: scikit-image clip limit (normalised, 0–1; higher = stronger contrast).
+        kernel_fraction: contextual region size as a fraction of the image side (1/8 = 8×8 tiles).
 
     Returns:
         float32 HxW image in [0, 1].
     """
+    from skimage.exposure import equalize_adapthist
+
     gray = _as_gray(image)
     if float(gray.max() - gray.min()) < 1e-6:
         return gray.copy()
-    as16 = np.rint(gray * 65535.0).astype(np.uint16)
-    equaliser = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tiles), int(tiles)))
-    return (equaliser.apply(as16).astype(np.float32) / 65535.0).astype(np.float32)
+    kernel = (max(2, int(gray.shape[0] * kernel_fraction)), max(2, int(gray.shape[1] * kernel_fraction)))
+    out = equalize_adapthist(gray, kernel_size=kernel, clip_limit=clip_limit, nbins=256)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def overlay_alpha(heat: np.ndarray, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
@@ -308,7 +310,8 @@ class HeatmapResult:
     Attributes:
         kind: "paper_attention", "spatial_anomaly" or "pathology_gradcam".
         heat: float32 HxW in [0, 1]; at the radiograph's resolution (the paper map is 384×384).
-        panels: uint8 RGB three-panel figure (original | heatmap | overlay).
+        panels: uint8 RGB three-panel figure (original | heatmap | overlay); None until rendered when the
+            map was made with ``render=False`` (`png()` and `ensure_panels()` render it on demand).
         title: short title, e.g. "Spatial anomaly map".
         caption: honest description of what the map shows and does not show.
         score: the score the map explains (fused anomaly score or label probability), if any.
@@ -322,7 +325,7 @@ class HeatmapResult:
 
     kind: str
     heat: np.ndarray
-    panels: np.ndarray
+    panels: np.ndarray | None
     title: str
     caption: str
     score: float | None = None
@@ -333,9 +336,20 @@ class HeatmapResult:
     opacity: float = DEFAULT_OPACITY
     details: dict[str, Any] = field(default_factory=dict)
 
+    def ensure_panels(self) -> np.ndarray:
+        """The three-panel figure, rendering it first if the map was made without it."""
+        if self.panels is None:
+            if self.image is None:
+                raise ValueError("this map has neither panels nor its radiograph; it cannot be drawn")
+            self.panels = three_panels(
+                self.image, self.heat, self.title, self.subtitle, self.caption,
+                score_text=self.score_text, opacity=self.opacity,
+            )
+        return self.panels
+
     def png(self) -> bytes:
         """The three-panel figure as PNG bytes."""
-        return to_png_bytes(self.panels)
+        return to_png_bytes(self.ensure_panels())
 
     def panel_images(self, opacity: float | None = None) -> dict[str, np.ndarray]:
         """The three panels separately, without titles, at the map's resolution (for downloads)."""
@@ -380,8 +394,8 @@ class HeatmapResult:
                 round(float(peak[0]) / max(1, heat.shape[0] - 1), 4),
                 round(float(peak[1]) / max(1, heat.shape[1] - 1), 4),
             ],
-            "panels_shape": list(np.asarray(self.panels).shape),
-            "png_bytes": len(self.png()),
+            "panels_shape": None if self.panels is None else list(np.asarray(self.panels).shape),
+            "png_bytes": None if self.panels is None else len(self.png()),
             "details": self.details,
         }
 
@@ -399,6 +413,7 @@ def make_result(
     score_text: str = "",
     opacity: float = DEFAULT_OPACITY,
     details: dict[str, Any] | None = None,
+    render: bool = True,
 ) -> HeatmapResult:
     """Build a `HeatmapResult`: resize the map to the image, render the three panels.
 
@@ -411,6 +426,7 @@ def make_result(
         label: pathology label for per-label maps.
         opacity: overlay opacity.
         details: JSON-serialisable extras.
+        render: draw the three panels now (False for batch evaluation; they are drawn on first use).
 
     Returns:
         HeatmapResult with `heat` at the image's resolution.
@@ -419,7 +435,7 @@ def make_result(
         raise ValueError(f"unknown map kind {kind!r}; expected one of {MAP_KINDS}")
     gray = _as_gray(image)
     heat_full = resize_heat(heat, gray.shape)
-    panels = three_panels(gray, heat_full, title, subtitle, caption, score_text=score_text, opacity=opacity)
+    panels = three_panels(gray, heat_full, title, subtitle, caption, score_text=score_text, opacity=opacity) if render else None
     return HeatmapResult(
         kind=kind, heat=heat_full, panels=panels, title=title, caption=caption, score=score, label=label,
         image=gray, subtitle=subtitle, score_text=score_text, opacity=float(opacity), details=dict(details or {}),

@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -72,7 +71,7 @@ def _describe_non_image(data: bytes) -> str:
         text = None
     if text is not None and all(ch.isprintable() or ch in "\r\n\t" for ch in text[:1000]):
         return "a text file"
-    return "not a recognised image format"
+    return "in a format that was not recognised"
 
 
 def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str | None]:
@@ -181,7 +180,7 @@ def load_study(
 
             ds = read_dicom(data)
             if ds is None:
-                raise IngestError(f"This file is {_describe_non_image(data)}, not an image. {_SUPPORTED}")
+                raise IngestError(f"This file is {_describe_non_image(data)}, not a supported image. {_SUPPORTED}")
             return load_dicom(
                 ds,
                 name,
@@ -194,7 +193,10 @@ def load_study(
         raise
     except MemoryError:
         raise IngestError("The image is too large to load in the available memory.") from None
-    except Exception as exc:  # last line of defence: the UI must never see a traceback
+    except BaseException as exc:  # noqa: BLE001 - last line of defence: no traceback reaches the UI
+        # Compiled decoders can raise BaseException subclasses (pyo3 PanicException).
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         raise IngestError(
             f"The file could not be read as an image ({type(exc).__name__}). {_SUPPORTED}"
         ) from None

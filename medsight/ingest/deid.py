@@ -343,7 +343,7 @@ def deidentify_dataset(ds: Any) -> Any:
             new_uid = out.get("SOPInstanceUID") or _replacement_uid(out.file_meta.MediaStorageSOPInstanceUID)
             out.file_meta.MediaStorageSOPInstanceUID = new_uid
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = "MedSight: DICOM PS3.15 Basic Application Level Confidentiality Profile"
+    out.DeidentificationMethod = "PS3.15 Basic Application Confidentiality Profile"
     code = Dataset()
     code.CodeValue = "113100"
     code.CodingSchemeDesignator = "DCM"

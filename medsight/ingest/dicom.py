@@ -100,18 +100,28 @@ def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
         return default
 
 
-def _kind(ds: Any) -> str:
-    """Human name of the DICOM object type (e.g. "RT Plan Storage", "Media Storage Directory")."""
+def _uid_name(value: Any) -> str:
+    """Registered name of a UID, or the UID itself when it is well formed, else a placeholder."""
     from pydicom.uid import UID
 
+    text = str(value).strip().rstrip("\x00")
+    name = UID(text).name if text else ""
+    if name and name != text:
+        return name
+    if text and len(text) <= 64 and all(ch.isdigit() or ch == "." for ch in text):
+        return text
+    return "unrecognised UID"
+
+
+def _kind(ds: Any) -> str:
+    """Human name of the DICOM object type (e.g. "RT Plan Storage", "Media Storage Directory")."""
     for source, keyword in ((ds, "SOPClassUID"), (getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")):
         try:
             value = source.get(keyword) if source is not None else None
         except Exception:
             value = None
         if value:
-            name = UID(str(value)).name
-            return name if name else str(value)
+            return _uid_name(value)
     if "DirectoryRecordSequence" in ds:
         return "Media Storage Directory"
     return "unknown object type"
@@ -141,9 +151,8 @@ def _ensure_transfer_syntax(ds: Any) -> Any:
 def _check_decoder(tsuid: Any) -> None:
     """Raise a clear IngestError when no installed plugin can decode ``tsuid``."""
     from pydicom.pixels import get_decoder
-    from pydicom.uid import UID
 
-    name = UID(str(tsuid)).name or str(tsuid)
+    name = _uid_name(tsuid)
     try:
         decoder = get_decoder(tsuid)
     except Exception:
@@ -158,6 +167,26 @@ def _check_decoder(tsuid: Any) -> None:
             f"The DICOM transfer syntax '{name}' needs a decoder that is not installed "
             f"(install one of: {packages}). Details: {missing}."
         )
+
+
+def _decode_first_frame(ds: Any, frames: int, tsuid: Any) -> np.ndarray:
+    """Decode frame 0 only (multi-frame files are not decoded whole).
+
+    The Rust RLE decoder in pylibjpeg-rle panics (a BaseException) on some corrupt streams
+    instead of raising; pydicom's own RLE decoder then gets a second chance.
+    """
+    from pydicom import uid
+    from pydicom.pixels import pixel_array
+
+    index = 0 if frames > 1 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pixel_array(ds, index=index)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)) or tsuid != uid.RLELossless:
+                raise
+            return pixel_array(ds, index=index, decoding_plugin="pydicom")
 
 
 def _window_list(ds: Any) -> list[tuple[float, float]]:
@@ -184,31 +213,38 @@ def _window_list(ds: Any) -> list[tuple[float, float]]:
 
 
 def _voi_lut_display(raw: np.ndarray, ds: Any, index: int) -> np.ndarray | None:
-    """Apply item ``index`` of the VOI LUT Sequence with pydicom; None if absent/unusable."""
-    from pydicom.pixels import apply_voi
+    """Apply item ``index`` of the VOI LUT Sequence (PS3.3 C.11.2.1.1); None if absent/unusable.
 
+    The table lookup is done here rather than with ``pydicom.pixels.apply_voi`` because pydicom
+    3.0.2 builds its index array in the LUT's output type, so an 8-bit table with more than 256
+    entries (common in CR/DX files) wraps its indices and displays garbage.
+    """
     try:
         seq = ds.get("VOILUTSequence")
         if not seq or index >= len(seq):
             return None
         item = seq[index]
         descriptor = [int(v) for v in item.LUTDescriptor]
-        if item.get("LUTData") is None:
+        table = item.get("LUTData")
+        if table is None:
             return None
         entries = descriptor[0] or 2**16
         first = descriptor[1]
-        # pydicom indexes the table with integers; clip here so large values cannot wrap.
-        stored = np.clip(np.round(raw), first, first + entries - 1).astype(np.int64)
-        out = apply_voi(stored, ds, index).astype(np.float32)
-        table = item.LUTData
-        if isinstance(table, bytes):
-            lo, hi = float(out.min()), float(out.max())
+        if first >= 2**15 and min(raw.min(initial=0), 0) < 0:
+            first -= 2**16  # descriptor stored as US although the first value is signed
+        if isinstance(table, (bytes, bytearray)):
+            little = ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2"
+            values = np.frombuffer(bytes(table)[: 2 * entries], dtype="<u2" if little else ">u2")
         else:
             values = np.asarray(list(table) if not isinstance(table, int) else [table], dtype=np.float64)
-            lo, hi = float(values.min()), float(values.max())
+        if values.size == 0:
+            return None
+        values = values.astype(np.float32)
+        lo, hi = float(values.min()), float(values.max())
         if hi <= lo:
             return None
-        return np.clip((out - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        idx = np.clip(np.round(raw) - first, 0, values.size - 1).astype(np.int64)
+        return np.clip((values[idx] - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     except Exception:
         return None
 
@@ -260,11 +296,18 @@ def load_dicom(
     Raises:
         IngestError: For missing pixel data, unsupported encodings, absurd sizes or corrupt data.
     """
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     if not any(k in ds for k in _PIXEL_KEYWORDS):
+        if "DirectoryRecordSequence" in ds or "Directory" in _kind(ds):
+            raise IngestError(
+                "This is a DICOMDIR (the index of a DICOM disc or folder), not an image; "
+                "open one of the image files it lists instead."
+            )
+        kind = _kind(ds)
+        hint = " (the file may be truncated)" if "Image Storage" in kind else ""
         raise IngestError(
-            f"This DICOM file ({_kind(ds)}) contains no image pixel data, so there is nothing to display."
+            f"This DICOM file ({kind}) contains no image pixel data{hint}, so there is nothing to display."
         )
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     if rows is None or cols is None:
@@ -287,19 +330,17 @@ def load_dicom(
         _check_decoder(tsuid)
     notices: list[str] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = pixel_array(ds, index=0) if frames > 1 else pixel_array(ds)
+        arr = _decode_first_frame(ds, frames, tsuid)
     except IngestError:
         raise
     except MemoryError:
         raise IngestError("The DICOM image is too large to decode in the available memory.") from None
-    except Exception as exc:
-        from pydicom.uid import UID
-
+    except BaseException as exc:  # noqa: BLE001 - Rust decoders raise pyo3 PanicException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise IngestError(
-            f"The DICOM pixel data ({UID(str(tsuid)).name or tsuid}) is truncated or corrupt and could not "
+            f"The DICOM pixel data ({_uid_name(tsuid)}) is truncated or corrupt and could not "
             f"be decoded: {detail}"
         ) from None
     if frames > 1:

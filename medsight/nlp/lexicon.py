@@ -11,6 +11,8 @@ written lower-case with underscores ("Pleural_Thickening" → "pleural_thickenin
 
 from __future__ import annotations
 
+import re
+
 # Label names used for entities.
 FINDING = "FINDING"  # an imaging finding (canonical names below)
 DISEASE = "DISEASE"  # a clinical diagnosis that is not itself an image label
@@ -45,7 +47,7 @@ FINDINGS: dict[str, list[str]] = {
     "atelectasis": [
         "atelectasis", "atelectases", "atelectatic", "atelectatic change", "atelectatic changes",
         "subsegmental atelectasis", "discoid atelectasis", "plate-like atelectasis", "platelike atelectasis",
-        "collapse", "lobar collapse", "volume loss",
+        "lobar collapse", "lung collapse", "volume loss",
     ],
     "effusion": [
         "pleural effusion", "pleural effusions", "effusion", "effusions", "pleural fluid",
@@ -68,7 +70,7 @@ FINDINGS: dict[str, list[str]] = {
     ],
     "cardiomegaly": [
         "cardiomegaly", "cardiac enlargement", "enlarged heart", "enlarged cardiac silhouette",
-        "enlargement of the cardiac silhouette", "enlarged cardiac contour", "cardiac silhouette is enlarged",
+        "enlargement of the cardiac silhouette", "enlargement of cardiac silhouette", "enlarged cardiac contour", "cardiac silhouette is enlarged",
         "heart is enlarged", "heart size is enlarged",
     ],
     "nodule": [
@@ -82,7 +84,7 @@ FINDINGS: dict[str, list[str]] = {
     "lung_opacity": [
         "opacity", "opacities", "opacification", "pulmonary opacity", "pulmonary opacities", "lung opacity",
         "hazy opacity", "ground glass", "ground-glass", "ground glass opacity", "ground-glass opacity",
-        "ground glass opacities", "ground-glass opacities", "density", "densities",
+        "ground glass opacities", "ground-glass opacities",
         "interstitial opacities", "interstitial markings", "increased interstitial markings",
         "reticular opacities", "streaky opacities",
     ],
@@ -240,7 +242,7 @@ LATERALITY_WORDS: dict[str, str] = {
     "left": "left", "right": "right", "bilateral": "bilateral", "bilaterally": "bilateral",
     "both": "bilateral", "bibasilar": "bilateral", "bibasal": "bilateral", "biapical": "bilateral",
     "rul": "right", "rml": "right", "rll": "right", "lul": "left", "lll": "left", "lingula": "left",
-    "lingular": "left", "l": "left", "r": "right",
+    "lingular": "left",
 }
 
 SEVERITY_WORDS: dict[str, str] = {
@@ -309,3 +311,81 @@ def ruler_patterns() -> list[dict]:
                 patterns.append({"label": label, "pattern": phrase, "id": canonical})
     patterns.sort(key=lambda p: -len(p["pattern"]))
     return patterns
+
+
+# Extra names for canonical findings that are not phrases of the lexicon (label-set spellings, abbreviations).
+EXTRA_SYNONYMS: dict[str, str] = {
+    "lung lesion": "lung_lesion", "lung opacity": "lung_opacity", "pleural thickening": "pleural_thickening",
+    "enlarged cardiomediastinum": "enlarged_cardiomediastinum", "airspace opacity": "consolidation",
+    "cardiac enlargement": "cardiomegaly", "enlarged heart": "cardiomegaly", "large heart": "cardiomegaly",
+    "pulmonary edema": "edema", "oedema": "edema", "pulmonary oedema": "edema", "ptx": "pneumothorax",
+    "pleural effusion": "effusion", "infiltrates": "infiltration", "emphysema/copd": "emphysema",
+    "fibrosis/ild": "fibrosis", "pulmonary fibrosis": "fibrosis", "hiatal hernia": "hernia",
+    "rib fracture": "fracture", "pulmonary nodule": "nodule", "lung mass": "mass",
+    "no finding": "no_finding", "no findings": "no_finding", "normal": "no_finding",
+}
+
+# Built once: lower-case phrase → canonical name, over findings, diseases and the label sets.
+_CANONICAL_INDEX: dict[str, str] = {}
+for _table in (FINDINGS, DISEASES):
+    for _canonical, _phrases in _table.items():
+        _CANONICAL_INDEX.setdefault(_canonical.replace("_", " "), _canonical)
+        for _phrase in _phrases:
+            _CANONICAL_INDEX.setdefault(_phrase, _canonical)
+for _label in XRV_LABELS:
+    _CANONICAL_INDEX[_label.lower().replace("_", " ")] = _label.lower().replace(" ", "_")
+_CANONICAL_INDEX.update(EXTRA_SYNONYMS)
+
+
+def canonical_finding(name: str) -> str:
+    """Canonical finding name for a label or phrase, as used by the classifier, fusion and verification.
+
+    Case, underscores and surrounding spaces are ignored. Known synonyms map to the product label set
+    ("pleural effusion" → "effusion", "enlarged heart" → "cardiomegaly", "airspace disease" →
+    "consolidation", "Lung Opacity" → "lung_opacity", "Pleural_Thickening" → "pleural_thickening").
+    Unknown names come back normalised (lower case, spaces as underscores) so that two spellings of the
+    same unknown label still compare equal.
+
+    Args:
+        name: a label or phrase.
+
+    Returns:
+        The canonical name.
+
+    Raises:
+        TypeError: when `name` is not a string.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"finding name must be a string, got {type(name).__name__}")
+    key = re.sub(r"[\s_]+", " ", name.strip().lower())
+    if key in _CANONICAL_INDEX:
+        return _CANONICAL_INDEX[key]
+    if key.endswith("s") and key[:-1] in _CANONICAL_INDEX:  # plural label spellings ("nodules")
+        return _CANONICAL_INDEX[key[:-1]]
+    return key.replace(" ", "_")
+
+
+# Findings that count as the same observation when image and text are compared (fusion): a text that
+# says "pneumonia" agrees with an image classifier's "consolidation".
+RELATED_FINDINGS: dict[str, tuple[str, ...]] = {
+    "consolidation": ("pneumonia", "infiltration", "lung_opacity"),
+    "pneumonia": ("consolidation", "infiltration", "lung_opacity"),
+    "infiltration": ("consolidation", "pneumonia", "lung_opacity"),
+    "lung_opacity": ("consolidation", "pneumonia", "infiltration", "atelectasis", "edema", "nodule", "mass"),
+    "nodule": ("mass", "lung_lesion"),
+    "mass": ("nodule", "lung_lesion", "lung_cancer"),
+    "lung_lesion": ("nodule", "mass"),
+    "cardiomegaly": ("enlarged_cardiomediastinum",),
+    "enlarged_cardiomediastinum": ("cardiomegaly",),
+    "emphysema": ("copd", "hyperinflation"),
+    "fibrosis": ("scarring",),
+    "edema": (),
+    "effusion": (),
+    "pneumothorax": (),
+}
+
+
+def related_findings(name: str) -> tuple[str, ...]:
+    """Canonical names treated as the same observation as `name` (itself first)."""
+    canonical = canonical_finding(name)
+    return (canonical,) + RELATED_FINDINGS.get(canonical, ())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from medsight.synthetic import lesions
 from medsight.synthetic.anatomy import (
@@ -125,6 +126,17 @@ def _validate(findings: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in FINDINGS if f in set(findings))
 
 
+def _drop_specks(mask: np.ndarray) -> np.ndarray:
+    """Remove slivers of lung left between the heart and the diaphragm (under 1% of the lung area)."""
+    lab, n = ndimage.label(mask)
+    if n <= 2:
+        return mask
+    areas = np.bincount(lab.ravel())
+    keep = areas >= 0.01 * areas[1:].sum()
+    keep[0] = False
+    return keep[lab]
+
+
 def generate_phantom(seed: int, size: int = 512, findings: Sequence[str] | None = None) -> Phantom:
     """Generate one synthetic PA chest radiograph.
 
@@ -168,7 +180,7 @@ def generate_phantom(seed: int, size: int = 512, findings: Sequence[str] | None 
 
     image = expose(layers.density + layers.vessels, anat, _rng(seed, 4))
     heart_mask = layers.heart_soft >= 0.5
-    lung_mask = ((layers.lung_sdf["right"] > 0) | (layers.lung_sdf["left"] > 0)) & ~heart_mask
+    lung_mask = _drop_specks(((layers.lung_sdf["right"] > 0) | (layers.lung_sdf["left"] > 0)) & (layers.medi_soft < 0.5))
     if "cardiomegaly" in labels:
         found["cardiomegaly"] = lesions.describe_cardiomegaly(heart_mask, lung_mask)
 

@@ -61,7 +61,7 @@ class LungShape:
     x_medial: float
     y_dome: float  # top of the hemidiaphragm
     x_dome: float
-    knob: float = 0.0  # aortic knob bulge on the left medial border
+    knob: float = 0.0  # aortic knob bulge beside this lung (drawn with the mediastinum)
 
     def sdf(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Approximate signed distance to the lung outline (positive inside), in normalised units."""
@@ -72,8 +72,6 @@ class LungShape:
         lateral = self.x_apex + (self.x_lateral - self.x_apex) * np.sqrt(1.0 - (1.0 - t) ** 2)
         tm = np.clip(t / 0.28, 0.0, 1.0)
         medial = self.x_apex - (self.x_apex - self.x_medial) * np.sqrt(1.0 - (1.0 - tm) ** 2)
-        if self.knob:
-            medial = medial + self.knob * np.exp(-(((y - (self.y_apex + 0.42)) / 0.09) ** 2))
         u = (xm - self.x_dome) / (self.x_lateral - self.x_dome)
         v = (self.x_dome - xm) / self.x_dome
         dome = np.where(
@@ -128,8 +126,10 @@ class Heart:
 
     def soft(self, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:
         th = np.deg2rad(self.tilt_deg)
-        xr = np.cos(th) * (x - self.cx) + np.sin(th) * (y - self.cy)
-        yr = -np.sin(th) * (x - self.cx) + np.cos(th) * (y - self.cy)
+        # The lower half is stretched downwards so the heart rests broadly on the diaphragm.
+        yy = np.where(y > self.cy, self.cy + (y - self.cy) * 0.6, y)
+        xr = np.cos(th) * (x - self.cx) + np.sin(th) * (yy - self.cy)
+        yr = -np.sin(th) * (x - self.cx) + np.cos(th) * (yy - self.cy)
         r = np.sqrt((xr / self.a) ** 2 + (yr / self.b) ** 2)
         return smoothstep(1.0 + px / self.b, 1.0 - px / self.b, r)
 
@@ -163,6 +163,7 @@ class Anatomy:
     exposure: float
     gamma: float
     noise_sigma: float
+    mediastinum: tuple[float, float] = (0.1, 0.1)  # half-widths right/left of the upper mediastinum
     extras: dict = field(default_factory=dict)
 
     @property
@@ -176,14 +177,14 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     apex = u(-0.80, -0.70)
     right = LungShape(
         sign=-1.0, y_apex=apex + u(-0.02, 0.02), y_cp=u(0.50, 0.62), x_apex=u(0.26, 0.32),
-        x_lateral=u(0.74, 0.84), x_medial=u(0.06, 0.09), y_dome=u(0.22, 0.36), x_dome=u(0.36, 0.46),
+        x_lateral=u(0.74, 0.84), x_medial=u(0.03, 0.05), y_dome=u(0.22, 0.36), x_dome=u(0.36, 0.46),
     )
     left = LungShape(
         sign=1.0, y_apex=apex + u(0.0, 0.04), y_cp=right.y_cp + u(0.01, 0.07),
-        x_apex=u(0.26, 0.32), x_lateral=right.x_lateral + u(-0.04, 0.02), x_medial=u(0.07, 0.10),
+        x_apex=u(0.26, 0.32), x_lateral=right.x_lateral + u(-0.04, 0.02), x_medial=u(0.03, 0.05),
         y_dome=right.y_dome + u(0.04, 0.10), x_dome=u(0.40, 0.50), knob=u(0.05, 0.10),
     )
-    heart = Heart(cx=u(0.07, 0.13), cy=u(0.16, 0.24), a=u(0.30, 0.34), b=u(0.22, 0.26), tilt_deg=u(14, 26))
+    heart = Heart(cx=u(0.07, 0.12), cy=u(0.10, 0.18), a=u(0.31, 0.35), b=u(0.19, 0.23), tilt_deg=u(22, 34))
     return Anatomy(
         right=right, left=left, heart=heart,
         body_half_width=u(0.86, 0.97), neck_half_width=u(0.2, 0.26), shoulder_y=u(-0.9, -0.8),
@@ -192,6 +193,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         lung_air=u(0.62, 0.78), vessel_amp=u(0.10, 0.16), hilum_amp=u(0.12, 0.2), bone_amp=u(0.9, 1.15),
         rotation_deg=u(-3.5, 3.5), scale=u(0.95, 1.05), shift=(u(-0.03, 0.03), u(-0.04, 0.04)),
         exposure=u(1.05, 1.45), gamma=u(0.85, 1.2), noise_sigma=u(0.006, 0.018),
+        mediastinum=(u(0.10, 0.14), u(0.09, 0.13)),
     )
 
 
@@ -232,6 +234,7 @@ class Rendered:
     air: np.ndarray  # the negative density the aerated lungs contribute (positive numbers)
     vessels: np.ndarray  # lung markings density (added at the end, so findings can erase it)
     heart_soft: np.ndarray
+    medi_soft: np.ndarray  # heart plus upper mediastinum
 
 
 def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Rendered:
@@ -239,32 +242,39 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
     x, y, px = grid.x, grid.y, grid.px
     ax = np.abs(x)
 
-    # Body: a neck widening into shoulders, with a rounded cross-section (thicker in the middle).
-    half = anat.neck_half_width + (anat.body_half_width - anat.neck_half_width) * smoothstep(
-        anat.shoulder_y - 0.08, anat.shoulder_y + 0.22, y
-    )
-    half = half * (1.0 - 0.04 * smoothstep(0.3, 1.0, y))
+    # Body: neck, sloping shoulders, then the chest wall; rounded cross-section (thicker centrally).
+    neck = anat.neck_half_width
+    chest = max(anat.right.x_lateral, anat.left.x_lateral) + 0.12
+    half = chest + (1.15 - chest) * smoothstep(-0.3, -0.65, y)  # arms and axillae beside the upper chest
+    half = half * (1.0 - 0.05 * smoothstep(0.3, 1.0, y))
+    shoulder_line = anat.shoulder_y - 0.1 + 0.3 * np.clip((ax - neck) / (1.0 - neck), 0.0, 1.0) ** 0.8
+    top = np.maximum(smoothstep(neck + 2 * px, neck - 2 * px, ax), smoothstep(shoulder_line - 0.02, shoulder_line + 0.02, y))
     body_t = np.sqrt(np.clip(1.0 - (x / half) ** 2, 0.0, 1.0))
-    body = 0.55 + 0.55 * body_t
-    body *= smoothstep(half + 2 * px, half - 2 * px, ax)
-    # Arms / axillary soft tissue beyond the chest wall on a wide film.
-    arm = smoothstep(0.9, 0.94, ax) * smoothstep(-0.75, -0.45, y) * 0.45 * smoothstep(1.02, 0.96, ax)
-    density = body + arm * (half < 0.96)
+    neck_t = np.sqrt(np.clip(1.0 - (x / neck) ** 2, 0.0, 1.0))
+    body_t = np.maximum(body_t * smoothstep(shoulder_line - 0.02, shoulder_line + 0.12, y), neck_t * (y < -0.6))
+    density = (0.25 + 0.67 * body_t**0.8) * top * smoothstep(half + 2 * px, half - 2 * px, ax)
 
     heart_soft = anat.heart.soft(x, y, px)
     # The heart sits on the diaphragm: below the domes it merges with the abdomen.
     dia = np.where(x < 0, anat.right.diaphragm(x), anat.left.diaphragm(x))
     heart_soft = heart_soft * smoothstep(dia + 0.03, dia - 0.01, y)
+    # Upper mediastinum (great vessels, SVC on the right, aortic knob on the left) joins the heart.
+    knob_y = anat.left.y_apex + 0.42
+    right_border = anat.mediastinum[0] + 0.02 * smoothstep(knob_y, anat.heart.cy, y)
+    left_border = anat.mediastinum[1] + anat.left.knob * np.exp(-(((y - knob_y) / 0.09) ** 2))
+    band = smoothstep(-right_border - px, -right_border + px, x) * smoothstep(left_border + px, left_border - px, x)
+    band = band * smoothstep(anat.heart.cy + 0.1, anat.heart.cy - 0.05, y)
+    medi_soft = np.maximum(heart_soft, band)
 
     lung_soft, lung_sdf = {}, {}
     air = np.zeros_like(x)
     for side, lung in (("right", anat.right), ("left", anat.left)):
         d = lung.sdf(x, y)
-        soft = smoothstep(-px, px, d) * (1.0 - heart_soft)
+        soft = smoothstep(-px, px, d) * (1.0 - medi_soft)
         depth = np.clip(d / 0.16, 0.0, 1.0) ** 0.7
-        air += anat.lung_air * soft * (0.45 + 0.55 * depth)
+        air += anat.lung_air * soft * (0.5 + 0.5 * depth)
         lung_soft[side], lung_sdf[side] = soft, d
-    density = density - air + 0.08 * heart_soft
+    density = density - air
 
     # Trachea and main bronchi: a lucent column over the upper mediastinum.
     carina = anat.right.y_apex + 0.55
@@ -287,7 +297,7 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
     density += anat.bone_amp * bones
 
     vessels = _lung_markings(anat, grid, rng, lung_soft)
-    return Rendered(grid, density.astype(np.float32), lung_soft, lung_sdf, air, vessels, heart_soft)
+    return Rendered(grid, density.astype(np.float32), lung_soft, lung_sdf, air, vessels, heart_soft, medi_soft)
 
 
 def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
@@ -297,30 +307,33 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
 
     # Spine: a dense column with vertebral bodies separated by lucent disc spaces.
     sw = anat.spine_half_width * (0.9 + 0.25 * smoothstep(-0.6, 0.8, y))
-    column = smoothstep(sw + 2 * px, sw - 2 * px, ax)
+    column = smoothstep(sw + 0.012, sw - 0.012, ax)
     period = 0.118 + 0.02 * smoothstep(-1, 1, y)
     phase = (y + 1.0) / period + anat.rib_start
     disc = smoothstep(0.8, 0.95, np.abs(np.sin(np.pi * phase)))
     pedicle = np.exp(-(((ax - 0.72 * sw) / (0.18 * sw)) ** 2) - ((np.cos(np.pi * phase) / 0.5) ** 2))
-    out += column * (0.32 - 0.1 * disc) + 0.12 * pedicle * column
+    out += column * (0.15 - 0.05 * disc) + 0.07 * pedicle * column
     # Spinous processes: faint teardrops in the midline.
     out += 0.06 * column * np.exp(-((x / (0.25 * sw)) ** 2)) * (np.cos(np.pi * phase) ** 8)
 
+    rib_jitter = rng.uniform(-0.06, 0.06, 12)
     # Posterior ribs: bands that leave the spine, rise slightly, then sweep down laterally.
     for sign, lung in ((-1, anat.right), (1, anat.left)):
         xm = sign * x
         s = np.clip((xm - 0.06) / (lung.x_lateral + 0.1), 0.0, 1.3)
-        curve = -0.10 * s + anat.rib_tilt * 1.9 * s**2.2
+        curve = -0.12 * s + anat.rib_tilt * 2.4 * s**2.4
         q = y - curve - anat.rib_start
         k = q / anat.rib_spacing
         k = k - 0.012 * k**2  # lower ribs are spaced a little wider apart
-        frac = k - np.floor(k)
-        band = smoothstep(0.0, 0.06, frac) * smoothstep(0.46, 0.40, frac)
-        cortex = np.clip(np.abs(frac - 0.23) / 0.23, 0, 1) ** 6
+        k0 = np.floor(k)
+        frac = k - k0 - rib_jitter[np.clip(k0, 0, 11).astype(int)]
+        band = smoothstep(0.0, 0.05, frac) * smoothstep(0.38, 0.33, frac)
+        cortex = np.clip(np.abs(frac - 0.19) / 0.19, 0, 1) ** 6
         valid = (k > 0.0) & (k < 10.0)
-        lateral_fade = smoothstep(lung.x_lateral + 0.16, lung.x_lateral + 0.06, xm)
+        lateral_fade = smoothstep(lung.x_lateral + 0.14, lung.x_lateral + 0.07, xm)
         medial = smoothstep(0.05, 0.12, xm)
-        rib = band * (0.16 + 0.12 * cortex) * valid * lateral_fade * medial
+        below = smoothstep(lung.diaphragm(x) + 0.12, lung.diaphragm(x) - 0.02, y)
+        rib = band * (0.09 + 0.08 * cortex) * valid * lateral_fade * medial * below
         out += np.where(sign * x > 0, rib, 0.0)
 
         # Anterior ribs: fainter bands running down and medially from the lateral chest wall.
@@ -330,7 +343,7 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
         fa = ka - np.floor(ka)
         band_a = smoothstep(0.0, 0.08, fa) * smoothstep(0.42, 0.34, fa)
         valid_a = (ka > 0.3) & (ka < 6.5) & (xm > 0.25)
-        rib_a = band_a * 0.07 * valid_a * lateral_fade * smoothstep(0.25, 0.4, xm)
+        rib_a = band_a * 0.05 * valid_a * lateral_fade * smoothstep(0.25, 0.4, xm) * below
         out += np.where(sign * x > 0, rib_a, 0.0)
 
         # Clavicle: an S-shaped dense band from the sternal notch to the shoulder.
@@ -339,12 +352,12 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
         dist = np.abs(y - cy)
         clav = smoothstep(0.045, 0.030, dist) * smoothstep(0.04, 0.09, xm) * smoothstep(0.82, 0.74, xm)
         clav_cortex = 0.7 + 0.3 * np.clip(dist / 0.035, 0, 1) ** 4
-        out += np.where(sign * x > 0, 0.30 * clav * clav_cortex, 0.0)
+        out += np.where(sign * x > 0, 0.26 * clav * clav_cortex, 0.0)
 
         # Humeral head and scapular edge near the shoulder.
-        hx, hy = sign * (anat.body_half_width + 0.03), lung.y_apex - 0.02
+        hx, hy = sign * (lung.x_lateral + 0.3), lung.y_apex + 0.06
         rh = np.sqrt((x - hx) ** 2 + (y - hy) ** 2)
-        out += 0.28 * smoothstep(0.17, 0.15, rh)
+        out += 0.2 * smoothstep(0.17, 0.15, rh) * (0.8 + 0.2 * np.clip(rh / 0.16, 0, 1) ** 6)
         scap = smoothstep(0.035, 0.0, np.abs(xm - (lung.x_lateral - 0.06 + 0.18 * (y - lung.y_apex))))
         out += np.where(sign * x > 0, 0.05 * scap * smoothstep(lung.y_apex, lung.y_apex + 0.15, y)
                         * smoothstep(lung.y_apex + 0.75, lung.y_apex + 0.55, y), 0.0)
@@ -353,28 +366,40 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
 
 def _lung_markings(anat: Anatomy, grid: Grid, rng: np.random.Generator,
                    lung_soft: dict[str, np.ndarray]) -> np.ndarray:
-    """Branching vascular markings, dense at the hila and fading towards the periphery."""
+    """Vascular markings that radiate from each hilum, tapering and fading towards the periphery.
+
+    A smooth noise field sampled in polar coordinates about the hilum (fast across angle, slow along
+    the radius) has zero-crossing contours that run outwards and merge like branching vessels.
+    """
     x, y = grid.x, grid.y
-    fine = texture(rng, grid.size, (1.0, 3.0))
-    coarse = texture(rng, grid.size, (2.0, 6.0))
-    # Zero crossings of band-passed noise form a connected network of thin curvy lines.
-    lines = np.exp(-((fine / 0.35) ** 2)) * 0.6 + np.exp(-((coarse / 0.3) ** 2)) * 0.7
     out = np.zeros_like(x)
+    mottle = texture(rng, grid.size, (1.0, 2.5))
     for side, lung in (("right", anat.right), ("left", anat.left)):
-        xm = lung.sign * x
+        hx = lung.sign * 0.17
         hy = lung.y_apex + 0.62 * (lung.y_cp - lung.y_apex)
-        r = np.sqrt(((xm - 0.17) / 1.1) ** 2 + ((y - hy) / 1.3) ** 2)
-        weight = np.exp(-r / 0.28) + 0.12
-        hilum = np.exp(-(((xm - 0.16) / 0.07) ** 2) - (((y - hy) / 0.16) ** 2))
-        out += lung_soft[side] * (anat.vessel_amp * lines * weight + anat.hilum_amp * hilum)
+        dx, dy = lung.sign * (x - hx), y - hy
+        r = np.sqrt(dx**2 + dy**2)
+        theta = np.arctan2(dy, dx)
+        vessels = np.zeros_like(x)
+        for n_lines, radial, width, amp in ((70.0, 5.0, 0.16, 0.55), (26.0, 3.0, 0.12, 0.8)):
+            noise = ndimage.gaussian_filter(rng.standard_normal((96, 48)), (1.2, 1.0), mode="wrap")
+            noise /= noise.std() + 1e-6
+            a = (theta / (2 * np.pi) + 0.5) * n_lines
+            b = r * radial
+            field_ = ndimage.map_coordinates(noise, [a * 96 / n_lines, b], order=1, mode="grid-wrap")
+            taper = 0.06 / (r + 0.06)  # thinner vessels further from the hilum
+            vessels += amp * np.exp(-((field_ / (width * (0.4 + taper))) ** 2)) * np.exp(-r / 0.45)
+        hilum = np.exp(-(((lung.sign * x - 0.16) / 0.07) ** 2) - (((y - hy) / 0.16) ** 2))
+        out += lung_soft[side] * (anat.vessel_amp * (vessels + 0.25 * mottle) + anat.hilum_amp * hilum)
     return out.astype(np.float32)
 
 
 def expose(density: np.ndarray, anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """Map projected density to a displayed radiograph (bright = dense) with noise and gamma."""
     img = 1.0 - np.exp(-anat.exposure * np.clip(density, 0.0, None))
-    top = 1.0 - np.exp(-anat.exposure * 1.75)
+    top = 1.0 - np.exp(-anat.exposure * 1.9)
     img = np.clip(img / top, 0.0, 1.0) ** anat.gamma
+    img = ndimage.gaussian_filter(img, 0.35 * img.shape[0] / 256)  # detector unsharpness, size-independent
     # Quantum mottle, slightly correlated like a real detector.
     noise = rng.standard_normal(img.shape).astype(np.float32)
     noise = ndimage.uniform_filter(noise, 2) * 1.6

@@ -63,7 +63,7 @@ def _sample_point(rng: np.random.Generator, r: Rendered, side: str, min_depth: f
     """A random point inside one lung at least ``min_depth`` from its edge, in patient coordinates."""
     g = r.grid
     t = (g.y - lung.y_apex) / (lung.y_cp - lung.y_apex)
-    ok = (r.lung_sdf[side] > min_depth) & (r.heart_soft < 0.1) & (t > t_range[0]) & (t < t_range[1])
+    ok = (r.lung_sdf[side] > min_depth) & (r.medi_soft < 0.1) & (t > t_range[0]) & (t < t_range[1])
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         idx = np.flatnonzero(r.lung_sdf[side] > 0)
@@ -90,13 +90,14 @@ def consolidation(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesio
             ox, oy = rng.normal(0, rad * 0.45, 2)
             rr = rad * rng.uniform(0.5, 0.9)
             field_ = np.maximum(field_, np.exp(-(((g.x - cx - ox) ** 2 + ((g.y - cy - oy) * 0.9) ** 2) / rr**2)))
-        blob = smoothstep(0.25, 0.6, field_ + 0.12 * lumpy)
+        blob = smoothstep(0.3, 0.6, field_ + 0.12 * lumpy)
         blob *= r.lung_soft[s]
         # Air bronchograms: lucent branching lines kept open inside the opacity.
         bronchogram = np.exp(-((bronchi / 0.25) ** 2)) * smoothstep(0.6, 0.95, blob) * 0.35
         r.density += amp * blob * (1.0 - bronchogram) + 0.05 * lumpy * blob
         r.vessels *= 1.0 - 0.6 * blob
-        m = blob > 0.5
+        # Generous outline, as annotators draw ill-defined airspace disease; never outside the lung.
+        m = (blob > 0.1) & (r.lung_sdf[s] > 0) & (r.medi_soft < 0.5)
         mask |= m
         lung_px = max(int((r.lung_sdf[s] > 0).sum()), 1)
         frac = m.sum() / lung_px
@@ -145,11 +146,14 @@ def effusion(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
         span = lung.x_lateral - lung.x_medial
         lat = np.clip((xm - lung.x_medial) / span, 0.0, 1.2)
         y_lateral = lung.y_cp - h * (lung.y_cp - lung.y_apex)
-        meniscus = rng.uniform(0.06, 0.16)
+        meniscus = rng.uniform(0.12, 0.22)
         # The fluid surface is concave upward: highest at the lateral chest wall.
-        level = y_lateral + meniscus * (1.0 - lat**2) + 0.04 * (1 - lat)
-        fill = smoothstep(level - 0.015, level + 0.06, g.y)
-        region = smoothstep(-0.02, 0.0, r.lung_sdf[s]) * (1.0 - r.heart_soft)
+        level = y_lateral + meniscus * (1.0 - np.clip(lat, 0, 1) ** 4)
+        fill = smoothstep(level - 0.01, level + 0.05, g.y)
+        # A thin layer of fluid tracks up the lateral chest wall above the meniscus.
+        wall = smoothstep(0.035, 0.0, r.lung_sdf[s]) * smoothstep(y_lateral - 0.12, y_lateral, g.y) * (lat > 0.6)
+        fill = np.maximum(fill, 0.8 * wall)
+        region = smoothstep(-g.px, g.px, r.lung_sdf[s]) * (1.0 - r.medi_soft)
         fluid = fill * region
         # Fluid replaces aerated lung, so the base turns as dense as soft tissue and hides the diaphragm.
         r.density += r.air * fluid * rng.uniform(0.85, 1.05) + 0.05 * fluid
@@ -173,14 +177,12 @@ def pneumothorax(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion
     collapsed = lung.scaled(factor, cx, cy)
     d_in = collapsed.sdf(g.x, g.y)
     outer = r.lung_sdf[side]
-    gap = smoothstep(-g.px, g.px, outer) * smoothstep(g.px, -g.px, d_in) * (1.0 - r.heart_soft)
+    gap = smoothstep(-g.px, g.px, outer) * smoothstep(g.px, -g.px, d_in) * (1.0 - r.medi_soft)
     r.vessels *= 1.0 - gap
     r.density -= rng.uniform(0.08, 0.16) * gap
     # Visceral pleural line: a thin white line at the edge of the collapsed lung.
     line = np.exp(-((d_in / (1.2 * g.px + 0.004)) ** 2)) * smoothstep(0.0, 0.02, outer)
     r.density += rng.uniform(0.08, 0.16) * line
-    # The collapsed lung is a little denser.
-    r.density += 0.06 * smoothstep(0.0, 0.05, d_in) * smoothstep(0.0, 0.02, outer)
     mask = (gap > 0.5) & (outer > 0)
     apical_gap_cm = (1 - factor) * (cy - lung.y_apex) * FIELD_OF_VIEW_CM / 2.0
     size = "small" if factor > 0.83 else ("moderate" if factor > 0.72 else "large")

@@ -155,7 +155,11 @@ def _load_states(vae: VAE, vit: ViTAnomalyScorer, vae_state: dict, vit_state: di
     for label, module, state in (("VAE", vae, vae_state), ("ViT", vit, vit_state)):
         if not isinstance(state, dict):
             raise CheckpointError(f"{name}: {label} weights are missing or not a state dict.")
-        result = module.load_state_dict(_clean_state(state), strict=False)
+        try:
+            result = module.load_state_dict(_clean_state(state), strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even when strict=False
+            detail = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            raise CheckpointError(f"{name}: {label} weights do not fit the architecture ({detail[:200]}).") from None
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"{name}: {label} weights do not fit the architecture "

@@ -1,0 +1,103 @@
+"""Spatially grounded anomaly map: Grad-CAM of the fused anomaly score through the last VGG16 block.
+
+The whole detector is differentiable (VGG16 → global pool → VAE mean → reconstruction error, KL and ViT →
+fused score), so the fused score can be traced back to the 14×14 activation grid of VGG16's last
+convolutional block (conv5_3 + ReLU, before the final max-pool, at 224×224 input). Grad-CAM weights each
+of the 512 channels by its mean gradient and keeps the positive sum: the locations whose features raise the
+anomaly score. The 14×14 grid is resized back to the radiograph (the detector's 224×224 input is a plain
+resize of the whole image, so the mapping is a plain resize too).
+
+One forward/backward pass gives both the map and the score with its components, so a caller that needs
+both need not run the detector twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from medsight.explain.gradcam import GradCAM
+from medsight.explain.render import DEFAULT_OPACITY, HeatmapResult, make_result
+
+SPATIAL_MAP_TITLE = "Spatial anomaly map"
+SPATIAL_MAP_CAPTION = (
+    "Grad-CAM of the fused anomaly score through the last VGG16 convolutional block (14×14 grid, "
+    "resized to the image): bright areas are where image features raise the score. It is coarse and "
+    "shows where the model's evidence lies, not the outline of a lesion."
+)
+DEMO_NOTE = " Demo tier: seeded random VGG16 features and a detector trained on synthetic phantoms; not for clinical use."
+
+
+def last_conv_layer(detector: Any):
+    """The module whose output is explained: the ReLU after conv5_3 in `detector.extractor.features`."""
+    from medsight.models.anomaly.torch_model import LAST_CONV_RELU_INDEX
+
+    return detector.extractor.features[LAST_CONV_RELU_INDEX]
+
+
+def spatial_anomaly_map(detector: Any, image: np.ndarray, *, opacity: float = DEFAULT_OPACITY,
+                        render: bool = True) -> HeatmapResult:
+    """Grad-CAM map of the fused anomaly score at the radiograph's resolution, plus the score itself.
+
+    Args:
+        detector: `medsight.models.anomaly.AnomalyDetector`.
+        image: H×W radiograph in [0, 1].
+        opacity: overlay opacity.
+        render: draw the three panels now (False for batch evaluation; drawn on first `png()`).
+
+    Returns:
+        HeatmapResult of kind "spatial_anomaly": `heat` is H×W in [0, 1]; `score` is the fused score of
+        the same forward pass; `details` holds the threshold, components, raw errors and timings.
+
+    Raises:
+        ValueError: on an unusable image (message is user-facing).
+    """
+    start = time.perf_counter()
+    gray = np.asarray(image, dtype=np.float32)
+    x = detector.preprocess(gray)
+    parts: dict[str, Any] = {}
+
+    def fused(batch):
+        out = detector.components_from_features(detector.extractor(batch.to(detector.device)))
+        parts.update({k: v.detach() for k, v in out.items()})
+        return out["fused"]
+
+    cam = GradCAM(last_conv_layer(detector), fused, model=[detector.extractor, detector.vae, detector.vit])
+    out = cam(x, output_size=gray.shape[:2])
+    score = float(out.scores[0])
+    threshold = float(detector.threshold)
+    tier = str(getattr(detector, "tier", "demo"))
+    details = {
+        "method": "Grad-CAM of the fused score at VGG16 features[29] (conv5_3 ReLU, 14x14 at 224 px)",
+        "spatial": True,
+        "threshold": threshold,
+        "is_anomalous": score >= threshold,
+        "margin": score - threshold,
+        "components": {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
+        "recon_error": float(parts["recon_error"][0]),
+        "kl_divergence": float(parts["kl_divergence"][0]),
+        "vit_score": float(parts["vit_score"][0]),
+        "empty_map": bool(out.empty[0]),
+        "grid": list(out.raw.shape[1:]),
+        "tier": tier,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    caption = SPATIAL_MAP_CAPTION + (DEMO_NOTE if tier == "demo" else "")
+    if out.empty[0]:
+        caption += " No location raised the score for this image, so the map is blank."
+    verdict = "above" if score >= threshold else "below"
+    return make_result(
+        "spatial_anomaly",
+        gray,
+        out.heat[0],
+        SPATIAL_MAP_TITLE,
+        caption,
+        score=score,
+        subtitle=f"Anomaly detector · {tier.upper()} tier · Grad-CAM, last VGG16 block",
+        score_text=f"score {score:.3f} ({verdict} threshold {threshold:.3f})",
+        opacity=opacity,
+        details=details,
+        render=render,
+    )

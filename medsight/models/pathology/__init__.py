@@ -1,0 +1,1 @@
+"""Pathology classifier (placeholder while the package is written)."""

