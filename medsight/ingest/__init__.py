@@ -100,6 +100,8 @@ def _read_source(source: Any, max_bytes: int) -> tuple[bytes, str | None]:
         raw_name = getattr(source, "name", None)
         name = Path(raw_name).name if isinstance(raw_name, str) else None
         try:
+            if hasattr(source, "seek"):
+                source.seek(0)  # uploads that were already read once start again from the top
             data = source.read(max_bytes + 1)
         except Exception:
             raise IngestError("The uploaded file could not be read.") from None

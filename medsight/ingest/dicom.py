@@ -414,9 +414,9 @@ def load_dicom(
                     notices.append("The window stored in the file is invalid; an automatic window was used.")
             if image is None:
                 center, width = percentile_window(raw)
-                image = apply_window(raw, center, width, "LINEAR")
+                voi_function = "LINEAR_EXACT"
+                image = apply_window(raw, center, width, voi_function)
                 window_used = (center, width)
-                voi_function = "LINEAR"
                 metadata["voi"] = "automatic (0.5–99.5 percentile)"
                 if not windows:
                     notices.append(

@@ -69,10 +69,12 @@ def apply_window(
 
 
 def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """Robust (centre, width) covering the ``low``–``high`` percentile range of ``values``.
+    """Robust (centre, width) spanning the ``low``–``high`` percentile range of ``values``.
 
-    Used when a file carries no window of its own. Large images are subsampled, which does not
-    move the percentiles noticeably but keeps ingest fast.
+    Used when a file carries no window of its own, with the LINEAR_EXACT function (PS3.3
+    C.11.2.1.3.2), whose edges are exactly centre ± width/2 and which, unlike LINEAR, allows
+    widths below 1 for data with a small value range. Large images are subsampled, which
+    does not move the percentiles noticeably but keeps ingest fast.
     """
     sample = np.asarray(values)
     step = max(1, int(math.sqrt(sample.size / 1_000_000)))
@@ -81,10 +83,9 @@ def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) 
     if sample.size == 0:
         return 0.5, 1.0
     lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
-    if hi - lo < 1.0:
-        # Flat or nearly flat images: widen so LINEAR (width >= 1) stays defined.
-        lo, hi = lo - 0.5, lo + 0.5
-    return (lo + hi) / 2.0 + 0.5, hi - lo + 1.0
+    if not hi > lo:
+        return lo, 1.0  # flat image: any positive width shows it as mid-grey
+    return (lo + hi) / 2.0, hi - lo
 
 
 def pixel_hash(image: np.ndarray) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 from scipy import ndimage
 
@@ -125,11 +127,11 @@ class Heart:
     tilt_deg: float
 
     def soft(self, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:
-        th = np.deg2rad(self.tilt_deg)
+        th = math.radians(self.tilt_deg)
         # The lower half is stretched downwards so the heart rests broadly on the diaphragm.
         yy = np.where(y > self.cy, self.cy + (y - self.cy) * 0.6, y)
-        xr = np.cos(th) * (x - self.cx) + np.sin(th) * (yy - self.cy)
-        yr = -np.sin(th) * (x - self.cx) + np.cos(th) * (yy - self.cy)
+        xr = math.cos(th) * (x - self.cx) + math.sin(th) * (yy - self.cy)
+        yr = -math.sin(th) * (x - self.cx) + math.cos(th) * (yy - self.cy)
         r = np.sqrt((xr / self.a) ** 2 + (yr / self.b) ** 2)
         return smoothstep(1.0 + px / self.b, 1.0 - px / self.b, r)
 
@@ -316,7 +318,7 @@ def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     # Spinous processes: faint teardrops in the midline.
     out += 0.06 * column * np.exp(-((x / (0.25 * sw)) ** 2)) * (np.cos(np.pi * phase) ** 8)
 
-    rib_jitter = rng.uniform(-0.06, 0.06, 12)
+    rib_jitter = rng.uniform(-0.06, 0.06, 12).astype(np.float32)
     # Posterior ribs: bands that leave the spine, rise slightly, then sweep down laterally.
     for sign, lung in ((-1, anat.right), (1, anat.left)):
         xm = sign * x
@@ -382,7 +384,7 @@ def _lung_markings(anat: Anatomy, grid: Grid, rng: np.random.Generator,
         theta = np.arctan2(dy, dx)
         vessels = np.zeros_like(x)
         for n_lines, radial, width, amp in ((70.0, 5.0, 0.16, 0.55), (26.0, 3.0, 0.12, 0.8)):
-            noise = ndimage.gaussian_filter(rng.standard_normal((96, 48)), (1.2, 1.0), mode="wrap")
+            noise = ndimage.gaussian_filter(rng.standard_normal((96, 48)).astype(np.float32), (1.2, 1.0), mode="wrap")
             noise /= noise.std() + 1e-6
             a = (theta / (2 * np.pi) + 0.5) * n_lines
             b = r * radial
