@@ -36,12 +36,23 @@ _STYLE = """
 """
 
 
+class _ServerLogHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (the server's terminal / log)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     logger = logging.getLogger("medsight")
-    if not any(getattr(h, "_medsight", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _ServerLogHandler) for h in logger.handlers):
+        handler = _ServerLogHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._medsight = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -78,8 +89,8 @@ def _local_time(moment: _dt.datetime) -> str:
     return moment.astimezone().strftime("%H:%M")
 
 
-def _sidebar(session) -> None:
-    with st.sidebar:
+def _sidebar(session, container) -> None:
+    with container:
         st.divider()
         st.markdown(f":material/account_circle: **{session.display_name}**  \n`{session.username}`")
         st.caption(f"Session ends at {_local_time(session.expires)} if idle "
@@ -125,9 +136,13 @@ def main() -> None:
         "Admin": [st.Page(ui.PAGES["system"], title="System", icon=":material/memory:")],
     }
     page = st.navigation(pages, position="sidebar", expanded=True)
-    _sidebar(session)
-    _run_page(page)
-    st.markdown(f'<div class="medsight-footer">{DISCLAIMER}</div>', unsafe_allow_html=True)
+    sidebar = st.sidebar.container()
+    try:
+        _run_page(page)
+        st.markdown(f'<div class="medsight-footer">{DISCLAIMER}</div>', unsafe_allow_html=True)
+    finally:
+        # Filled after the page ran, so a study opened on this run already shows.
+        _sidebar(session, sidebar)
 
 
 main()

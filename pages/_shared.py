@@ -139,6 +139,7 @@ def safe_page(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_login()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # st.stop / st.rerun are BaseException and pass through
@@ -150,7 +151,8 @@ def safe_page(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # --- layout ------------------------------------------------------------------------------------
 def page_header(title: str, caption: str = "") -> None:
-    """Uniform page title with a one-line explanation."""
+    """Uniform page title with a one-line explanation (and the sign-in check, see `require_login`)."""
+    require_login()
     st.title(title, anchor=False)
     if caption:
         st.caption(caption)

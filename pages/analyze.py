@@ -1,21 +1,259 @@
-"""Analyze: open a study now; model analysis arrives with the analysis pipeline."""
+"""Analyze: open a study, add clinical context, run the staged analysis and read one coherent result."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import streamlit as st
 
+from medsight import registry
+from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
+from medsight.report import build_pdf
+from medsight.report.figures import pathology_bars, score_gauge
 from pages import _shared as ui
 
-ui.placeholder(
-    "Analyze",
-    "Open a chest X-ray and run the analysis models on it.",
-    [
-        "Anomaly score from a detector trained on normal chest X-rays, against its calibrated threshold",
-        "Per-pathology probabilities with their maps, and clinical entities from typed or dictated symptoms",
-        "Agreement between image and text, a risk level with its reasons, and the model tier beside every result",
-        "Each analysis saved to History, with a downloadable PDF report",
-    ],
-)
-st.subheader("Open a study", anchor=False)
-st.caption("You can already open a study: it becomes the current study and is stored in History.")
-ui.study_picker("analyze")
+RISK_COLOURS = {"High": "red", "Moderate": "orange", "Low": "green"}
+STAGE_ICONS = {"ok": "✅", "skipped": "⏭️", "failed": "❌"}
+
+
+def _model_or_none(slot: str) -> Any:
+    try:
+        return ui.get_model(slot).model
+    except registry.ModelUnavailable:
+        return None  # the pipeline records the stage as skipped with the registry's explanation
+
+
+def _window_controls(study: Any) -> Any:
+    """Window/level for DICOM studies that keep their modality values."""
+    if getattr(study, "raw", None) is None:
+        return study
+    with st.expander("Window / level", icon=":material/contrast:"):
+        windows = list(getattr(study, "windows", None) or [])
+        low, high = (float(v) for v in (study.value_range() or (float(np.min(study.raw)), float(np.max(study.raw)))))
+        options = [f"Window {i + 1}: centre {c:g}, width {w:g}" for i, (c, w) in enumerate(windows)] + ["Custom"]
+        current = getattr(study, "window_used", None)
+        choice = st.radio("Window", options, key=f"window_choice_{study.study_id}", horizontal=True)
+        if choice == "Custom":
+            centre0, width0 = current or ((low + high) / 2, high - low)
+            centre = st.slider("Centre (level)", low, high, float(centre0), key=f"wc_{study.study_id}")
+            width = st.slider("Width", 1.0, max(2.0, high - low), float(min(max(width0, 1.0), max(2.0, high - low))),
+                              key=f"ww_{study.study_id}")
+        else:
+            centre, width = windows[options.index(choice)]
+        if current is None or (abs(current[0] - centre) > 1e-6 or abs(current[1] - width) > 1e-6):
+            study = study.with_window(centre, width)
+            ui.set_current_study(study, save=False)
+    return study
+
+
+def _run(study: Any, symptoms: str, maps: str) -> dict:
+    detector = _model_or_none("anomaly.detector")
+    classifier = _model_or_none("pathology.classifier")
+    with st.status("Analysing…", expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def progress(name: str, index: int, total: int) -> None:
+            bar.progress(index / total, text=f"Stage {index}/{total}: {name}")
+
+        result = run_analysis(study, symptoms, detector=detector, classifier=classifier, maps=maps, progress=progress)
+        state = "complete" if result.status == STATUS_COMPLETE else ("error" if result.status == STATUS_FAILED else "complete")
+        status.update(label=f"Analysis {result.status.lower()} in {sum(s.seconds for s in result.stages):.1f} s",
+                      state=state, expanded=False)
+    data = result.to_dict()
+    data["study_id"] = study.study_id
+    st.session_state["analysis"] = data
+    st.session_state["analysis_objects"] = result.objects
+    try:
+        headline = "; ".join(data["summary"].get("headline", [])[:2]) or result.status
+        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id, headline[:200], data)
+        ui.audit("analysis", {"study_id": study.study_id, "status": result.status})
+    except Exception as exc:
+        ui.report_error(exc, "The analysis finished but could not be saved to History")
+    return data
+
+
+def _anomaly_block(anomaly: dict | None, stage: dict | None) -> None:
+    st.subheader("Anomaly detector", anchor=False)
+    if not anomaly:
+        st.info(f"Not run: {(stage or {}).get('message') or 'no anomaly detector available'}", icon=":material/info:")
+        return
+    ui.tier_badge(anomaly.get("tier", ""))
+    st.plotly_chart(score_gauge(float(anomaly["fused_score"]), float(anomaly["threshold"]), "Fused anomaly score"),
+                    width="stretch", key="analyze_gauge")
+    verdict = "outside the normal range" if anomaly.get("is_anomalous") else "within the normal range"
+    st.caption(f"Score {anomaly['fused_score']:.3f} vs threshold {anomaly['threshold']:.3f}: {verdict} "
+               f"(margin {anomaly.get('margin', anomaly['fused_score'] - anomaly['threshold']):+.3f}).")
+
+
+def _pathology_block(pathology: dict | None, stage: dict | None) -> None:
+    st.subheader("Pathology classifier", anchor=False)
+    if not pathology:
+        st.info(f"Not run: {(stage or {}).get('message') or 'no classifier available'}", icon=":material/info:")
+        return
+    ui.tier_badge(pathology.get("tier", ""))
+    st.plotly_chart(pathology_bars(pathology.get("probabilities", {}), pathology.get("thresholds", {})),
+                    width="stretch", key="analyze_bars")
+    positives = pathology.get("positives") or []
+    st.caption("Above operating threshold: " + (", ".join(positives) if positives else "none"))
+
+
+def _maps_block(analysis: dict) -> None:
+    heatmaps = (st.session_state.get("analysis_objects") or {}).get("heatmaps") or {}
+    if not heatmaps:
+        return
+    st.subheader("Maps", anchor=False)
+    for key, heatmap in list(heatmaps.items())[:4]:
+        st.image(heatmap.png(), caption=heatmap.caption, width="stretch")
+        kind, _, label = key.partition(":")
+        if st.button("Open in Heatmap page", key=f"open_{key}", icon=":material/open_in_new:"):
+            st.session_state["heatmap_kind"] = "pathology_gradcam" if kind == "pathology" else kind
+            if label:
+                st.session_state["heatmap_label"] = label
+            st.switch_page(ui.PAGES["heatmap"])
+
+
+def _nlp_block(nlp: dict | None) -> None:
+    if not nlp:
+        return
+    st.subheader("Clinical text", anchor=False)
+    entities = nlp.get("entities") or []
+    if entities:
+        st.dataframe(
+            [{"Text": e.get("text"), "Type": e.get("label"), "Negated": bool(e.get("negated")),
+              "Uncertain": bool(e.get("uncertain")), "Side": e.get("laterality") or ""} for e in entities],
+            hide_index=True, width="stretch",
+        )
+    conditions = nlp.get("conditions") or []
+    if conditions:
+        st.markdown("**Conditions suggested by the text**")
+        for c in conditions:
+            evidence = "; ".join(f"“{p}”" for p in (c.get("evidence") or [])[:3])
+            st.markdown(f"- **{c.get('name')}** — {c.get('status')} (score {float(c.get('score', 0)):.2f}) {evidence}")
+
+
+def _fusion_block(fusion: dict | None) -> None:
+    if not fusion:
+        return
+    risk = fusion.get("risk") or {}
+    level = risk.get("level") if isinstance(risk, dict) else str(risk)
+    st.subheader("Risk and agreement", anchor=False)
+    if level:
+        st.badge(f"Risk: {level}", color=RISK_COLOURS.get(level, "gray"), icon=":material/priority_high:")
+        for reason in (risk.get("reasons") if isinstance(risk, dict) else None) or []:
+            st.markdown(f"- {reason if isinstance(reason, str) else reason.get('text', reason)}")
+        if isinstance(risk, dict) and risk.get("rule"):
+            st.caption(f"Rule: {risk['rule']}")
+    for key, title, icon in (("agreements", "Agreements", ":material/check_circle:"),
+                             ("contradictions", "Contradictions", ":material/warning:")):
+        items = fusion.get(key) or []
+        if items:
+            st.markdown(f"**{title}**")
+            for item in items:
+                text = item if isinstance(item, str) else item.get("message") or item.get("text") or str(item)
+                (st.warning if key == "contradictions" else st.success)(text, icon=icon)
+    confidence = fusion.get("confidence") or {}
+    if isinstance(confidence, dict) and confidence.get("low_confidence"):
+        st.warning(f"Low confidence: {confidence.get('reason', 'see the uncertainty figures')}", icon=":material/help:")
+    if fusion.get("rule"):
+        st.caption(f"Agreement rule: {fusion['rule']}")
+
+
+def _reasoning_block(reasoning: dict | None) -> None:
+    if not reasoning:
+        return
+    with st.expander(f"Clinical reasoning — {reasoning.get('backend', 'rules')}", icon=":material/psychology:"):
+        st.write(reasoning.get("reasoning", ""))
+        for i, item in enumerate(reasoning.get("differential") or [], start=1):
+            name = item.get("condition") or item.get("name") if isinstance(item, dict) else str(item)
+            why = item.get("rationale") or item.get("why") or "" if isinstance(item, dict) else ""
+            st.markdown(f"{i}. **{name}** {('— ' + why) if why else ''}")
+        for c in reasoning.get("contradictions") or []:
+            st.warning(c, icon=":material/warning:")
+
+
+def _stages_block(analysis: dict) -> None:
+    with st.expander("Processing stages, timings and model tiers", icon=":material/timer:"):
+        st.dataframe(
+            [{"": STAGE_ICONS.get(s["status"], ""), "Stage": s["name"], "Status": s["status"],
+              "Time (s)": round(s["seconds"], 3), "Tier": s.get("tier", ""), "Note": s.get("message", "")}
+             for s in analysis.get("stages", [])],
+            hide_index=True, width="stretch",
+        )
+        for slot, prov in (analysis.get("models") or {}).items():
+            ui.tier_badge(prov, details=True)
+
+
+def _pdf_button(analysis: dict, study: Any) -> None:
+    images = [("Radiograph as analysed", study.thumbnail_png(512))]
+    for key, heatmap in ((st.session_state.get("analysis_objects") or {}).get("heatmaps") or {}).items():
+        images.append((heatmap.caption or key, heatmap.png()))
+    try:
+        pdf = build_pdf(analysis, images=images, user=ui.current_user() or "",
+                        report_text=st.session_state.get("report_text", ""),
+                        verification=st.session_state.get("verification"))
+    except Exception as exc:
+        ui.report_error(exc, "The PDF could not be built")
+        return
+    st.download_button("Download PDF report", pdf, f"medsight_{study.study_id}.pdf", "application/pdf",
+                       icon=":material/picture_as_pdf:", type="primary")
+
+
+@ui.safe_page
+def main() -> None:
+    ui.require_login()
+    ui.page_header("Analyze", "Open a chest X-ray, add clinical context if you have it, and run the analysis.")
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        study = ui.study_picker("analyze")
+        if study is not None:
+            study = _window_controls(study)
+            st.image(study.image, clamp=True, width="stretch", caption="Image as it will be analysed")
+    with right:
+        if "symptoms_box" not in st.session_state or st.session_state.get("_symptoms_synced") != st.session_state.get("symptoms"):
+            st.session_state["symptoms_box"] = st.session_state.get("symptoms", "")
+            st.session_state["_symptoms_synced"] = st.session_state.get("symptoms", "")
+        symptoms = st.text_area("Symptoms and clinical context (optional)", key="symptoms_box", height=140,
+                                placeholder="e.g. 3 days of fever and productive cough, right pleuritic pain")
+        st.session_state["symptoms"] = st.session_state["_symptoms_synced"] = symptoms
+        st.page_link(ui.PAGES["voice"], label="Dictate instead", icon=":material/mic:")
+        maps = st.segmented_control("Maps", ["key", "all", "none"], default="key",
+                                    format_func={"key": "Key maps", "all": "All maps", "none": "No maps"}.get,
+                                    help="Key maps: spatial anomaly map and Grad-CAM of positive labels.")
+        run = st.button("Analyze", type="primary", icon=":material/play_arrow:", disabled=study is None)
+        st.caption("Decision support, not a diagnosis.")
+    if study is None:
+        return
+    analysis = st.session_state.get("analysis")
+    if run:
+        analysis = _run(study, symptoms, maps or "key")
+    if not analysis or analysis.get("study_id") != study.study_id:
+        return
+
+    st.divider()
+    status = analysis.get("status")
+    message = " · ".join((analysis.get("summary") or {}).get("headline", []))
+    {"COMPLETE": st.success, "PARTIAL": st.warning}.get(status, st.error)(f"**{status}** — {message}")
+    demo = (analysis.get("summary") or {}).get("demo_models") or []
+    if demo:
+        st.warning("Demo-tier models were used (" + ", ".join(demo) + "): trained on synthetic phantoms, for "
+                   "demonstration only. See the System page for how to install the real weights.",
+                   icon=":material/science:")
+    stages = {s["name"]: s for s in analysis.get("stages", [])}
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        _anomaly_block(analysis.get("anomaly"), stages.get("vision: anomaly detector"))
+    with c2:
+        _pathology_block(analysis.get("pathology"), stages.get("vision: pathology classifier"))
+    c3, c4 = st.columns(2, gap="large")
+    with c3:
+        _fusion_block(analysis.get("fusion"))
+        _nlp_block(analysis.get("nlp"))
+    with c4:
+        _maps_block(analysis)
+    _reasoning_block(analysis.get("reasoning"))
+    _stages_block(analysis)
+    _pdf_button(analysis, study)
+
+
+main()

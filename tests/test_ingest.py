@@ -211,6 +211,7 @@ def test_sources_path_filelike_and_bytes_agree(phantom, tmp_path):
     handle = io.BytesIO(data)
     handle.name = "upload.png"
     by_file = load_study(handle)
+    assert load_study(handle).study_id == by_file.study_id  # an upload read twice still loads
     by_bytes = load_study(data, filename="other-name.png")
     assert by_file.filename == "upload.png" and by_str.filename == "a.png"
     # Same pixels → same id, whatever the file is called.
@@ -298,6 +299,14 @@ def test_no_window_uses_percentile_window_with_notice(stored12):
     assert center - width / 2 == pytest.approx(lo) and center + width / 2 == pytest.approx(hi)
     assert any("no display window" in n for n in study.notices)
     assert study.image.min() == 0.0 and study.image.max() == 1.0
+
+
+def test_small_value_range_still_gets_full_contrast(stored12):
+    # Modality values spanning < 1 unit (e.g. a parametric map) cannot use a LINEAR window (width >= 1).
+    study = load_study(dicom_bytes(make_dicom(stored12, slope=0.0001, intercept=0.0)))
+    assert study.raw.max() < 0.5
+    assert study.image.min() == 0.0 and study.image.max() == 1.0
+    assert np.corrcoef(study.image.ravel(), stored12.ravel())[0, 1] > 0.99
 
 
 def test_multiframe_shows_first_frame_with_notice(stored12):

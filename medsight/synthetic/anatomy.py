@@ -192,7 +192,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         body_half_width=u(0.86, 0.97), neck_half_width=u(0.2, 0.26), shoulder_y=u(-0.9, -0.8),
         rib_start=u(-0.86, -0.80), rib_spacing=u(0.125, 0.145), rib_tilt=u(0.20, 0.30),
         spine_half_width=u(0.075, 0.09), breast=float(u(0.0, 0.12) if rng.random() < 0.5 else 0.0),
-        lung_air=u(0.62, 0.78), vessel_amp=u(0.10, 0.16), hilum_amp=u(0.12, 0.2), bone_amp=u(0.9, 1.15),
+        lung_air=u(0.62, 0.78), vessel_amp=u(0.14, 0.22), hilum_amp=u(0.14, 0.22), bone_amp=u(0.9, 1.15),
         rotation_deg=u(-3.5, 3.5), scale=u(0.95, 1.05), shift=(u(-0.03, 0.03), u(-0.04, 0.04)),
         exposure=u(1.05, 1.45), gamma=u(0.85, 1.2), noise_sigma=u(0.006, 0.018),
         mediastinum=(u(0.10, 0.14), u(0.09, 0.13)),
@@ -220,9 +220,11 @@ def texture(rng: np.random.Generator, size: int, sigmas: tuple[float, float]) ->
 
 def upsample(a: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a square array to ``size`` x ``size``."""
+    import cv2
+
     if a.shape[0] == size:
         return a
-    return ndimage.zoom(a, size / a.shape[0], order=1, prefilter=False, grid_mode=True, mode="nearest")
+    return cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass
@@ -254,7 +256,8 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
     body_t = np.sqrt(np.clip(1.0 - (x / half) ** 2, 0.0, 1.0))
     neck_t = np.sqrt(np.clip(1.0 - (x / neck) ** 2, 0.0, 1.0))
     body_t = np.maximum(body_t * smoothstep(shoulder_line - 0.02, shoulder_line + 0.12, y), neck_t * (y < -0.6))
-    density = (0.25 + 0.67 * body_t**0.8) * top * smoothstep(half + 2 * px, half - 2 * px, ax)
+    body_mask = top * smoothstep(half + 2 * px, half - 2 * px, ax)
+    density = (0.25 + 0.67 * body_t**0.8) * body_mask
 
     heart_soft = anat.heart.soft(x, y, px)
     # The heart sits on the diaphragm: below the domes it merges with the abdomen.
@@ -296,73 +299,75 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
             density += anat.breast * smoothstep(1.0, 0.6, r) * smoothstep(0.15, 0.35, y)
 
     bones = _bones(anat, grid, rng)
-    density += anat.bone_amp * bones
+    density += anat.bone_amp * bones * body_mask
 
     vessels = _lung_markings(anat, grid, rng, lung_soft)
     return Rendered(grid, density.astype(np.float32), lung_soft, lung_sdf, air, vessels, heart_soft, medi_soft)
 
 
+def _half(x: np.ndarray, sign: float) -> slice:
+    """Columns that hold any pixel on one side of the (rotated) midline, with a small margin."""
+    cols = np.flatnonzero((sign * x > -0.03).any(axis=0))
+    return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
+
+
 def _bones(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
-    x, y, px = grid.x, grid.y, grid.px
-    ax = np.abs(x)
-    out = np.zeros_like(x)
+    out = np.zeros_like(grid.x)
 
     # Spine: a dense column with vertebral bodies separated by lucent disc spaces.
+    cols = np.flatnonzero((np.abs(grid.x) < 0.15).any(axis=0))
+    sl = slice(int(cols[0]), int(cols[-1]) + 1)
+    x, y = grid.x[:, sl], grid.y[:, sl]
+    ax = np.abs(x)
     sw = anat.spine_half_width * (0.9 + 0.25 * smoothstep(-0.6, 0.8, y))
     column = smoothstep(sw + 0.012, sw - 0.012, ax)
     period = 0.118 + 0.02 * smoothstep(-1, 1, y)
     phase = (y + 1.0) / period + anat.rib_start
     disc = smoothstep(0.8, 0.95, np.abs(np.sin(np.pi * phase)))
     pedicle = np.exp(-(((ax - 0.72 * sw) / (0.18 * sw)) ** 2) - ((np.cos(np.pi * phase) / 0.5) ** 2))
-    out += column * (0.15 - 0.05 * disc) + 0.07 * pedicle * column
-    # Spinous processes: faint teardrops in the midline.
-    out += 0.06 * column * np.exp(-((x / (0.25 * sw)) ** 2)) * (np.cos(np.pi * phase) ** 8)
+    spinous = np.exp(-((x / (0.25 * sw)) ** 2)) * (np.cos(np.pi * phase) ** 8)
+    out[:, sl] += column * (0.10 - 0.035 * disc + 0.06 * pedicle + 0.05 * spinous)
 
     rib_jitter = rng.uniform(-0.06, 0.06, 12).astype(np.float32)
-    # Posterior ribs: bands that leave the spine, rise slightly, then sweep down laterally.
     for sign, lung in ((-1, anat.right), (1, anat.left)):
+        sl = _half(grid.x, sign)
+        x, y = grid.x[:, sl], grid.y[:, sl]
         xm = sign * x
+        side = (xm > 0).astype(np.float32)
+        # Posterior ribs: bands that leave the spine, rise slightly, then sweep down laterally.
         s = np.clip((xm - 0.06) / (lung.x_lateral + 0.1), 0.0, 1.3)
         curve = -0.12 * s + anat.rib_tilt * 2.4 * s**2.4
-        q = y - curve - anat.rib_start
-        k = q / anat.rib_spacing
+        k = (y - curve - anat.rib_start) / anat.rib_spacing
         k = k - 0.012 * k**2  # lower ribs are spaced a little wider apart
         k0 = np.floor(k)
-        frac = k - k0 - rib_jitter[np.clip(k0, 0, 11).astype(int)]
+        frac = k - k0 - rib_jitter[np.clip(k0, 0, 11).astype(np.intp)]
         band = smoothstep(0.0, 0.05, frac) * smoothstep(0.38, 0.33, frac)
         cortex = np.clip(np.abs(frac - 0.19) / 0.19, 0, 1) ** 6
         valid = (k > 0.0) & (k < 10.0)
         lateral_fade = smoothstep(lung.x_lateral + 0.14, lung.x_lateral + 0.07, xm)
-        medial = smoothstep(0.05, 0.12, xm)
-        below = smoothstep(lung.diaphragm(x) + 0.12, lung.diaphragm(x) - 0.02, y)
-        rib = band * (0.09 + 0.08 * cortex) * valid * lateral_fade * medial * below
-        out += np.where(sign * x > 0, rib, 0.0)
+        dia = lung.diaphragm(x)
+        below = smoothstep(dia + 0.12, dia - 0.02, y)
+        keep = lateral_fade * below * side
+        ribs = band * (0.09 + 0.08 * cortex) * valid * smoothstep(0.05, 0.12, xm)
 
         # Anterior ribs: fainter bands running down and medially from the lateral chest wall.
-        curve_a = 0.42 * np.clip(1.0 - s, 0.0, None) ** 1.6
-        qa = y - curve_a - anat.rib_start - 0.05
-        ka = qa / (anat.rib_spacing * 1.2)
+        ka = (y - 0.42 * np.clip(1.0 - s, 0.0, None) ** 1.6 - anat.rib_start - 0.05) / (anat.rib_spacing * 1.2)
         fa = ka - np.floor(ka)
         band_a = smoothstep(0.0, 0.08, fa) * smoothstep(0.42, 0.34, fa)
-        valid_a = (ka > 0.3) & (ka < 6.5) & (xm > 0.25)
-        rib_a = band_a * 0.05 * valid_a * lateral_fade * smoothstep(0.25, 0.4, xm) * below
-        out += np.where(sign * x > 0, rib_a, 0.0)
+        ribs += band_a * 0.05 * ((ka > 0.3) & (ka < 6.5)) * smoothstep(0.25, 0.4, xm)
 
         # Clavicle: an S-shaped dense band from the sternal notch to the shoulder.
         cs = np.clip((xm - 0.05) / 0.7, 0.0, 1.0)
-        cy = lung.y_apex + 0.1 - 0.12 * cs + 0.035 * np.sin(2 * np.pi * cs)
-        dist = np.abs(y - cy)
+        dist = np.abs(y - (lung.y_apex + 0.1 - 0.12 * cs + 0.035 * np.sin(2 * np.pi * cs)))
         clav = smoothstep(0.045, 0.030, dist) * smoothstep(0.04, 0.09, xm) * smoothstep(0.82, 0.74, xm)
-        clav_cortex = 0.7 + 0.3 * np.clip(dist / 0.035, 0, 1) ** 4
-        out += np.where(sign * x > 0, 0.26 * clav * clav_cortex, 0.0)
+        clav *= 0.7 + 0.3 * np.clip(dist / 0.035, 0, 1) ** 4
 
-        # Humeral head and scapular edge near the shoulder.
-        hx, hy = sign * (lung.x_lateral + 0.3), lung.y_apex + 0.06
-        rh = np.sqrt((x - hx) ** 2 + (y - hy) ** 2)
-        out += 0.2 * smoothstep(0.17, 0.15, rh) * (0.8 + 0.2 * np.clip(rh / 0.16, 0, 1) ** 6)
+        # Humeral head and the lateral border of the scapula near the shoulder.
+        rh = np.sqrt((xm - (lung.x_lateral + 0.3)) ** 2 + (y - (lung.y_apex + 0.06)) ** 2)
+        humerus = smoothstep(0.17, 0.15, rh) * (0.8 + 0.2 * np.clip(rh / 0.16, 0, 1) ** 6)
         scap = smoothstep(0.035, 0.0, np.abs(xm - (lung.x_lateral - 0.06 + 0.18 * (y - lung.y_apex))))
-        out += np.where(sign * x > 0, 0.05 * scap * smoothstep(lung.y_apex, lung.y_apex + 0.15, y)
-                        * smoothstep(lung.y_apex + 0.75, lung.y_apex + 0.55, y), 0.0)
+        scap *= smoothstep(lung.y_apex, lung.y_apex + 0.15, y) * smoothstep(lung.y_apex + 0.75, lung.y_apex + 0.55, y)
+        out[:, sl] += ribs * keep + (0.26 * clav + 0.2 * humerus + 0.05 * scap) * side
     return out
 
 
@@ -373,27 +378,34 @@ def _lung_markings(anat: Anatomy, grid: Grid, rng: np.random.Generator,
     A smooth noise field sampled in polar coordinates about the hilum (fast across angle, slow along
     the radius) has zero-crossing contours that run outwards and merge like branching vessels.
     """
-    x, y = grid.x, grid.y
-    out = np.zeros_like(x)
-    mottle = texture(rng, grid.size, (1.0, 2.5))
+    import cv2  # fast bilinear sampling of the polar noise field
+
+    out = np.zeros_like(grid.x)
     for side, lung in (("right", anat.right), ("left", anat.left)):
-        hx = lung.sign * 0.17
+        rows = np.flatnonzero(lung_soft[side].any(axis=1))
+        cols = np.flatnonzero(lung_soft[side].any(axis=0))
+        if rows.size == 0:
+            continue
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        x, y, soft = grid.x[box], grid.y[box], lung_soft[side][box]
         hy = lung.y_apex + 0.62 * (lung.y_cp - lung.y_apex)
-        dx, dy = lung.sign * (x - hx), y - hy
+        dx, dy = lung.sign * x - 0.17, y - hy
         r = np.sqrt(dx**2 + dy**2)
         theta = np.arctan2(dy, dx)
         vessels = np.zeros_like(x)
-        for n_lines, radial, width, amp in ((70.0, 5.0, 0.16, 0.55), (26.0, 3.0, 0.12, 0.8)):
-            noise = ndimage.gaussian_filter(rng.standard_normal((96, 48)).astype(np.float32), (1.2, 1.0), mode="wrap")
+        # (angular smoothing, radial cycles per unit, line width, weight): many fine vessels + a few big ones.
+        for ang_sigma, radial, width, amp in ((1.2, 6.0, 0.28, 0.45), (2.6, 3.0, 0.2, 0.75)):
+            noise = rng.standard_normal((128, 64)).astype(np.float32)
+            noise = ndimage.gaussian_filter(noise, (ang_sigma, 1.0), mode="wrap")
             noise /= noise.std() + 1e-6
-            a = (theta / (2 * np.pi) + 0.5) * n_lines
-            b = r * radial
-            field_ = ndimage.map_coordinates(noise, [a * 96 / n_lines, b], order=1, mode="grid-wrap")
-            taper = 0.06 / (r + 0.06)  # thinner vessels further from the hilum
-            vessels += amp * np.exp(-((field_ / (width * (0.4 + taper))) ** 2)) * np.exp(-r / 0.45)
+            map_x = (r * radial * 4.0).astype(np.float32)  # noise columns: radius
+            map_y = ((theta / (2 * np.pi) + 0.5) * 128.0).astype(np.float32)  # noise rows: angle
+            field_ = cv2.remap(noise, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+            taper = 0.4 + 0.06 / (r + 0.06)  # vessels thin out towards the periphery
+            vessels += amp * np.exp(-((field_ / (width * taper)) ** 2)) * np.exp(-r / 0.45)
         hilum = np.exp(-(((lung.sign * x - 0.16) / 0.07) ** 2) - (((y - hy) / 0.16) ** 2))
-        out += lung_soft[side] * (anat.vessel_amp * (vessels + 0.25 * mottle) + anat.hilum_amp * hilum)
-    return out.astype(np.float32)
+        out[box] += soft * (anat.vessel_amp * vessels + anat.hilum_amp * hilum)
+    return out
 
 
 def expose(density: np.ndarray, anat: Anatomy, rng: np.random.Generator) -> np.ndarray:

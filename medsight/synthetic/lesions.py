@@ -146,9 +146,9 @@ def effusion(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
         span = lung.x_lateral - lung.x_medial
         lat = np.clip((xm - lung.x_medial) / span, 0.0, 1.2)
         y_lateral = lung.y_cp - h * (lung.y_cp - lung.y_apex)
-        meniscus = rng.uniform(0.12, 0.22)
+        meniscus = rng.uniform(0.10, 0.2)
         # The fluid surface is concave upward: highest at the lateral chest wall.
-        level = y_lateral + meniscus * (1.0 - np.clip(lat, 0, 1) ** 4)
+        level = y_lateral + meniscus * (1.0 - np.clip(lat, 0, 1) ** 2)
         fill = smoothstep(level - 0.01, level + 0.05, g.y)
         # A thin layer of fluid tracks up the lateral chest wall above the meniscus.
         wall = smoothstep(0.035, 0.0, r.lung_sdf[s]) * smoothstep(y_lateral - 0.12, y_lateral, g.y) * (lat > 0.6)
@@ -156,7 +156,7 @@ def effusion(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
         region = smoothstep(-g.px, g.px, r.lung_sdf[s]) * (1.0 - r.medi_soft)
         fluid = fill * region
         # Fluid replaces aerated lung, so the base turns as dense as soft tissue and hides the diaphragm.
-        r.density += r.air * fluid * rng.uniform(0.85, 1.05) + 0.05 * fluid
+        r.density += r.air * fluid * rng.uniform(0.9, 1.0) + 0.04 * fluid
         r.vessels *= 1.0 - fluid
         mask |= (fluid > 0.5) & (r.lung_sdf[s] > 0)
         heights.append(h)

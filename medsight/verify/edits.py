@@ -33,16 +33,26 @@ class SuggestedEdit:
         return asdict(self)
 
 
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
 def _minimal(text: str, start: int, end: int, replacement: str) -> tuple[int, int, str]:
-    """Shrink a replacement to its changed core (common head and tail dropped)."""
+    """Shrink a replacement to its changed whole words (common leading and trailing tokens dropped)."""
     original = text[start:end]
-    matcher = difflib.SequenceMatcher(a=original, b=replacement, autojunk=False)
+    a = [m for m in _TOKEN.finditer(original)]
+    b = [m for m in _TOKEN.finditer(replacement)]
+    matcher = difflib.SequenceMatcher(a=[m.group(0) for m in a], b=[m.group(0) for m in b], autojunk=False)
     ops = [op for op in matcher.get_opcodes() if op[0] != "equal"]
     if not ops:
         return start, start, ""
-    a0, b0 = ops[0][1], ops[0][3]
-    a1, b1 = ops[-1][2], ops[-1][4]
-    return start + a0, start + a1, replacement[b0:b1]
+    (_, a0, _, b0, _), (_, _, a1, _, b1) = ops[0], ops[-1]
+    a_start = a[a0].start() if a0 < len(a) else len(original)
+    a_end = a[a1 - 1].end() if a1 > 0 else 0
+    a_end = max(a_end, a_start)
+    b_start = b[b0].start() if b0 < len(b) else len(replacement)
+    b_end = b[b1 - 1].end() if b1 > 0 else 0
+    b_end = max(b_end, b_start)
+    return start + a_start, start + a_end, replacement[b_start:b_end]
 
 
 def unified_diff(before: str, after: str) -> str:
@@ -164,6 +174,12 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                 if edit:
                     edits.append(edit)
                 break
+            if d.severity == "critical" and impression_end is not None and d.finding not in critical_added:
+                edit = make_edit(text, impression_end, impression_end, " " + _side_phrase(side, d.finding) + ".",
+                                 f"Call out {display_name(d.finding)} in the impression", d.message, d.id)
+                if edit:
+                    edits.append(edit)
+                    critical_added.add(d.finding)
         elif d.kind == "missed" and findings_end is not None:
             edit = make_edit(text, findings_end, findings_end, " " + _side_phrase(side, d.finding) + ".",
                              f"Add {display_name(d.finding)} to the findings", d.message, d.id)

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Reduced DenseNet configuration of the demo network (DenseNet-121 is growth 32, blocks (6, 12, 24, 16),
-#: 64 initial features, 7.0 M parameters; this one has about 0.68 M and trains on two CPU cores).
+#: 64 initial features, 7.0 M parameters; this one has about 0.33 M and trains on two shared CPU cores).
 DEMO_ARCH: dict[str, Any] = {
     "family": "DenseNet (torchvision.models.DenseNet), reduced",
-    "growth_rate": 16,
-    "block_config": (4, 8, 12, 8),
-    "num_init_features": 32,
+    "growth_rate": 12,
+    "block_config": (3, 6, 12, 8),
+    "num_init_features": 24,
     "bn_size": 4,
     "in_channels": 1,
 }
