@@ -91,7 +91,6 @@ def _local_time(moment: _dt.datetime) -> str:
 
 def _sidebar(session, container) -> None:
     with container:
-        st.divider()
         st.markdown(f":material/account_circle: **{session.display_name}**  \n`{session.username}`")
         st.caption(f"Session ends at {_local_time(session.expires)} if idle "
                    f"({session.idle_minutes} min without activity).")

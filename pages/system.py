@@ -82,6 +82,13 @@ def _size(path) -> str:
     return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"
 
 
+def _facts(items: list[tuple[str, str]]) -> None:
+    """A row of small label/value pairs (quieter than st.metric for short technical values)."""
+    for column, (label, value) in zip(st.columns(len(items)), items):
+        column.caption(label)
+        column.markdown(f"**{value}**")
+
+
 def _load_all(slots: list[registry.ModelSlot]) -> None:
     errors: dict[str, str] = {}
     progress = st.progress(0.0, text="Loading models…")
@@ -110,11 +117,8 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
                 st.badge("Not loaded", icon=":material/hourglass_empty:", color="gray")
         if loaded is not None:
             p = loaded.provenance
-            a, b, c, d = st.columns(4)
-            a.metric("Source", p.source)
-            b.metric("Device", p.device)
-            c.metric("Load time", f"{p.load_seconds:.2f} s")
-            d.metric("Memory", f"{p.rss_delta_mb:.0f} MB")
+            _facts([("Source", p.source), ("Device", p.device), ("Load time", f"{p.load_seconds:.2f} s"),
+                    ("Memory", f"{p.rss_delta_mb:.0f} MB")])
             facts = [f"From: {p.source_label}"]
             if p.path:
                 facts.append(f"File: `{p.path}`")
@@ -170,11 +174,8 @@ def _device_section(current: Settings) -> None:
     except ValueError as exc:
         st.error(str(exc))
         return
-    a, b, c, d = st.columns(4)
-    a.metric("Torch device", info.torch_device)
-    b.metric("CUDA", "yes" if info.cuda else "no")
-    c.metric("Apple MPS", "yes" if info.mps else "no")
-    d.metric("MLX", "yes" if info.mlx else "no")
+    _facts([("Torch device", info.torch_device), ("CUDA", "yes" if info.cuda else "no"),
+            ("Apple MPS", "yes" if info.mps else "no"), ("MLX", "yes" if info.mlx else "no")])
     st.caption(f"{info.reason}. Override with MEDSIGHT_DEVICE (auto, cpu, cuda, mps).")
 
 
@@ -237,8 +238,8 @@ def _audit_section() -> None:
 ui.require_login()
 ui.page_header("System", "What runs on this workstation: model tiers and provenance, device, settings and audit trail.")
 _settings = ui.settings()
-_device_section(_settings)
 _models_section()
+_device_section(_settings)
 left, right = st.columns(2)
 with left:
     _settings_section(_settings)

@@ -422,6 +422,36 @@ def test_real_jpeg2000_radiograph_matches_uncompressed():
     assert np.abs(j2k.image - uncompressed.image).mean() < 0.01
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+    ],
+)
+def test_real_lossless_encodings_give_identical_pixels(name):
+    reference = load_study(pydicom_file("MR_small.dcm"))
+    assert load_study(pydicom_file(name)).study_id == reference.study_id
+
+
+@pytest.mark.parametrize(
+    "name, syntax",
+    [
+        ("SC_rgb_jpeg_dcmtk.dcm", uid.JPEGBaseline8Bit),
+        ("JPGExtended.dcm", uid.JPEGExtended12Bit),
+        ("JPGLosslessP14SV1_1s_1f_8b.dcm", uid.JPEGLosslessSV1),
+        ("image_dfl.dcm", uid.DeflatedExplicitVRLittleEndian),
+    ],
+)
+def test_real_jpeg_family_and_deflate_decode(name, syntax):
+    study = load_study(pydicom_file(name))
+    assert study.metadata["transfer_syntax"] == syntax.name
+    assert study.image.ndim == 2 and study.image.std() > 0.05  # a real picture, not a flat field
+
+
 @pytest.mark.parametrize("name, modality", [("MR_small.dcm", "MR"), ("CT_small.dcm", "CT")])
 def test_real_non_radiograph_files_load_with_notice(name, modality):
     study = load_study(pydicom_file(name))

@@ -24,15 +24,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "samples"
 # Seeds picked so each finding is clearly visible at presentation size.
 SAMPLES = [
     {"file": "normal_pa.png", "seed": 101, "findings": (), "format": "png"},
-    {"file": "consolidation_right_pa.png", "seed": 8, "findings": ("consolidation",), "format": "png"},
-    {"file": "effusion_pa.dcm", "seed": 4, "findings": ("effusion",), "format": "dicom",
+    {"file": "consolidation_right_pa.png", "seed": 3, "findings": ("consolidation",), "format": "png"},
+    {"file": "effusion_left_pa.dcm", "seed": 14, "findings": ("effusion",), "format": "dicom",
      "dicom": {"modality": "CR", "bits_stored": 12, "photometric": "MONOCHROME2", "rescale_slope": 1.0,
                "rescale_intercept": -1024.0, "windows": ((1023.5, 4096.0), (700.0, 1800.0)),
                "window_explanations": ("FULL", "SOFT TISSUE")}},
     {"file": "pneumothorax_pa_mono1.dcm", "seed": 5, "findings": ("pneumothorax",), "format": "dicom",
      "dicom": {"modality": "DX", "bits_stored": 16, "photometric": "MONOCHROME1",
                "transfer_syntax": uid.JPEGLSLossless}},
-    {"file": "nodule_pa.jpg", "seed": 3, "findings": ("nodule",), "format": "jpeg"},
+    {"file": "nodule_pa.jpg", "seed": 6, "findings": ("nodule",), "format": "jpeg"},
     {"file": "cardiomegaly_pa.dcm", "seed": 6, "findings": ("cardiomegaly",), "format": "dicom",
      "dicom": {"modality": "DX", "bits_stored": 12, "photometric": "MONOCHROME2",
                "rescale_slope": 2.0, "rescale_intercept": 0.0, "transfer_syntax": uid.RLELossless}},

@@ -186,6 +186,7 @@ TECHNICAL_TAGS: dict[str, str] = {
     "RescaleIntercept": "rescale_intercept",
     "RescaleType": "rescale_type",
     "VOILUTFunction": "voi_lut_function",
+    "WindowCenterWidthExplanation": "window_explanations",
     "PresentationLUTShape": "presentation_lut_shape",
     "LossyImageCompression": "lossy_compression",
     "BurnedInAnnotation": "burned_in_annotation",

@@ -33,12 +33,12 @@ def build_gemma_prompt(prompt: Prompt, with_image: bool = False) -> str:
     """
     turns = [("user", m.content) if m.role == "user" else ("model", m.content) for m in prompt.history]
     turns.append(("user", prompt.user))
-    first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
-    role, content = turns[first_user]
-    turns[first_user] = (role, f"{prompt.system}\n\n{content}")
     if with_image:
         role, content = turns[-1]
         turns[-1] = (role, f"{IMAGE_TOKEN}\n{content}")
+    first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+    role, content = turns[first_user]
+    turns[first_user] = (role, f"{prompt.system}\n\n{content}")
     text = "<bos>" + "".join(f"<start_of_turn>{role}\n{content}<end_of_turn>\n" for role, content in turns)
     return text + "<start_of_turn>model\n"
 

@@ -69,6 +69,12 @@ def screen_injection(text: str) -> InjectionScreen:
 # --- Drug dosing -----------------------------------------------------------------------------------------
 
 _DOSE_UNIT = r"(mg|mcg|µg|ug|g|grams?|milligrams?|micrograms?|ml|mL|units?|iu|IU|mmol|mEq|puffs?|tablets?|tabs?|pills?|capsules?|caps?)"
+# Common drug names and name endings (antibiotics, steroids, diuretics, anticoagulants, analgesics, ...).
+_DRUG_NAMES = (r"\w+(cillin|mycin|micin|floxacin|cycline|cef\w*|sporin|penem|azole|prazole|pril|sartan|olol|dipine|"
+               r"statin|parin|xaban|semide|thiazide|sone|solone|olone|terol|tropium|profen|codone|morphone|phylline)|"
+               r"amoxicillin|augmentin|azithromycin|doxycycline|vancomycin|heparin|warfarin|insulin|morphine|fentanyl|"
+               r"prednisone|dexamethasone|furosemide|lasix|albuterol|salbutamol|paracetamol|acetaminophen|ibuprofen|"
+               r"aspirin|oxygen|antibiotics?|steroids?|diuretics?|medications?|medicines?|drugs?|pills?|tablets?")
 _DOSING_PATTERNS: list[tuple[str, str]] = [
     ("dose_question", r"\b(what|which|how much|how many|correct|right|usual|typical|recommended|standard|max(imum)?|"
                       r"starting|safe|appropriate|proper|loading|maintenance)\b[^?.\n]{0,40}\b(dose|dosage|dosing|amount|"
@@ -84,6 +90,7 @@ _DOSING_PATTERNS: list[tuple[str, str]] = [
                    r"administer|inject|increase|decrease|double|halve)\b[^?.\n]{0,40}\b(mg|medication|medicine|drug|"
                    r"antibiotic|steroid|diuretic|furosemide|lasix|amoxicillin|prednisone|heparin|warfarin|"
                    r"morphine|insulin|pills?|tablets?)\b"),
+    ("drug_amount", r"\bhow (much|many)\b[^?.\n]{0,40}\b(" + _DRUG_NAMES + r")\b"),
     ("how_to_treat_drug", r"\b(which|what) (antibiotic|drug|medication|medicine|steroid|diuretic)s?\b[^?.\n]{0,40}"
                           r"\b(give|take|prescribe|use|start|should)\b"),
 ]

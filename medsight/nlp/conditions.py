@@ -10,8 +10,10 @@ Two layers, both shown to the user:
    - real tier: a zero-shot NLI model (e.g. DistilBART-MNLI) from the local Hugging Face cache;
    - offline tier ("rules+embeddings"): cosine similarity between sentence embeddings
      (all-MiniLM-L6-v2) and each condition's description, which is embedded once at load time.
-   Zero-shot evidence alone can only make a condition "uncertain" (similarity is not a diagnosis);
-   its score is capped at `EMBEDDING_SCORE_CAP`.
+   Only sentences the lexicon could not read (no finding named, no negation, normality or stability
+   wording) are scored, so the zero-shot layer adds what the rules miss without contradicting them and
+   the embedding model runs on few sentences. Zero-shot evidence alone can only make a condition
+   "uncertain" (similarity is not a diagnosis); its score is capped at `EMBEDDING_SCORE_CAP`.
 """
 
 from __future__ import annotations
@@ -116,8 +118,11 @@ RULE_SCORES = {"direct_present": 0.90, "direct_uncertain": 0.50, "supportive": 0
 SIMILARITY_FLOOR = 0.35
 SIMILARITY_CEIL = 0.70
 EMBEDDING_SCORE_CAP = 0.60
-# Minimum similarity for an embedding-only suggestion to be listed at all.
-SIMILARITY_REPORT_MIN = 0.50
+# An embedding-only suggestion is listed only when its similarity reaches SIMILARITY_REPORT_MIN and beats
+# the next best condition for the same sentence by SIMILARITY_MARGIN (measured on Indiana reports: below
+# these, "low lung volumes" resembled emphysema, edema and atelectasis alike).
+SIMILARITY_REPORT_MIN = 0.60
+SIMILARITY_MARGIN = 0.05
 # NLI entailment probability above which an NLI-only suggestion is still "uncertain" but listed.
 NLI_REPORT_MIN = 0.80
 NLI_HYPOTHESIS = "This text describes {}."
@@ -125,7 +130,8 @@ NLI_HYPOTHESIS = "This text describes {}."
 # Sentences with these words are not sent to the zero-shot layer: they deny or normalise, and
 # similarity models do not understand negation.
 _NEGATIVE_WORDING = re.compile(
-    r"\b(?:no|not|without|negative|normal|clear|unremarkable|intact|resolved|absent|free of|nor|none)\b",
+    r"\b(?:no|not|without|negative|normal|clear|unremarkable|intact|resolved|absent|free of|nor|none|"
+    r"stable|unchanged)\b",
     re.IGNORECASE,
 )
 
@@ -191,7 +197,9 @@ class SimilarityScorer:
         """Scores in [0, EMBEDDING_SCORE_CAP] per sentence and condition, plus raw similarity for listing."""
         sims = self.similarities(sentences)
         scaled = np.clip((sims - SIMILARITY_FLOOR) / (SIMILARITY_CEIL - SIMILARITY_FLOOR), 0.0, 1.0)
-        scaled[sims < SIMILARITY_REPORT_MIN] = 0.0
+        runner_up = np.sort(sims, axis=1)[:, -2:-1] if sims.shape[1] > 1 else np.zeros((len(sims), 1))
+        clear_winner = (sims >= SIMILARITY_REPORT_MIN) & (sims - runner_up >= SIMILARITY_MARGIN)
+        scaled[~clear_winner] = 0.0
         return scaled * EMBEDDING_SCORE_CAP
 
 
@@ -236,7 +244,11 @@ class ConditionClassifier:
             One `ConditionResult` per condition that has any evidence (absent ones are left out).
         """
         ents = [e if isinstance(e, dict) else e.to_dict() for e in entities]
-        candidates = [s for s in sentences if len(s.split()) >= 3 and not _NEGATIVE_WORDING.search(s)]
+        named = {e.get("sentence") for e in ents if e["label"] in ("FINDING", "DISEASE")}
+        candidates = [
+            s for s in sentences
+            if len(s.split()) >= 3 and s not in named and not _NEGATIVE_WORDING.search(s)
+        ]
         zero_shot = self.scorer.scores(candidates) if (self.scorer is not None and candidates) else None
         results = []
         for j, cond in enumerate(CONDITIONS):

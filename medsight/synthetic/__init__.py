@@ -264,13 +264,18 @@ def write_png(phantom_or_array: Phantom | np.ndarray, path: str | Path, bits: in
 
     if bits not in (8, 16):
         raise ValueError("PNG bit depth must be 8 or 16.")
+    from PIL.PngImagePlugin import PngInfo
+
     img = _as_unit_image(phantom_or_array)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()
+    if isinstance(phantom_or_array, Phantom):  # ingest reads this marker and labels the study synthetic
+        info.add_text("Comment", SYNTHETIC_LABEL)
     if bits == 8:
-        Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(path, format="PNG", optimize=True)
+        Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(path, format="PNG", optimize=True, pnginfo=info)
     else:
-        Image.fromarray(np.round(img * 65535).astype(np.uint16)).save(path, format="PNG")
+        Image.fromarray(np.round(img * 65535).astype(np.uint16)).save(path, format="PNG", pnginfo=info)
     return path
 
 
@@ -290,5 +295,6 @@ def write_jpeg(phantom_or_array: Phantom | np.ndarray, path: str | Path, quality
     img = _as_unit_image(phantom_or_array)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(path, format="JPEG", quality=int(quality))
+    extra = {"comment": SYNTHETIC_LABEL} if isinstance(phantom_or_array, Phantom) else {}
+    Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(path, format="JPEG", quality=int(quality), **extra)
     return path

@@ -11,7 +11,7 @@ maps them through an exposure curve. All operations are vectorised over the whol
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import math
 
@@ -147,7 +147,7 @@ class Anatomy:
     right: LungShape
     left: LungShape
     heart: Heart
-    body_half_width: float
+    chest_wall: float  # soft tissue beyond the lateral lung edges
     neck_half_width: float
     shoulder_y: float
     rib_start: float
@@ -166,7 +166,6 @@ class Anatomy:
     gamma: float
     noise_sigma: float
     mediastinum: tuple[float, float] = (0.1, 0.1)  # half-widths right/left of the upper mediastinum
-    extras: dict = field(default_factory=dict)
 
     @property
     def lungs(self) -> tuple[LungShape, LungShape]:
@@ -176,10 +175,10 @@ class Anatomy:
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     """Draw one patient's anatomy, exposure and positioning."""
     u = rng.uniform
-    apex = u(-0.80, -0.70)
+    apex = u(-0.82, -0.68)
     right = LungShape(
-        sign=-1.0, y_apex=apex + u(-0.02, 0.02), y_cp=u(0.50, 0.62), x_apex=u(0.26, 0.32),
-        x_lateral=u(0.74, 0.84), x_medial=u(0.03, 0.05), y_dome=u(0.22, 0.36), x_dome=u(0.36, 0.46),
+        sign=-1.0, y_apex=apex + u(-0.02, 0.02), y_cp=u(0.46, 0.66), x_apex=u(0.25, 0.33),
+        x_lateral=u(0.71, 0.86), x_medial=u(0.03, 0.05), y_dome=u(0.22, 0.36), x_dome=u(0.36, 0.46),
     )
     left = LungShape(
         sign=1.0, y_apex=apex + u(0.0, 0.04), y_cp=right.y_cp + u(0.01, 0.07),
@@ -187,9 +186,9 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         y_dome=right.y_dome + u(0.04, 0.10), x_dome=u(0.40, 0.50), knob=u(0.05, 0.10),
     )
     heart = Heart(cx=u(0.07, 0.12), cy=u(0.10, 0.18), a=u(0.31, 0.35), b=u(0.19, 0.23), tilt_deg=u(22, 34))
-    return Anatomy(
+    anat = Anatomy(
         right=right, left=left, heart=heart,
-        body_half_width=u(0.86, 0.97), neck_half_width=u(0.2, 0.26), shoulder_y=u(-0.9, -0.8),
+        chest_wall=u(0.08, 0.16), neck_half_width=u(0.2, 0.26), shoulder_y=u(-0.9, -0.8),
         rib_start=u(-0.86, -0.80), rib_spacing=u(0.125, 0.145), rib_tilt=u(0.20, 0.30),
         spine_half_width=u(0.075, 0.09), breast=float(u(0.0, 0.12) if rng.random() < 0.5 else 0.0),
         lung_air=u(0.62, 0.78), vessel_amp=u(0.14, 0.22), hilum_amp=u(0.14, 0.22), bone_amp=u(0.9, 1.15),
@@ -197,6 +196,8 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         exposure=u(1.05, 1.45), gamma=u(0.85, 1.2), noise_sigma=u(0.006, 0.018),
         mediastinum=(u(0.10, 0.14), u(0.09, 0.13)),
     )
+    set_heart_ctr(anat, u(0.36, 0.47))  # a normal cardiothoracic ratio whatever the chest width
+    return anat
 
 
 def set_heart_ctr(anat: Anatomy, ctr: float) -> None:
@@ -219,12 +220,12 @@ def texture(rng: np.random.Generator, size: int, sigmas: tuple[float, float]) ->
 
 
 def upsample(a: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a square array to ``size`` x ``size``."""
+    """Bicubic resize of a square array to ``size`` x ``size``."""
     import cv2
 
     if a.shape[0] == size:
         return a
-    return cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 @dataclass
@@ -248,7 +249,7 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
 
     # Body: neck, sloping shoulders, then the chest wall; rounded cross-section (thicker centrally).
     neck = anat.neck_half_width
-    chest = max(anat.right.x_lateral, anat.left.x_lateral) + 0.12
+    chest = max(anat.right.x_lateral, anat.left.x_lateral) + anat.chest_wall
     half = chest + (1.15 - chest) * smoothstep(-0.3, -0.65, y)  # arms and axillae beside the upper chest
     half = half * (1.0 - 0.05 * smoothstep(0.3, 1.0, y))
     shoulder_line = anat.shoulder_y - 0.1 + 0.3 * np.clip((ax - neck) / (1.0 - neck), 0.0, 1.0) ** 0.8
@@ -263,12 +264,11 @@ def render_normal(anat: Anatomy, grid: Grid, rng: np.random.Generator) -> Render
     # The heart sits on the diaphragm: below the domes it merges with the abdomen.
     dia = np.where(x < 0, anat.right.diaphragm(x), anat.left.diaphragm(x))
     heart_soft = heart_soft * smoothstep(dia + 0.03, dia - 0.01, y)
-    # Upper mediastinum (great vessels, SVC on the right, aortic knob on the left) joins the heart.
+    # Mediastinum (great vessels, SVC on the right, aortic knob on the left, IVC and spine below) joins the heart.
     knob_y = anat.left.y_apex + 0.42
     right_border = anat.mediastinum[0] + 0.02 * smoothstep(knob_y, anat.heart.cy, y)
     left_border = anat.mediastinum[1] + anat.left.knob * np.exp(-(((y - knob_y) / 0.09) ** 2))
     band = smoothstep(-right_border - px, -right_border + px, x) * smoothstep(left_border + px, left_border - px, x)
-    band = band * smoothstep(anat.heart.cy + 0.1, anat.heart.cy - 0.05, y)
     medi_soft = np.maximum(heart_soft, band)
 
     lung_soft, lung_sdf = {}, {}
@@ -381,6 +381,7 @@ def _lung_markings(anat: Anatomy, grid: Grid, rng: np.random.Generator,
     import cv2  # fast bilinear sampling of the polar noise field
 
     out = np.zeros_like(grid.x)
+    warp = texture(rng, grid.size, (4.0, 14.0))
     for side, lung in (("right", anat.right), ("left", anat.left)):
         rows = np.flatnonzero(lung_soft[side].any(axis=1))
         cols = np.flatnonzero(lung_soft[side].any(axis=0))
@@ -391,14 +392,15 @@ def _lung_markings(anat: Anatomy, grid: Grid, rng: np.random.Generator,
         hy = lung.y_apex + 0.62 * (lung.y_cp - lung.y_apex)
         dx, dy = lung.sign * x - 0.17, y - hy
         r = np.sqrt(dx**2 + dy**2)
-        theta = np.arctan2(dy, dx)
+        # Smooth sideways displacement so the vessels meander instead of running dead straight.
+        theta = np.arctan2(dy, dx) + 0.01 * warp[box] / (r + 0.08)
         vessels = np.zeros_like(x)
         # (angular smoothing, radial cycles per unit, line width, weight): many fine vessels + a few big ones.
-        for ang_sigma, radial, width, amp in ((1.2, 6.0, 0.28, 0.45), (2.6, 3.0, 0.2, 0.75)):
+        for ang_sigma, radial, width, amp in ((1.2, 4.0, 0.3, 0.5), (3.0, 2.5, 0.3, 0.9)):
             noise = rng.standard_normal((128, 64)).astype(np.float32)
             noise = ndimage.gaussian_filter(noise, (ang_sigma, 1.0), mode="wrap")
             noise /= noise.std() + 1e-6
-            map_x = (r * radial * 4.0).astype(np.float32)  # noise columns: radius
+            map_x = (r * radial).astype(np.float32)  # noise columns: radius (slow: lines run outwards)
             map_y = ((theta / (2 * np.pi) + 0.5) * 128.0).astype(np.float32)  # noise rows: angle
             field_ = cv2.remap(noise, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
             taper = 0.4 + 0.06 / (r + 0.06)  # vessels thin out towards the periphery

@@ -16,7 +16,6 @@ from medsight.synthetic.anatomy import (
     Anatomy,
     Rendered,
     cardiothoracic_ratio,
-    set_heart_ctr,
     smoothstep,
     texture,
 )
@@ -58,17 +57,27 @@ def _zone(t: float) -> str:
     return "upper zone" if t < 0.36 else ("mid zone" if t < 0.66 else "lower zone")
 
 
-def _sample_point(rng: np.random.Generator, r: Rendered, side: str, min_depth: float,
-                  t_range: tuple[float, float], lung) -> tuple[float, float]:
-    """A random point inside one lung at least ``min_depth`` from its edge, in patient coordinates."""
-    g = r.grid
-    t = (g.y - lung.y_apex) / (lung.y_cp - lung.y_apex)
-    ok = (r.lung_sdf[side] > min_depth) & (r.medi_soft < 0.1) & (t > t_range[0]) & (t < t_range[1])
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
-        idx = np.flatnonzero(r.lung_sdf[side] > 0)
-    i = int(idx[rng.integers(idx.size)])
-    return float(g.x.flat[i]), float(g.y.flat[i])
+def _sample_point(rng: np.random.Generator, anat: Anatomy, side: str, min_depth: float,
+                  t_range: tuple[float, float]) -> tuple[float, float]:
+    """A random point inside one lung, at least ``min_depth`` from its edges, in patient coordinates.
+
+    Drawn by rejection sampling on the analytic outline, so the same seed places a lesion at the
+    same anatomical spot whatever the image size.
+    """
+    lung = _lung_of(anat, side)
+    for depth in (min_depth, min_depth / 2, 0.0):
+        n = 512
+        xm = rng.uniform(0.0, lung.x_lateral, n)
+        t = rng.uniform(t_range[0], t_range[1], n)
+        y = lung.y_apex + t * (lung.y_cp - lung.y_apex)
+        x = lung.sign * xm
+        medial_limit = anat.mediastinum[0 if side == "right" else 1] + 0.02
+        ok = (lung.sdf(x, y) > depth) & (xm > medial_limit + depth) & (anat.heart.soft(x, y, 0.01) < 0.01)
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            i = int(idx[0])
+            return float(x[i]), float(y[i])
+    raise ValueError("No room in the lung for the lesion.")
 
 
 def consolidation(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
@@ -79,22 +88,23 @@ def consolidation(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesio
     bronchi = texture(rng, g.size, (1.0, 3.0))
     mask = np.zeros(g.x.shape, bool)
     descr = []
-    amp = rng.uniform(0.28, 0.55)
+    amp = rng.uniform(0.28, 0.5)
     for s in _sides(side):
         lung = _lung_of(anat, s)
         t_lo, t_hi = [(0.1, 0.4), (0.4, 0.62), (0.62, 0.92)][rng.integers(3)]
-        cx, cy = _sample_point(rng, r, s, 0.08, (t_lo, t_hi), lung)
+        cx, cy = _sample_point(rng, anat, s, 0.08, (t_lo, t_hi))
         rad = rng.uniform(0.10, 0.24)
         field_ = np.zeros_like(g.x)
         for _ in range(int(rng.integers(2, 5))):
             ox, oy = rng.normal(0, rad * 0.45, 2)
             rr = rad * rng.uniform(0.5, 0.9)
-            field_ = np.maximum(field_, np.exp(-(((g.x - cx - ox) ** 2 + ((g.y - cy - oy) * 0.9) ** 2) / rr**2)))
-        blob = smoothstep(0.3, 0.6, field_ + 0.12 * lumpy)
+            field_ += np.exp(-(((g.x - cx - ox) ** 2 + ((g.y - cy - oy) * 0.9) ** 2) / rr**2))
+        # Ill-defined, fluffy margins: a soft ramp of summed blobs broken up by coarse texture.
+        blob = smoothstep(0.25, 0.85, field_ + 0.15 * lumpy)
         blob *= r.lung_soft[s]
         # Air bronchograms: lucent branching lines kept open inside the opacity.
         bronchogram = np.exp(-((bronchi / 0.25) ** 2)) * smoothstep(0.6, 0.95, blob) * 0.35
-        r.density += amp * blob * (1.0 - bronchogram) + 0.05 * lumpy * blob
+        r.density += amp * blob * (1.0 - bronchogram) + 0.04 * lumpy * blob
         r.vessels *= 1.0 - 0.6 * blob
         # Generous outline, as annotators draw ill-defined airspace disease; never outside the lung.
         m = (blob > 0.1) & (r.lung_sdf[s] > 0) & (r.medi_soft < 0.5)
@@ -115,12 +125,12 @@ def nodule(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
     lung = _lung_of(anat, side)
     diameter_cm = float(np.exp(rng.uniform(np.log(1.0), np.log(5.0))))
     rad = diameter_cm / FIELD_OF_VIEW_CM  # normalised units: image width is 2
-    cx, cy = _sample_point(rng, r, side, rad + 0.04, (0.12, 0.85), lung)
+    cx, cy = _sample_point(rng, anat, side, rad + 0.04, (0.12, 0.85))
     dx, dy = g.x - cx, g.y - cy
     theta = np.arctan2(dy, dx)
     lobulation = 1.0 + rng.uniform(0.02, 0.1) * np.cos(int(rng.integers(3, 7)) * theta + rng.uniform(0, 6.3))
     d = np.sqrt(dx**2 + dy**2) / (rad * lobulation)
-    amp = rng.uniform(0.22, 0.45) * (0.8 + 0.2 * min(diameter_cm / 3.0, 1.5))
+    amp = rng.uniform(0.28, 0.5) * (0.8 + 0.2 * min(diameter_cm / 3.0, 1.5))
     # Projection of a sphere: thickest at the centre.
     profile = np.sqrt(np.clip(1.0 - d**2, 0.0, 1.0)) ** 0.6 * smoothstep(1.0 + g.px / rad, 1.0 - g.px / rad, d)
     r.density += amp * profile
@@ -158,7 +168,7 @@ def effusion(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion:
         # Fluid replaces aerated lung, so the base turns as dense as soft tissue and hides the diaphragm.
         r.density += r.air * fluid * rng.uniform(0.9, 1.0) + 0.04 * fluid
         r.vessels *= 1.0 - fluid
-        mask |= (fluid > 0.5) & (r.lung_sdf[s] > 0)
+        mask |= (fluid > 0.25) & (r.lung_sdf[s] > 0)
         heights.append(h)
     h = max(heights)
     size = "small" if h < 0.22 else ("moderate" if h < 0.36 else "large")
@@ -193,7 +203,7 @@ def pneumothorax(rng: np.random.Generator, anat: Anatomy, r: Rendered) -> Lesion
 
 def cardiomegaly_ctr(rng: np.random.Generator) -> float:
     """Target cardiothoracic ratio for an enlarged heart."""
-    return float(rng.uniform(0.58, 0.70))
+    return float(rng.uniform(0.60, 0.72))
 
 
 def describe_cardiomegaly(heart_mask: np.ndarray, lung_mask: np.ndarray) -> Lesion:
@@ -209,4 +219,4 @@ PAINTERS = {
     "pneumothorax": pneumothorax,
 }
 
-__all__ = ["Lesion", "PAINTERS", "cardiomegaly_ctr", "describe_cardiomegaly", "set_heart_ctr"]
+__all__ = ["Lesion", "PAINTERS", "cardiomegaly_ctr", "describe_cardiomegaly"]

@@ -126,7 +126,7 @@ def compose_report(labels: Sequence[str], laterality: Mapping[str, str], details
 
     # Negatives for what is absent, worded the way radiologists usually group them.
     if "consolidation" not in present:
-        if "nodule" not in present:
+        if not present & {"nodule", "effusion", "pneumothorax"}:
             findings.append(str(rng.choice([
                 "The lungs are clear.", "No focal consolidation.", "The lungs are clear without focal airspace disease.",
             ])))

