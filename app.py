@@ -115,7 +115,12 @@ def main() -> None:
     _configure_logging()
     st.markdown(_STYLE, unsafe_allow_html=True)
     current = ui.settings().ensure_dirs()
-    _first_account(str(current.users_path))
+    if _first_account(str(current.users_path)):
+        st.session_state.setdefault(
+            "login_first_start",
+            "First start: the account **radiologist** was created. Its password was printed once in the "
+            "terminal where MedSight Workstation was started.",
+        )
 
     session = _active_session()
     if session is None:

@@ -184,6 +184,12 @@ def all_slots() -> list[ModelSlot]:
     return list(_SLOTS.values())
 
 
+def registered_slots() -> list[ModelSlot]:
+    """Slots registered so far, without importing anything (for views that import modules one by one)."""
+    with _LOCK:
+        return list(_SLOTS.values())
+
+
 def get_slot(name: str) -> ModelSlot:
     if name not in _SLOTS:
         _import_slot_modules()

@@ -192,12 +192,17 @@ def main() -> None:
                         icon=":material/block:")
             return
         classifier = pathology.model
-        try:
-            with st.spinner("Scoring pathology labels…"):
-                probabilities = _probabilities(classifier.predict(study.image))
-        except ValueError as exc:
-            st.error(str(exc), icon=":material/broken_image:")
-            return
+        scored = st.session_state.setdefault("heatmap_label_probabilities", {})
+        probabilities = scored.get(study.study_id)
+        if probabilities is None:
+            try:
+                with st.spinner("Scoring pathology labels…"):
+                    probabilities = _probabilities(classifier.predict(study.image))
+            except ValueError as exc:
+                st.error(str(exc), icon=":material/broken_image:")
+                return
+            scored.clear()  # only the current study's scores are kept
+            scored[study.study_id] = probabilities
         if not probabilities:
             st.warning("The pathology classifier returned no labels for this image.")
             return

@@ -27,6 +27,9 @@ with centre:
     st.title("Sign in", anchor=False)
     st.caption("Chest X-ray decision support running on this computer. Images and results stay local.")
 
+    first_start = st.session_state.get("login_first_start")
+    if first_start:
+        st.info(first_start, icon=":material/key:")
     notice = st.session_state.pop("login_notice", None)
     if notice:
         st.info(notice, icon=":material/info:")

@@ -52,7 +52,7 @@ def known_slots() -> list[registry.ModelSlot]:
         return registry.all_slots()
     except Exception:
         # all_slots() stops at the first module that fails; show what did register.
-        return list(registry._SLOTS.values())
+        return registry.registered_slots()
 
 
 def _mask_url(url: str) -> str:

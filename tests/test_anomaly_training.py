@@ -141,13 +141,13 @@ def test_training_smoke_run_resume_and_evaluation(tiny_sets, extractor, tmp_path
     restored = build_detector(load_checkpoint(path), extractor)
     image = load_image(val.samples[0])
     assert restored.score(image).fused_score == pytest.approx(detector.score(image).fused_score, abs=1e-6)
-    report = evaluate(restored, val, tmp_path / "eval", n_boot=50)
+    report = evaluate(restored, val, tmp_path / "eval", n_boot=50, projection="pca")
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(saved["ablation"]) == {"recon only", "KL only", "ViT only", "recon+KL", "full fusion"}
     assert all(0.0 <= v["ci95"][0] <= v["auroc"] <= v["ci95"][1] <= 1.0 for v in saved["ablation"].values())
     for name in ("roc_curve.png", "score_distribution.png", "confusion_matrix.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 1000
-    assert saved["plots"]["latent"] in ("latent_umap.png", "latent_pca.png")
+    assert (tmp_path / "eval" / saved["plots"]["latent"]).is_file() and saved["plots"]["latent_method"] == "PCA"
     at = report["at_threshold"]
     assert at["tp"] + at["fn"] + at["tn"] + at["fp"] == len(val.samples)
 

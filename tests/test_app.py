@@ -41,6 +41,18 @@ def test_sign_in_screen_comes_first(app_test, account):
     assert not at.sidebar.button  # no navigation, no sign-out before sign-in
 
 
+def test_first_start_creates_an_account_and_prints_its_password_once(app_test, sign_in, capfd):
+    at = app_test().run()
+    assert any("First start" in i.value for i in at.info)
+    app_test().run()  # a second session of the same process creates nothing new
+    err = capfd.readouterr().err
+    passwords = re.findall(r"Password \(shown only this once\): (\S+)", err)
+    assert len(passwords) == 1
+    assert passwords[0] not in get_settings().users_path.read_text()
+    sign_in(at, "radiologist", passwords[0])
+    assert not at.exception and at.session_state["username"] == "radiologist"
+
+
 def test_wrong_password_shows_an_error(app_test, account, sign_in):
     at = app_test().run()
     sign_in(at, account[0], "not-the-password")

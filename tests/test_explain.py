@@ -288,3 +288,94 @@ def test_random_maps_score_near_chance():
     summary = loc.summarise(scores)
     assert abs(summary["pointing_hit_rate"] - summary["pointing_chance"]) < 0.08
     assert abs(summary["top_iou_mean"] - summary["top_iou_chance"]) < 0.03
+
+
+# ---------------------------------------------------------------- the anomaly detector's two maps
+
+
+@pytest.fixture(scope="module")
+def untrained_detector():
+    """Detector with the demo extractor and freshly initialised VAE/ViT: for shapes and wiring only."""
+    from medsight.models.anomaly import AnomalyDetector, build_demo_extractor
+    from medsight.models.anomaly.checkpoint import build_networks
+
+    torch.manual_seed(0)
+    vae, vit = build_networks()
+    return AnomalyDetector(build_demo_extractor(), vae, vit)
+
+
+@pytest.fixture(scope="module")
+def nodule_phantom():
+    from medsight.synthetic import generate_phantom
+
+    return generate_phantom(31, size=192, findings=("nodule",))
+
+
+def test_paper_attention_map_is_384_and_labelled_not_spatial(untrained_detector, nodule_phantom):
+    from medsight.explain.attention import PAPER_MAP_SIZE, attention_grid, paper_attention_map
+
+    result = paper_attention_map(untrained_detector, nodule_phantom.image)
+    assert result.kind == "paper_attention"
+    assert result.heat.shape == (PAPER_MAP_SIZE, PAPER_MAP_SIZE) == (384, 384)
+    assert result.image.shape == (384, 384)
+    assert 0.0 <= result.heat.min() and result.heat.max() <= 1.0
+    assert "not image regions" in result.caption and "illustrative only" in result.caption
+    assert result.details["spatial"] is False and len(result.details["patch_weights"]) == 8
+    # the score is the detector's own fused score
+    assert result.score == pytest.approx(untrained_detector.score(nodule_phantom.image).fused_score, abs=1e-5)
+    # layout: patch 0 is the top-left cell, patch 7 the bottom-right one
+    grid = attention_grid(np.array([1, 0, 0, 0, 0, 0, 0, 0.0]))
+    peak = np.unravel_index(grid.argmax(), grid.shape)
+    assert peak[0] < 192 and peak[1] < 96  # inside the top-left cell (2 rows × 4 columns of 192 × 96 px)
+    assert grid[96, 48] > 0.7 and grid[-96, -48] < 0.05
+    with pytest.raises(ValueError):
+        attention_grid(np.ones(7))
+
+
+def test_spatial_anomaly_map_at_image_resolution(untrained_detector):
+    from medsight.explain.anomaly_map import spatial_anomaly_map
+
+    image = np.random.default_rng(6).random((150, 110)).astype(np.float32)  # not square, not 224
+    result = spatial_anomaly_map(untrained_detector, image, render=False)
+    assert result.kind == "spatial_anomaly" and result.panels is None
+    assert result.heat.shape == (150, 110) and result.heat.dtype == np.float32
+    assert 0.0 <= result.heat.min() and result.heat.max() <= 1.0
+    assert result.details["grid"] == [14, 14] and result.details["spatial"] is True
+    # one pass gives the map AND the same score and components as the detector's scoring path
+    scored = untrained_detector.score(image)
+    assert result.score == pytest.approx(scored.fused_score, abs=1e-5)
+    for key, value in scored.components.items():
+        assert result.details["components"][key] == pytest.approx(value, abs=1e-5)
+    assert all(p.grad is None for p in untrained_detector.vae.parameters())
+    assert result.png()[:4] == b"\x89PNG" and result.panels is not None  # rendered on demand
+    json.dumps(result.to_dict())
+
+
+def test_compute_map_rejects_missing_models(nodule_phantom):
+    from medsight.explain import compute_map
+
+    with pytest.raises(ValueError, match="anomaly detector"):
+        compute_map("spatial_anomaly", nodule_phantom.image)
+    with pytest.raises(ValueError, match="pathology classifier"):
+        compute_map("pathology_gradcam", nodule_phantom.image, label="effusion")
+    with pytest.raises(ValueError, match="Unknown map kind"):
+        compute_map("saliency", nodule_phantom.image)
+
+
+@pytest.mark.slow
+def test_spatial_map_localises_above_chance_on_phantoms():
+    """Demo detector on abnormal phantoms: pointing-game hit rate above the mask-area chance level."""
+    from medsight import registry
+    from training.evaluate_maps import abnormal_phantoms, evaluate
+
+    try:
+        from medsight.models.anomaly import load_detector
+
+        detector = load_detector()
+    except registry.ModelUnavailable as exc:
+        pytest.skip(f"no anomaly detector weights in this build: {exc}")
+    phantoms = abnormal_phantoms(20, seed=7000, size=256, findings=("consolidation", "effusion", "pneumothorax", "cardiomegaly"))
+    summary = evaluate(detector, phantoms)["summary"]
+    spatial, paper = summary["spatial_anomaly"], summary["paper_attention"]
+    assert spatial["pointing_hit_rate"] > spatial["pointing_chance"]
+    assert spatial["top_iou_mean"] > spatial["top_iou_chance"]

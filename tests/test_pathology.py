@@ -35,7 +35,6 @@ def _isolated(tmp_path, monkeypatch):
     """No user weights and no torchxrayvision cache from the machine running the tests."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MEDSIGHT_HOME", str(tmp_path / "medsight"))
-    torch.set_num_threads(2)
     registry.clear_cache()
     yield
     registry.clear_cache()  # never leave a structure-only model in the process cache

@@ -66,14 +66,23 @@ def test_build_is_idempotent_and_resumable(phantom_base):
     assert meta["source"] == "phantom" and meta["view"] == "PA" and (path / "thumbs" / "phantom-500.png").is_file()
 
 
+def _stored_cases(base: CaseBase, path) -> list[tuple[str, tuple, str, np.ndarray]]:
+    """(id, labels, report, image) of the phantom cases, read back from the store and the thumbnails."""
+    from PIL import Image
+
+    ids = [f"phantom-{500 + i}" for i in range(N_PHANTOMS)]
+    stored = base.get(ids)
+    return [(cid, tuple(stored[cid]["labels"]), stored[cid]["report"],
+             np.asarray(Image.open(path / "thumbs" / f"{cid}.png").convert("L"), np.float32) / 255.0) for cid in ids]
+
+
 def test_text_and_image_retrieval_above_chance(phantom_base):
-    base, _ = phantom_base
-    phantoms = [generate_phantom(500 + i, size=SIZE) for i in range(N_PHANTOMS)]
-    text_queries = [(f"phantom-{p.seed}", tuple(p.labels), p.report) for p in phantoms]
-    p_text, chance = precision_at_k(base, text_queries, 5, "text")
+    base, path = phantom_base
+    cases = _stored_cases(base, path)
+    assert sum(bool(labels) for _, labels, _, _ in cases) >= 8, "enough abnormal phantoms to measure"
+    p_text, chance = precision_at_k(base, [(cid, labels, report) for cid, labels, report, _ in cases], 5, "text")
     assert p_text > chance + 0.2, (p_text, chance)
-    image_queries = [(f"phantom-{p.seed}", tuple(p.labels), p.image) for p in phantoms]
-    p_image, chance_image = precision_at_k(base, image_queries, 5, "image")
+    p_image, chance_image = precision_at_k(base, [(cid, labels, image) for cid, labels, _, image in cases], 5, "image")
     assert p_image > chance_image, (p_image, chance_image)
 
 
@@ -82,6 +91,7 @@ def test_combined_query_fuses_both(phantom_base):
     query = generate_phantom(500 + 3, size=SIZE)
     fused = base.query(image=query.image, text=query.report, k=5)
     assert len(fused) == 5 and fused[0].case_id == f"phantom-{query.seed}", "the identical case ranks first"
+    assert fused[0].labels == tuple(sorted(query.labels))
     assert fused[0].image_similarity == pytest.approx(1.0, abs=1e-3) and fused[0].text_similarity == pytest.approx(1.0, abs=1e-3)
     assert fused[0].score == pytest.approx(2 / 61, rel=1e-3)
     assert [c.score for c in fused] == sorted((c.score for c in fused), reverse=True)

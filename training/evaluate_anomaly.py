@@ -79,11 +79,15 @@ def stage_timings(detector: AnomalyDetector, samples: Sequence[Sample]) -> dict[
     return {key: round(float(np.median([r[key] for r in rows])), 2) for key in rows[0]}
 
 
-def _projection(latents: np.ndarray) -> tuple[np.ndarray, str]:
+def _projection(latents: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
     try:
+        if method == "pca":
+            raise ImportError("PCA requested")
         import umap
 
-        return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit_transform(latents), "UMAP"
+        neighbours = max(2, min(15, len(latents) - 1))
+        reducer = umap.UMAP(n_neighbors=neighbours, min_dist=0.1, random_state=0, n_jobs=1)
+        return reducer.fit_transform(latents), "UMAP"
     except Exception:  # noqa: BLE001 - UMAP absent or failing: PCA is the documented fallback
         from sklearn.decomposition import PCA
 
@@ -91,7 +95,8 @@ def _projection(latents: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _plots(out_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray], threshold: float,
-           confusion: dict[str, Any], latents: np.ndarray, labels: list[str], title: str) -> dict[str, str]:
+           confusion: dict[str, Any], latents: np.ndarray, labels: list[str], title: str,
+           projection: str = "auto") -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +142,7 @@ def _plots(out_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray], th
     fig.savefig(out_dir / files["confusion"])
     plt.close(fig)
 
-    points, method = _projection(latents)
+    points, method = _projection(latents, projection)
     fig, ax = plt.subplots(figsize=(5.4, 4.4), dpi=100)
     primary = [label.split("+")[0] for label in labels]
     for name in sorted(set(primary), key=lambda n: (n != "normal", n)):
@@ -155,8 +160,13 @@ def _plots(out_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray], th
 
 
 def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | None, n_boot: int = 1000,
-             seed: int = 0, timing_samples: Sequence[Sample] | None = None, title: str = "") -> dict[str, Any]:
-    """Evaluate on cached test features; writes report.json and plots to `out_dir` (None: no files)."""
+             seed: int = 0, timing_samples: Sequence[Sample] | None = None, title: str = "",
+             projection: str = "auto") -> dict[str, Any]:
+    """Evaluate on cached test features; writes report.json and plots to `out_dir` (None: no files).
+
+    Args:
+        projection: latent plot method, "auto" (UMAP if installed, else PCA) or "pca".
+    """
     targets = test.targets.astype(int)
     if len(np.unique(targets)) < 2:
         raise ValueError("The test set needs both normal and anomalous images.")
@@ -202,7 +212,7 @@ def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = _plots(out_dir, targets, scores, detector.threshold, confusion, parts["mu"],
-                                 test.labels, title)
+                                 test.labels, title, projection)
         (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -1,9 +1,13 @@
 """Evaluate the clinical NLP on hand-labelled Indiana/OpenI chest X-ray reports.
 
-The test set (`tests/data/indiana_labelled.jsonl`) holds 40 reports from the Indiana University collection
-shipped inside torchxrayvision (26 drawn at random from reports whose MeSH terms are not "normal", 14
-from "normal" ones; FINDINGS + IMPRESSION text). Each was read and labelled by hand, per canonical
-finding in `EVAL_FINDINGS`, as "present", "negated" or "uncertain", with these conventions:
+The test set (`tests/data/indiana_labelled.jsonl`) holds 60 reports from the Indiana University collection
+shipped inside torchxrayvision (FINDINGS + IMPRESSION text), in two splits:
+- "dev" (40): 26 drawn at random from reports whose MeSH terms are not "normal", 14 from "normal" ones;
+  the lexicon and rules were refined while looking at these, so their figures are optimistic;
+- "heldout" (20): drawn at random from not-"normal" reports after the rules were fixed, labelled before
+  the system was run on them, and not used to change the rules. Quote these figures.
+Each report was read and labelled by hand, per canonical finding in `EVAL_FINDINGS`, as "present",
+"negated" or "uncertain", with these conventions:
 
 - a finding asserted anywhere in the report is "present" (also when small, stable, chronic or old);
   otherwise "uncertain" if only hedged ("borderline", "possibly", "X or Y", "upper limits of normal");
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the metrics JSON here")
     parser.add_argument("--timing-reports", type=int, default=0,
                         help="also time analyze_text on this many unlabelled Indiana reports")
+    parser.add_argument("--split", choices=("all", "dev", "heldout"), default="all",
+                        help="which labelled split to score (default: %(default)s, also reported per split)")
     parser.add_argument("--show-errors", action="store_true", help="print every disagreement")
     args = parser.parse_args(argv)
     try:
@@ -168,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.split != "all":
+        records = [r for r in records if r.get("split") == args.split]
     metrics = evaluate(records)
+    if args.split == "all":
+        metrics["per_split"] = {
+            split: {k: v for k, v in evaluate([r for r in records if r.get("split") == split]).items()
+                    if k in ("reports", "gold_labels", "detection", "present", "negated", "negation_accuracy")}
+            for split in sorted({r.get("split", "") for r in records})
+        }
     if args.timing_reports > 0:
         metrics["timing_unlabelled"] = time_reports(args.timing_reports)
     shown = dict(metrics) if args.show_errors else {k: v for k, v in metrics.items() if k != "errors"}

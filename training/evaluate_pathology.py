@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pointing", type=int, default=40, help="single-finding phantoms for the pointing game (0: skip)")
     parser.add_argument("--panels-dir", type=Path, default=None, help="write a few Grad-CAM three-panel PNGs here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 suits a shared CPU)")
     return parser.parse_args(argv)
 
 

@@ -7,11 +7,15 @@ Steps:
        early stopping (patience 10) on the validation normals' loss; gradient accumulation; AMP on CUDA.
        Optional robust training (RCA): drop training normals whose reconstruction error is above a
        percentile and retrain the VAE from scratch on the rest.
-    3. Phase 2, ViT scorer on the frozen VAE's posterior means: AdamW lr 5e-5, weight decay 1e-5, BCE
+    3. Phase 2, ViT scorer on the frozen VAE's latent (posterior samples z ~ q(z|x) in training, as the
+       published forward feeds it in training mode; means at validation and inference): AdamW lr 5e-5, weight decay 1e-5, BCE
        with normal = 0 and anomalous = 1. This phase USES LABELS (as the published design does), so
        the fused score is not purely unsupervised; the reconstruction and KL terms are.
     4. Calibration: mean/std of reconstruction error and KL over the normal training images.
     5. Threshold: Youden's J (max sensitivity + specificity − 1) of the fused score on validation.
+Demo extractor: its seeded random VGG16 vectors vary little between images (std ≈ 0.006 around ≈ 0.09),
+so they are standardised per feature with the normal training images' statistics before the VAE
+(stored in the checkpoint; `--standardise-features`). ImageNet runs keep raw vectors, as published.
 Each epoch writes a resumable state to --work-dir; `--resume` continues an interrupted run.
 
 Examples:
@@ -45,6 +49,7 @@ from medsight.models.anomaly import (
     EXTRACTOR_DEMO,
     AnomalyDetector,
     Calibration,
+    FeatureStandardizer,
     VGG16Features,
     build_demo_extractor,
     build_imagenet_extractor,
@@ -79,6 +84,8 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     rca_percentile: float | None = None
+    standardise_features: bool | None = None  # None: on for the demo (seeded) extractor, off for ImageNet
+    vit_on_posterior_samples: bool = True
     seed: int = 0
     device: str = "cpu"
 
@@ -194,7 +201,7 @@ def train_vae(train_x: np.ndarray, val_x: np.ndarray, cfg: TrainConfig, work_dir
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         vae.eval()
         with torch.no_grad():
             x_hat, mu, log_var, _ = vae(x_val)
@@ -237,7 +244,11 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
     torch.manual_seed(cfg.seed + 1)
     _, vit = build_networks()
     vit.to(device)
-    z_train, z_val = latent_means(vae, train_x, cfg.device), latent_means(vae, val_x, cfg.device)
+    with torch.no_grad():
+        vae.eval()
+        mu_train, logvar_train = vae.encoder(torch.from_numpy(train_x).float().to(device))
+        std_train = torch.exp(0.5 * logvar_train)
+    z_train, z_val = mu_train, latent_means(vae, val_x, cfg.device)
     y_train = torch.from_numpy(train_y).float().to(device)
     y_val = torch.from_numpy(val_y).float().to(device)
     opt = torch.optim.AdamW(vit.parameters(), lr=cfg.lr_vit, weight_decay=cfg.weight_decay)
@@ -266,15 +277,19 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for step, index in enumerate(batches):
+            z = z_train[index]
+            if cfg.vit_on_posterior_samples:  # z ~ q(z|x), as the published forward feeds in training mode
+                noise = torch.randn(z.shape, generator=gen).to(device)
+                z = z + noise * std_train[index]
             with torch.autocast(device_type=device.type, enabled=amp):
-                prob = vit(z_train[index]).float().clamp(1e-6, 1 - 1e-6)
+                prob = vit(z).float().clamp(1e-6, 1 - 1e-6)
             loss = bce(prob, y_train[index])
             scaler.scale(loss / cfg.accum_steps).backward()
             if (step + 1) % cfg.accum_steps == 0 or step == len(batches) - 1:
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         vit.eval()
         with torch.no_grad():
             prob = vit(z_val).clamp(1e-6, 1 - 1e-6)
@@ -331,8 +346,20 @@ def fit(train: FeatureSet, val: FeatureSet, extractor: VGG16Features, cfg: Train
         work_dir: Path | None = None, resume: bool = False, progress: bool = True
         ) -> tuple[AnomalyDetector, dict[str, Any]]:
     """Run both phases, calibrate and pick the threshold; returns the detector and a training summary."""
-    normal_train = train.features[train.is_normal]
-    normal_val = val.features[val.is_normal]
+    standardise = cfg.standardise_features
+    if standardise is None:
+        standardise = extractor.kind == EXTRACTOR_DEMO
+    feature_norm = FeatureStandardizer.fit(torch.from_numpy(train.features[train.is_normal])) if standardise else None
+
+    def vae_inputs(x: np.ndarray) -> np.ndarray:
+        if feature_norm is None:
+            return x
+        with torch.no_grad():
+            return feature_norm(torch.from_numpy(x)).numpy()
+
+    train_x, val_x = vae_inputs(train.features), vae_inputs(val.features)
+    normal_train = train_x[train.is_normal]
+    normal_val = val_x[val.is_normal]
     if len(normal_train) < 2 or len(normal_val) < 1:
         raise ValueError("Training needs at least two normal training images and one normal validation image.")
     vae, vae_history = train_vae(normal_train, normal_val, cfg, work_dir, resume, progress=progress)
@@ -348,11 +375,12 @@ def fit(train: FeatureSet, val: FeatureSet, extractor: VGG16Features, cfg: Train
         summary["vae_history_rca"] = vae_history
     for param in vae.parameters():
         param.requires_grad_(False)
-    vit, vit_history = train_vit(vae, train.features, train.targets, val.features, val.targets, cfg, work_dir,
+    vit, vit_history = train_vit(vae, train_x, train.targets, val_x, val.targets, cfg, work_dir,
                                  resume, progress=progress)
     summary["vit_history"] = vit_history
     calibration = calibrate(vae, kept, f"{len(kept)} normal training images", cfg.device)
-    detector = AnomalyDetector(extractor, vae, vit, calibration, 0.5, device=cfg.device)
+    detector = AnomalyDetector(extractor, vae, vit, calibration, 0.5, device=cfg.device, feature_norm=feature_norm)
+    summary["feature_standardisation"] = feature_norm is not None
     with torch.inference_mode():
         val_scores = detector.components_from_features(torch.from_numpy(val.features))["fused"].cpu().numpy()
     if len(np.unique(val.targets)) == 2:
@@ -402,6 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rca-percentile", type=float, default=None,
                         help="robust training: drop training normals above this reconstruction-error percentile "
                              "and retrain the VAE")
+    parser.add_argument("--standardise-features", choices=("auto", "on", "off"), default="auto",
+                        help="standardise VGG16 vectors with normal-training statistics before the VAE "
+                             "(auto: on for the demo extractor, whose random features vary too little)")
+    parser.add_argument("--vit-on-means", action="store_true",
+                        help="phase 2 on posterior means instead of posterior samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
@@ -415,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(vae_epochs=args.vae_epochs, vit_epochs=args.vit_epochs, batch_size=args.batch_size,
                       accum_steps=args.accum_steps, lr_vae=args.lr_vae, lr_vit=args.lr_vit, beta=args.beta,
-                      patience=args.patience, rca_percentile=args.rca_percentile, seed=args.seed, device=args.device)
+                      patience=args.patience, rca_percentile=args.rca_percentile, seed=args.seed, device=args.device,
+                      standardise_features={"auto": None, "on": True, "off": False}[args.standardise_features],
+                      vit_on_posterior_samples=not args.vit_on_means)
     progress = not args.no_progress
     started = time.time()
     extractor = build_extractor(args.extractor).to(cfg.device)
@@ -433,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phase2_vit": _short_history(summary["vit_history"]),
         "rca": summary.get("rca"),
         "threshold_method": summary["threshold_method"],
+        "feature_standardisation": summary["feature_standardisation"],
         "metrics": {"val": {"auroc_full": summary.get("val_auroc_full")}},
         "phase2_uses_labels": True,
         "command": "python -m training.train_anomaly " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
@@ -441,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.extractor == "demo":
         meta["disclaimer"] = DEMO_DISCLAIMER
     save_checkpoint(out, detector.vae, detector.vit, detector.calibration, detector.threshold, extractor, meta,
-                    config=DEFAULT_CONFIG)
+                    config=DEFAULT_CONFIG, feature_norm=detector.feature_norm)
     print(f"checkpoint: {out}  threshold {detector.threshold:.4f}  val AUROC {summary.get('val_auroc_full')}")
     if args.eval_dir is not None:
         from training.evaluate_anomaly import evaluate, write_card
@@ -450,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate(detector, test, args.eval_dir, timing_samples=test_s[:8], title=describe_data(args))
         meta["metrics"]["test"] = report["headline"]
         save_checkpoint(out, detector.vae, detector.vit, detector.calibration, detector.threshold, extractor, meta,
-                        config=DEFAULT_CONFIG)
+                        config=DEFAULT_CONFIG, feature_norm=detector.feature_norm)
         print(json.dumps(report["headline"], indent=2))
         if args.demo:
             write_card(DEMO_CARD, out, detector, meta, report, extractor_seed=DEMO_VGG_SEED)

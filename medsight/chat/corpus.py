@@ -581,9 +581,9 @@ def _tqdm_progress(quiet: bool) -> ProgressFn | None:
                                    file=sys.stderr, leave=True)
         if total and bar.total != total:
             bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message.split(":", 1)[-1].strip()[:60])
-        bar.refresh()
+        if done > bar.n:
+            bar.update(done - bar.n)
+        bar.set_postfix_str(message.split(":", 1)[-1].strip()[:60], refresh=False)
 
     return update
 

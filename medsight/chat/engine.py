@@ -41,6 +41,8 @@ from medsight.llm.safety import normalise_text
 
 MAX_PASSAGES = 5
 LITERATURE_K = 2
+# Literature hits below this cosine similarity are not shown (an unrelated abstract is worse than none).
+LITERATURE_MIN_SCORE = 0.30
 HISTORY_TURNS = 6
 LOCAL_MAX_TOKENS = 220
 CLOUD_MAX_TOKENS = 700
@@ -184,8 +186,12 @@ _STOP = {"what", "does", "this", "that", "with", "from", "have", "about", "there
          "they", "them", "were", "been", "being", "into", "than", "then", "also", "some", "such"}
 
 
+_SECTION_LABEL = re.compile(r"^(?:[A-Z][A-Z &/-]{3,}:?\s+)+(?=[A-Z])")
+
+
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENT_SPLIT.split(text or "") if s.strip()]
+    """Sentences of a passage, without structured-abstract labels such as "BACKGROUND"."""
+    return [_SECTION_LABEL.sub("", s.strip()) for s in _SENT_SPLIT.split(text or "") if s.strip()]
 
 
 def _terms(text: str) -> set[str]:
@@ -315,7 +321,8 @@ class ChatEngine:
             have = {r.passage.passage_id for r in found}
             for hit in self.knowledge.search(query, k=LITERATURE_K + len(have) + 2,
                                              where={"source": {"$ne": "note"}}):
-                if hit.passage.passage_id not in have and len(found) < self.max_passages:
+                if hit.passage.passage_id not in have and len(found) < self.max_passages \
+                        and hit.score >= LITERATURE_MIN_SCORE:
                     if sum(r.passage.source != "note" for r in found) < LITERATURE_K:
                         found.append(hit)
             if not notes:  # no note for this topic: the closest notes by meaning
@@ -664,10 +671,10 @@ class TemplateEngine:
                 parts.append("The image models flag no finding in this study.")
                 return " ".join(parts + ["A negative result does not exclude disease; ask about the limits of the "
                                          "models for details."])
-        if topic is not None and topic.kind == "finding" and self.analysis:
-            status = self._finding_status(topic.key)
-            if status:
-                parts.append(status)
+        if topic is not None and topic.findings and self.analysis:
+            statuses = [s for s in (self._finding_status(f) for f in topic.findings) if s]
+            if statuses:
+                parts += statuses
             elif self.context.get("pathology") is not None:
                 parts.append(f"The image models in this study do not report {topic.text} as a label.")
         note = self._find(topic.note_key) if topic is not None and topic.note_key else (self._notes() or [None])[0]

@@ -43,7 +43,7 @@ _RULES: dict[str, list[tuple[str, float]]] = {
     GREETING: [(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings|thanks|thank you)\b[\s!.,]*"
                 r"(there|again|team)?[\s!.]*$", 3.0)],
     HELP: [(r"\b(what can you (do|help with|answer)|how (do|can) i use (you|this chat)|help me use|"
-            r"what (should|can) i ask|^help\b|list of (commands|questions))", 3.0)],
+            r"what (should|can) i ask( you)?\s*\??\s*$|^\s*help\b|list of (commands|questions))", 3.0)],
     SCORE_MEANING: [
         (r"\b(anomaly|fused|risk|probabilit\w*|confidence) (score|level|value|number)s?\b", 2.0),
         (r"\bscore\b", 1.5), (r"\b(threshold|cut-?off|operating point)\b", 1.5),
@@ -62,15 +62,19 @@ _RULES: dict[str, list[tuple[str, float]]] = {
         (r"\bnext steps?\b", 3.0), (r"\bwhat (should|do|can|would) (i|we|the (clinician|team|doctor)) do\b", 2.5),
         (r"\b(follow[- ]?up|work[- ]?up|further (imaging|tests?|evaluation|workup)|recommend\w*)\b", 2.0),
         (r"\bquestions? (to ask|for the (clinician|referr\w+|team|doctor))\b", 3.0),
+        (r"\bask the (referr\w+ )?(clinician|physician|team|doctor|patient)\b", 3.0),
         (r"\b(what (tests?|imaging)|should (we|i) (get|order|do) (a |an )?(ct|ultrasound|lateral|scan|test))\b", 2.5),
-        (r"\b(management|what now|then what|how to proceed|plan)\b", 1.0), (r"\bask the (patient|clinician)\b", 2.0),
+        (r"\b(management|what now|then what|how to proceed|plan)\b", 1.0),
     ],
     HOW_MODEL_WORKS: [
-        (r"\bhow (does|do|did) (the|this|your|these) (model|models|ai|system|classifier|detector|algorithm|network|"
-         r"heatmap|chat|app|tool)s?\b", 3.0),
+        (r"\bhow (does|do|did|is|are) (the|this|your|these|an?)( [\w-]+){0,3} (model|models|ai|system|classifier|"
+         r"detector|algorithm|network|heatmap|chat|app|tool|score|engine)s? (work|computed|calculated|made|built|"
+         r"trained|decide|produced)", 3.0),
+        (r"\bhow (does|do) (the |this |your )?(model|models|ai|system|classifier|detector|algorithm|network|"
+         r"heatmap|chat|app|tool)s?\b", 2.5),
         (r"\b(how (was|were) (it|the model|they) trained|training data|trained on|architecture|autoencoder|vae|"
          r"vit|densenet|vgg|grad-?cam|transformer|embedding)\b", 2.5),
-        (r"\b(how (is|was) (the|this) [\w\s]{0,20}(computed|calculated|derived|made))\b", 2.5),
+        (r"\b(how (is|was) (the|this) [\w\s]{0,20}(computed|calculated|derived|made))\b", 3.0),
         (r"\b(where (does|do) (the|this|these) [\w\s]{0,20}come from|what (model|models) (is|are) used)\b", 2.0),
         (r"\b(tier|demo|real weights|rules engine|phantom)\b", 1.5),
     ],
@@ -172,6 +176,16 @@ class Topic:
     text: str
     note_key: str = ""
 
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """Image-model findings (canonical) this topic corresponds to."""
+        if self.kind == "finding":
+            return (self.key,)
+        if self.kind == "condition":
+            condition = next((c for c in CONDITIONS if c.key == self.key), None)
+            return tuple(condition.direct) if condition else ()
+        return ()
+
 
 def find_topics(text: str) -> list[Topic]:
     """Findings, conditions and terms named in `text`, in order of appearance, without overlaps."""
@@ -231,6 +245,8 @@ def detect_intent(text: str) -> IntentMatch:
             scores[intent] = total
     topics = find_topics(clean)
     topic = topics[0] if topics else None
+    if SCORE_MEANING in scores and re.search(r"\b(score|threshold|probabilit\w*|risk level)\b", clean, re.I):
+        scores[SCORE_MEANING] += 2.0  # "what does the anomaly score mean" is about the score, not a term
     if topic is not None and DEFINITION in scores and topic.kind == "term":
         scores[DEFINITION] += 1.0  # "what is the costophrenic angle" is a definition, not a finding question
     if topic is not None and EXPLAIN_FINDING in scores and topic.kind in ("finding", "condition"):

@@ -227,7 +227,9 @@ NORMAL_STATEMENTS: dict[str, list[str]] = {
 DESCRIBED_FINDINGS: dict[str, list[str]] = {
     "cardiomegaly": [
         r"\b(?:heart|cardiac silhouette|cardiac size|heart size)(?: size)? (?:is |remains |appears )?"
-        r"(?:mildly |moderately |markedly |slightly |severely )?(?:enlarged|large|prominent)\b",
+        r"(?:mildly |moderately |markedly |slightly |severely |borderline )?(?:enlarged|large|prominent)\b",
+        r"\b(?:heart|cardiac silhouette|heart size)(?: size)? (?:is |remains |appears )?borderline\b",
+        r"\bborderline (?:heart size|cardiac size|enlarged heart)\b",
         r"\b(?:borderline|mild|moderate|marked|severe|slight) (?:cardiomegaly|cardiac enlargement)\b",
         r"\b(?:enlargement|enlarged) of (?:the )?(?:cardiac silhouette|heart)\b",
         r"\bheart size is (?:at )?(?:the )?upper limits? of normal\b",

@@ -84,6 +84,21 @@ class ReportFacts:
                 return status
         return None
 
+    def status_any(self, findings: tuple[str, ...] | list[str], section: str | None = None) -> str | None:
+        """Status over a group of related findings (first the group's own name, e.g. nodule → mass).
+
+        Present/uncertain if any member is stated so; negated only when the first (the finding itself) is
+        negated, because negating a narrower relative ("no discrete nodule") does not negate the group.
+        """
+        found = [self.status(f, section) for f in findings]
+        for status in ("present", "uncertain"):
+            if status in found:
+                return status
+        return "negated" if found and found[0] == "negated" else None
+
+    def sides_any(self, findings, section: str | None = None) -> set[str]:
+        return set().union(*(self.sides(f, section) for f in findings)) if findings else set()
+
     def sides(self, finding: str, section: str | None = None) -> set[str]:
         return {m.laterality for m in self.findings(section)
                 if m.finding == finding and m.laterality and m.status != "negated"}

@@ -89,9 +89,21 @@ def model_sides(analysis: dict, evidence: dict[str, dict]) -> dict[str, tuple[st
     return out
 
 
-def _sentence(facts: ReportFacts, finding: str, status: str | None = None) -> str:
+def related(finding: str) -> tuple[str, ...]:
+    """The finding and the names that count as the same observation (nodule ↔ mass, consolidation ↔ pneumonia)."""
+    try:
+        from medsight.nlp import related_findings
+
+        names = related_findings(finding)
+    except ImportError:
+        names = (finding,)
+    return (finding,) + tuple(n for n in names if n != finding)
+
+
+def _sentence(facts: ReportFacts, findings, status: str | None = None) -> str:
+    findings = (findings,) if isinstance(findings, str) else tuple(findings)
     for m in facts.findings():
-        if m.finding == finding and (status is None or m.status == status):
+        if m.finding in findings and (status is None or m.status == status):
             return m.sentence
     return ""
 
@@ -124,7 +136,8 @@ def find_discrepancies(facts: ReportFacts, analysis: dict, evidence: dict[str, d
                         similar_support=f"{len(ids)} of {len(similar)} similar cases" if similar else None)
 
     for finding, ev in sorted(evidence.items()):
-        status = facts.status(finding)
+        group = related(finding)
+        status = facts.status_any(group)
         name = display_name(finding)
         if ev["positive"]:
             severity = "critical" if finding in CRITICAL_FINDINGS else "major"
@@ -139,13 +152,15 @@ def find_discrepancies(facts: ReportFacts, analysis: dict, evidence: dict[str, d
                                        status, _sentence(facts, finding, "negated"), None, ev_for(finding)))
             else:
                 side, _ = sides.get(finding, (None, None))
-                stated = facts.sides(finding)
+                stated = facts.sides_any(group)
                 if side and stated and side not in stated and "bilateral" not in stated:
                     out.append(Discrepancy("", "laterality", finding, "major",
                                            f"The report places {name} on the {'/'.join(sorted(stated))}, but the "
                                            f"model's map peaks on the patient's {side}.", status,
-                                           _sentence(facts, finding), "/".join(sorted(stated)), ev_for(finding)))
-        elif finding in reported and not ev["near"]:
+                                           _sentence(facts, group), "/".join(sorted(stated)), ev_for(finding)))
+        elif status in ("present", "uncertain") and not ev["near"]:
+            if any(evidence.get(r, {}).get("positive") for r in group[1:]):
+                continue  # a related label the model does flag covers the report's wording
             ids = similar_with(finding)
             if similar and len(ids) >= len(similar) / 2:
                 continue  # similar cases back the report; the model alone is not enough to flag it
@@ -153,7 +168,7 @@ def find_discrepancies(facts: ReportFacts, analysis: dict, evidence: dict[str, d
                                    f"The report states {name}, but the image model scores it "
                                    f"{ev['probability']:.2f} (threshold {ev['threshold']:.2f})"
                                    + (f" and only {len(ids)} of {len(similar)} similar cases show it." if similar
-                                      else "."), facts.status(finding), _sentence(facts, finding), None,
+                                      else "."), status, _sentence(facts, group), None,
                                    ev_for(finding)))
     if len(similar) >= 3:
         counts: dict[str, list[str]] = {}
@@ -162,7 +177,8 @@ def find_discrepancies(facts: ReportFacts, analysis: dict, evidence: dict[str, d
                 counts.setdefault(label, []).append(case["case_id"])
         for finding, ids in sorted(counts.items()):
             covered = finding in evidence and (evidence[finding]["positive"] or not evidence[finding]["near"])
-            if len(ids) / len(similar) >= SIMILAR_MAJORITY and facts.status(finding) is None and not covered:
+            if len(ids) / len(similar) >= SIMILAR_MAJORITY and facts.status_any(related(finding)) is None \
+                    and not covered:
                 out.append(Discrepancy("", "similar_cases", finding, "minor",
                                        f"{len(ids)} of {len(similar)} similar cases show {display_name(finding)}; "
                                        "the report does not mention it.", None, "", None,

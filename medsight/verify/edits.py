@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from medsight.verify.checklist import ChecklistItem, ReportFacts, display_name
-from medsight.verify.discrepancies import Discrepancy
+from medsight.verify.discrepancies import Discrepancy, related
 
 
 @dataclass
@@ -132,8 +132,9 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
     for d in discrepancies:
         side = d.evidence.map_side
         if d.kind == "laterality" and side:
+            group = related(d.finding)
             for m in facts.findings():
-                if m.finding != d.finding or m.status == "negated" or not m.laterality or m.laterality == side:
+                if m.finding not in group or m.status == "negated" or not m.laterality or m.laterality == side:
                     continue
                 # The side word sits in the mention's sentence, usually just before the finding.
                 sentence_start = text.rfind(m.sentence, 0, m.end) if m.sentence else -1

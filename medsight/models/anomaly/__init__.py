@@ -47,6 +47,7 @@ from medsight.models.anomaly.torch_model import (
     EXTRACTOR_IMAGENET,
     LAST_CONV_RELU_INDEX,
     VAE,
+    FeatureStandardizer,
     VGG16Features,
     ViTAnomalyScorer,
     build_demo_extractor,
@@ -55,7 +56,7 @@ from medsight.models.anomaly.torch_model import (
 
 __all__ = [
     "AnomalyDetector", "AnomalyResult", "Calibration", "CheckpointData", "CheckpointError",
-    "ExtractorMismatchError", "FUSION_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE",
+    "ExtractorMismatchError", "FeatureStandardizer", "FUSION_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE",
     "LAST_CONV_RELU_INDEX", "PUBLISHED_THRESHOLD", "SLOT_NAME", "VAE", "VGG16Features", "ViTAnomalyScorer",
     "build_demo_extractor", "build_detector", "build_imagenet_extractor", "fuse_scores", "load_checkpoint",
     "load_detector", "load_imagenet_extractor", "save_checkpoint", "xray_to_vgg_input",

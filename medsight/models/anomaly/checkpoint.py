@@ -31,6 +31,7 @@ from medsight.models.anomaly.torch_model import (
     LATENT_DIM,
     VAE,
     VAE_HIDDEN,
+    FeatureStandardizer,
     VIT_DEPTH,
     VIT_DROPOUT,
     VIT_HEADS,
@@ -80,6 +81,7 @@ class CheckpointData:
     meta: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
     path: str | None = None
+    feature_norm: FeatureStandardizer | None = None
 
 
 def build_networks(config: dict[str, Any] | None = None) -> tuple[VAE, ViTAnomalyScorer]:
@@ -93,7 +95,7 @@ def build_networks(config: dict[str, Any] | None = None) -> tuple[VAE, ViTAnomal
 
 def save_checkpoint(path: str | Path, vae: VAE, vit: ViTAnomalyScorer, calibration: Calibration, threshold: float,
                     extractor: VGG16Features, meta: dict[str, Any] | None = None,
-                    config: dict[str, Any] | None = None) -> Path:
+                    config: dict[str, Any] | None = None, feature_norm: FeatureStandardizer | None = None) -> Path:
     """Write a checkpoint in this project's format (fp32 weights) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +105,10 @@ def save_checkpoint(path: str | Path, vae: VAE, vit: ViTAnomalyScorer, calibrati
         "config": {**DEFAULT_CONFIG, **(config or {}), "preprocess": PREPROCESS_NAME},
         "vae_state": {k: v.detach().cpu().float().clone() for k, v in vae.state_dict().items()},
         "vit_state": {k: v.detach().cpu().float().clone() for k, v in vit.state_dict().items()},
+        "feature_norm": None if feature_norm is None else {
+            "mean": feature_norm.mean.detach().cpu().float().clone(),
+            "std": feature_norm.std.detach().cpu().float().clone(),
+        },
         "calibration": calibration.to_dict(),
         "threshold": float(threshold),
         "extractor": {
@@ -232,8 +238,17 @@ def load_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
     extractor = dict(raw.get("extractor") or {})
     if not extractor.get("kind"):
         raise CheckpointError(f"{path.name}: the checkpoint does not say which feature extractor it was trained on.")
+    norm = raw.get("feature_norm")
+    feature_norm = None
+    if norm is not None:
+        try:
+            feature_norm = FeatureStandardizer(norm["mean"], norm["std"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{path.name}: unreadable feature standardisation ({exc}).") from None
+        if feature_norm.mean.numel() != int(config["vgg_feat_dim"]):
+            raise CheckpointError(f"{path.name}: feature standardisation has the wrong size.")
     return CheckpointData(
-        vae=vae, vit=vit,
+        vae=vae, vit=vit, feature_norm=feature_norm,
         calibration=Calibration.from_dict(raw.get("calibration")),
         threshold=float(raw["threshold"]) if raw.get("threshold") is not None else PUBLISHED_THRESHOLD,
         extractor_kind=str(extractor["kind"]), extractor_sha256=extractor.get("sha256") or None,
@@ -272,4 +287,5 @@ def build_detector(data: CheckpointData, extractor: VGG16Features, *, device: st
         "trained_on": data.meta.get("trained_on", data.meta.get("imported_from", "")),
         **(provenance or {}),
     }
-    return AnomalyDetector(extractor, data.vae, data.vit, data.calibration, data.threshold, facts, device=device)
+    return AnomalyDetector(extractor, data.vae, data.vit, data.calibration, data.threshold, facts, device=device,
+                           feature_norm=data.feature_norm)

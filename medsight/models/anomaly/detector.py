@@ -23,6 +23,7 @@ from medsight.models.anomaly.torch_model import (
     EXTRACTOR_DEMO,
     EXTRACTOR_LABELS,
     VAE,
+    FeatureStandardizer,
     VGG16Features,
     ViTAnomalyScorer,
     kl_per_sample,
@@ -177,6 +178,8 @@ class AnomalyDetector:
         provenance: free-form facts shown with every result (tier, checkpoint, hashes...). Its "tier"
             defaults to "demo" for the seeded extractor and "real" otherwise.
         device: torch device for all three networks.
+        feature_norm: optional fixed standardisation of the 512-vector before the VAE (demo tier; see
+            `FeatureStandardizer`). Reconstruction error is then measured in standardised units.
 
     Example:
         >>> detector = load_detector()                      # doctest: +SKIP
@@ -185,8 +188,10 @@ class AnomalyDetector:
 
     def __init__(self, extractor: VGG16Features, vae: VAE, vit: ViTAnomalyScorer,
                  calibration: Calibration | None = None, threshold: float | None = None,
-                 provenance: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+                 provenance: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+                 feature_norm: FeatureStandardizer | None = None) -> None:
         self.device = torch.device(device)
+        self.feature_norm = feature_norm.to(self.device) if feature_norm is not None else None
         self.extractor = extractor.to(self.device).freeze()
         self.vae = vae.to(self.device).eval()
         self.vit = vit.to(self.device).eval()
@@ -200,6 +205,7 @@ class AnomalyDetector:
         self.provenance.setdefault("extractor", extractor.kind)
         self.provenance.setdefault("extractor_label", EXTRACTOR_LABELS.get(extractor.kind, extractor.kind))
         self.provenance.setdefault("extractor_sha256", extractor.sha256)
+        self.provenance.setdefault("feature_standardisation", feature_norm is not None)
         self.provenance["calibration"] = self.calibration.to_dict()
         self.provenance["threshold"] = self.threshold
 
@@ -221,14 +227,19 @@ class AnomalyDetector:
         """VGG16 512-vectors (B, 512) for preprocessed tensors [B, 3, 224, 224]."""
         return self.extractor(x.to(self.device))
 
+    def vae_input(self, feats: torch.Tensor) -> torch.Tensor:
+        """The VAE's input for VGG16 vectors: standardised when the checkpoint carries a standardisation."""
+        feats = feats.to(self.device)
+        return self.feature_norm(feats) if self.feature_norm is not None else feats
+
     def components_from_features(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All score parts from 512-vectors, without sampling (z = mu).
+        """All score parts from VGG16 512-vectors (as `features` returns them), without sampling (z = mu).
 
         Returns:
             dict with "recon_error", "kl_divergence", "vit_score", "fused", "mu" and the weighted terms
             "recon", "kl", "vit" (all (B,) except "mu" (B, 256)).
         """
-        feats = feats.to(self.device)
+        feats = self.vae_input(feats)
         mu, log_var = self.vae.encoder(feats)
         x_hat = self.vae.decoder(mu)
         recon = recon_error_per_sample(x_hat, feats)
@@ -253,7 +264,7 @@ class AnomalyDetector:
     def latent(self, image: np.ndarray) -> np.ndarray:
         """Posterior mean z (256,) of one image."""
         with torch.inference_mode():
-            mu, _ = self.vae.encoder(self.features(self.preprocess(image)))
+            mu, _ = self.vae.encoder(self.vae_input(self.features(self.preprocess(image))))
         return mu[0].float().cpu().numpy()
 
     def cls_attention(self, image: np.ndarray) -> np.ndarray:
@@ -262,7 +273,7 @@ class AnomalyDetector:
         These patches are slices of the latent vector, not image regions.
         """
         with torch.inference_mode():
-            mu, _ = self.vae.encoder(self.features(self.preprocess(image)))
+            mu, _ = self.vae.encoder(self.vae_input(self.features(self.preprocess(image))))
             return self.vit.cls_attention(mu)[0].float().cpu().numpy()
 
     # ---- scoring --------------------------------------------------------------------------------
@@ -284,7 +295,7 @@ class AnomalyDetector:
             x = torch.cat([self.preprocess(image) for image in chunk])
             t1 = time.perf_counter()
             with torch.inference_mode():
-                feats = self.features(x)
+                feats = self.vae_input(self.features(x))
                 t2 = time.perf_counter()
                 mu, log_var = self.vae.encoder(feats)
                 x_hat = self.vae.decoder(mu)
@@ -320,6 +331,7 @@ class AnomalyDetector:
 
     def to(self, device: str | torch.device) -> "AnomalyDetector":
         self.device = torch.device(device)
-        for module in (self.extractor, self.vae, self.vit):
-            module.to(self.device)
+        for module in (self.extractor, self.vae, self.vit, self.feature_norm):
+            if module is not None:
+                module.to(self.device)
         return self

@@ -144,6 +144,29 @@ def build_imagenet_extractor(state_dict: dict[str, torch.Tensor]) -> VGG16Featur
     return extractor.freeze()
 
 
+class FeatureStandardizer(nn.Module):
+    """Fixed per-feature standardisation of the 512-vector: (x − mean) / std (buffers, not parameters).
+
+    Used when the extractor's vectors vary too little between images for the VAE to learn from
+    (the seeded random VGG16 of the demo tier: between-image std ≈ 0.006 around a mean ≈ 0.09). The
+    statistics come from the normal training images and are stored in the checkpoint. Published
+    checkpoints (ImageNet features) have none, and the VAE sees raw vectors, as published.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(-1).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(-1).clamp_min(1e-6).clone())
+
+    @classmethod
+    def fit(cls, features: torch.Tensor) -> "FeatureStandardizer":
+        features = torch.as_tensor(features, dtype=torch.float32)
+        return cls(features.mean(dim=0), features.std(dim=0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class VAEEncoder(nn.Module):
     """512 → 512 → 384 → 256 (Linear + LayerNorm + GELU + Dropout each), then `fc_mu` / `fc_var`."""
 
