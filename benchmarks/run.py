@@ -62,6 +62,17 @@ SYMPTOMS = (
     "Breathless on exertion, ankle swelling, orthopnoea. Known heart failure.",
 )
 
+
+
+def symptom_text(index: int) -> str:
+    """A short symptom text, different for every index.
+
+    The condition classifier caches sentence embeddings, so repeating a text would time a cache hit; a
+    new patient's text is never in the cache.
+    """
+    return f"Patient aged {30 + index % 60}, unwell for {2 + index} days. {SYMPTOMS[index % len(SYMPTOMS)]}"
+
+
 IMAGE_EMBEDDING_DIM = 512  # pooled VGG16 features of the anomaly detector (medsight.retrieval.detector_embedder)
 
 
@@ -157,7 +168,7 @@ def run_cold_start(study: Path, all_models: bool) -> dict:
     """Fresh subprocess (benchmarks.cold): process start → imports → models loaded → first full result."""
     with tempfile.TemporaryDirectory() as tmp:
         out_path = Path(tmp) / "cold.json"
-        cmd = [sys.executable, "-m", "benchmarks.cold", "--study", str(study), "--symptoms", SYMPTOMS[0],
+        cmd = [sys.executable, "-m", "benchmarks.cold", "--study", str(study), "--symptoms", symptom_text(0),
                "--out", str(out_path)] + (["--all-models"] if all_models else [])
         t_spawn = time.time()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -259,6 +270,7 @@ def run_warm(paths: list[Path], detector: Any, classifier: Any) -> dict:
                                                       "pdf", "full_analysis")}
     pipeline_stages: dict[str, list[float]] = {}
     maps_per_study: list[int] = []
+    sizes: set[str] = set()
     statuses: dict[str, int] = {}
 
     def timed(key: str, fn: Callable[[], Any], record: bool) -> Any:
@@ -270,9 +282,10 @@ def run_warm(paths: list[Path], detector: Any, classifier: Any) -> dict:
 
     for index, path in enumerate([paths[0]] + list(paths)):
         record = index > 0  # index 0 is the warm-up pass
-        symptoms = SYMPTOMS[index % len(SYMPTOMS)]
+        symptoms = symptom_text(2 * index)
         study = timed("ingest", lambda: load_study(path), record)
         image = study.image
+        sizes.add(f"{image.shape[1]}x{image.shape[0]}")
         anomaly = timed("anomaly", lambda: detector.score(image), record) if detector else None
         pathology = timed("pathology", lambda: classifier.predict(image), record) if classifier else None
         stub = AnalysisResult(analysis_id="bench", created="", status="", study={},
@@ -286,7 +299,7 @@ def run_warm(paths: list[Path], detector: Any, classifier: Any) -> dict:
 
         def full():
             s = load_study(path)
-            return run_analysis(s, symptoms, detector=detector, classifier=classifier, maps="key")
+            return run_analysis(s, symptom_text(2 * index + 1), detector=detector, classifier=classifier, maps="key")
 
         result = timed("full_analysis", full, record)
 
@@ -303,7 +316,7 @@ def run_warm(paths: list[Path], detector: Any, classifier: Any) -> dict:
                 pipeline_stages.setdefault(stage.name, []).append(stage.seconds)
     return {
         "n_studies": len(paths),
-        "image_sizes": sorted({f"{load_study(p).image.shape[1]}x{load_study(p).image.shape[0]}" for p in paths[:2]}),
+        "image_sizes": sorted(sizes),
         "stages": {k: summarise(v) for k, v in stages.items()},
         "pipeline_stage_medians_ms": {k: round(statistics.median(v) * 1000, 2) for k, v in pipeline_stages.items()},
         "maps_per_study": {"mean": round(float(np.mean(maps_per_study)), 2) if maps_per_study else 0,
@@ -426,7 +439,8 @@ def target_rows(results: dict) -> list[dict]:
     for key, (title, op, target, unit) in TARGETS.items():
         value = measured[key]
         met = None if value is None else (value <= target if op == "<=" else value >= target)
-        rows.append({"key": key, "title": title, "target": f"{op} {target:g} {unit}", "target_value": target,
+        rows.append({"key": key, "title": title, "target": f"{'≤' if op == '<=' else '≥'} {target:g} {unit}",
+                     "target_value": target,
                      "comparison": op, "unit": unit, "measured": None if value is None else round(float(value), 3),
                      "met": met})
     return rows

@@ -50,14 +50,19 @@ def _pathology() -> tuple[Any | None, str]:
     return loaded, ""
 
 
-def _probabilities(prediction: Any) -> dict[str, float]:
+def _label_scores(prediction: Any) -> dict[str, tuple[float, float | None]]:
+    """label → (probability, decision threshold or None) from a pathology prediction."""
     probs = getattr(prediction, "probabilities", None)
+    thresholds = getattr(prediction, "thresholds", None) or {}
     if isinstance(prediction, dict):
         probs = prediction.get("probabilities", probs)
-    if isinstance(probs, dict):
-        return {str(k): float(v) for k, v in probs.items()}
-    labels = list(getattr(prediction, "labels", []) or [])
-    return {str(k): float(v) for k, v in zip(labels, list(probs or []))}
+        thresholds = prediction.get("thresholds", thresholds) or {}
+    if not isinstance(probs, dict):
+        labels = list(getattr(prediction, "labels", []) or [])
+        probs = dict(zip(labels, list(probs or [])))
+    if not isinstance(thresholds, dict):
+        thresholds = {}
+    return {str(k): (float(v), None if thresholds.get(k) is None else float(thresholds[k])) for k, v in probs.items()}
 
 
 def _cache() -> dict:
@@ -109,9 +114,8 @@ def _components_chart(components: dict[str, float]):
     return figure
 
 
-def _score_panel(result: HeatmapResult, provenance: Any) -> None:
+def _score_panel(result: HeatmapResult, provenance: Any, threshold: float | None) -> None:
     details = result.details or {}
-    threshold = details.get("threshold")
     left, middle, right = st.columns([1.1, 1.3, 1.2])
     with left:
         if result.score is not None:
@@ -134,8 +138,11 @@ def _score_panel(result: HeatmapResult, provenance: Any) -> None:
         if provenance is not None:
             ui.tier_badge(provenance, details=True)
         st.caption(result.caption)
-        if details.get("seconds") is not None:
-            st.caption(f"Computed in {float(details['seconds']):.2f} s.")
+        seconds = details.get("seconds")
+        if seconds is None and isinstance(details.get("timings"), dict) and "total" in details["timings"]:
+            seconds = float(details["timings"]["total"]) / 1000
+        if seconds is not None:
+            st.caption(f"Computed in {float(seconds):.2f} s.")
 
 
 def _downloads(result: HeatmapResult, study_id: str) -> None:
@@ -197,7 +204,7 @@ def main() -> None:
         if probabilities is None:
             try:
                 with st.spinner("Scoring pathology labels…"):
-                    probabilities = _probabilities(classifier.predict(study.image))
+                    probabilities = _label_scores(classifier.predict(study.image))
             except ValueError as exc:
                 st.error(str(exc), icon=":material/broken_image:")
                 return
@@ -206,13 +213,13 @@ def main() -> None:
         if not probabilities:
             st.warning("The pathology classifier returned no labels for this image.")
             return
-        ordered = sorted(probabilities, key=probabilities.get, reverse=True)
+        ordered = sorted(probabilities, key=lambda name: probabilities[name][0], reverse=True)
         requested_label = st.session_state.pop("heatmap_label", None)
         if requested_label in ordered:
             st.session_state["heatmap_label_choice"] = requested_label
         with controls:
             label = st.selectbox("Label", ordered, key="heatmap_label_choice",
-                                 format_func=lambda name: f"{name} ({probabilities[name]:.2f})")
+                                 format_func=lambda name: f"{name} ({probabilities[name][0]:.2f})")
         provenance = pathology.provenance
     else:
         if anomaly is None:
@@ -247,7 +254,10 @@ def main() -> None:
             st.warning(result.caption, icon=":material/warning:")
         st.image(result.ensure_panels(), width="stretch",
                  caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
-    _score_panel(result, provenance)
+    threshold = (result.details or {}).get("threshold")
+    if threshold is None and kind == "pathology_gradcam":
+        threshold = probabilities[label][1]
+    _score_panel(result, provenance, threshold)
     _downloads(result, study.study_id)
 
 

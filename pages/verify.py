@@ -103,8 +103,7 @@ def _apply_accepted() -> None:
         return
     accepted = [e["id"] for e in result["edits"] if st.session_state.get(f"accept_{e['id']}")]
     new_text = apply_edits(result["report_text"], result["edits"], accepted)
-    st.session_state[BOX] = new_text
-    st.session_state["report_text"] = new_text
+    st.session_state[BOX] = st.session_state["report_text"] = st.session_state["verify_synced_text"] = new_text
     st.session_state["verify_applied"] = accepted
 
 
@@ -202,15 +201,15 @@ def _backend_tab(result: dict) -> None:
 
 def _save(study: Any, text: str, result: dict) -> None:
     accepted = st.session_state.get("verify_applied") or []
-    payload = {"report_text": text, "original_report": result["report_text"], "accepted_edits": accepted,
-               "verification": result, "study_id": getattr(study, "study_id", None)}
+    # Flat: the verification fields at top level (what the PDF reads), "report_text" = the accepted report.
+    payload = {**result, "report_text": text, "verified_report_text": result["report_text"],
+               "accepted_edits": accepted, "study_id": getattr(study, "study_id", None)}
     summary = result["summary"]
     title = (f"Verification: {summary['checks_failed']} failed check(s), {summary['discrepancies']} "
              f"discrepanc{'y' if summary['discrepancies'] == 1 else 'ies'}")
     record_id = ui.history().save_record(ui.current_user(), "verification", payload["study_id"], title, payload)
     payload["record_id"] = record_id
     st.session_state["verification"] = payload
-    st.session_state["report_text"] = text
     ui.audit("verification_saved", {"record_id": record_id})
     st.success(f"Saved to History (record {record_id}).", icon=":material/save:")
 
@@ -233,12 +232,14 @@ def main() -> None:
         st.warning("This study has not been analysed yet: the report can only be checked for completeness and "
                    "internal consistency. Run Analyze first for model evidence.", icon=":material/warning:")
 
-    if BOX not in st.session_state:
-        st.session_state[BOX] = st.session_state.get("report_text", "")
+    # "report_text" is shared with Voice Entry: a change made there since this editor last wrote it wins.
+    shared = st.session_state.get("report_text", "")
+    if BOX not in st.session_state or shared != st.session_state.get("verify_synced_text"):
+        st.session_state[BOX] = shared
     text = st.text_area("Report (FINDINGS and IMPRESSION)", key=BOX, height=260,
                         placeholder="FINDINGS: …\n\nIMPRESSION: …",
                         help="Paste, type, or send a dictation from Voice Entry. Do not type patient names or IDs.")
-    st.session_state["report_text"] = text
+    st.session_state["report_text"] = st.session_state["verify_synced_text"] = text
 
     current = ui.settings()
     with st.expander("Review options", icon=":material/tune:"):
@@ -246,6 +247,10 @@ def main() -> None:
                               key="verify_mode", horizontal=True,
                               help="The deterministic engine always runs; a language model can add or confirm "
                                    "discrepancies but never remove them.")
+        if mode_label.startswith("Local"):
+            st.caption("Uses MedGemma (Apple Silicon, MLX), a model set with MEDSIGHT_LOCAL_LLM, or the small offline "
+                       "SmolLM2-135M. Its answer is used only when it validates against the expected structure; on a "
+                       "CPU this can take up to a minute.")
         consent = st.toggle("Allow the cloud model (Google Gemini)", value=current.cloud_llm_consent,
                             key="verify_cloud")
         if consent:
@@ -261,6 +266,14 @@ def main() -> None:
         st.session_state.pop("verify_applied", None)
         _run(study, text, mode, consent, use_cases, k)
 
+    reopened = st.session_state.get("verification")
+    if isinstance(reopened, dict) and reopened.get("checklist") is not None \
+            and st.session_state.get("verify_reopened") != reopened.get("record_id"):
+        # A verification reopened from History (or just saved): show it against the report it checked.
+        st.session_state["verify_reopened"] = reopened.get("record_id")
+        if st.session_state.get(RESULT) is None or reopened.get("record_id") is not None:
+            st.session_state[RESULT] = dict(reopened, report_text=reopened.get("verified_report_text",
+                                                                               reopened.get("report_text", "")))
     result = st.session_state.get(RESULT)
     if not result:
         return

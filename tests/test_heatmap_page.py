@@ -82,12 +82,25 @@ def test_heatmap_page_draws_maps_and_switches_kind(logged_in_app, study, detecto
 
 
 def test_heatmap_page_pathology_choice_never_crashes(logged_in_app, study, detector_in_home):
+    from medsight import registry
+
+    try:
+        registry.load("pathology.classifier")
+        available = True
+    except Exception:
+        available = False
+    registry.clear_cache()
     at = _open_page(logged_in_app, study)
     at.radio(key="heatmap_kind_choice").set_value("pathology_gradcam").run(timeout=180)
     assert not at.exception, [e.value for e in at.exception]
-    # either a map is drawn or the page says what is missing
-    drawn = any(k[1] == "pathology_gradcam" for k in at.session_state["heatmap_cache"])
-    assert drawn or "not available" in _texts(at)
+    keys = [k for k in at.session_state["heatmap_cache"] if k[1] == "pathology_gradcam"]
+    if available:  # a per-label map of the most probable label, with its gauge
+        assert len(keys) == 1 and keys[0][2] == at.selectbox(key="heatmap_label_choice").value
+        result = at.session_state["heatmap_cache"][keys[0]]
+        assert result.heat.shape == study.image.shape and result.label == keys[0][2]
+        assert len(at.get("download_button")) == 4
+    else:  # the page says what is missing
+        assert not keys and "not available" in _texts(at)
 
 
 def test_heatmap_page_without_detector_says_what_is_missing(logged_in_app, study, monkeypatch, tmp_path):

@@ -289,7 +289,7 @@ def test_mlx_backend_end_to_end_with_fake_mlx_vlm(monkeypatch, tmp_path):
 def test_find_mlx_model_in_models_dir(tmp_path):
     folder = tmp_path / "medgemma-4b-it-mlx"
     folder.mkdir()
-    assert find_mlx_model(tmp_path) is None or find_mlx_model(tmp_path) != folder
+    assert find_mlx_model(tmp_path) != folder, "a folder without config.json is not a model"
     (folder / "config.json").write_text("{}")
     assert find_mlx_model(tmp_path) == folder
 

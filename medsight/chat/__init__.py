@@ -19,14 +19,33 @@ Example:
     ('template', ['Reference note: The anomaly score', ...])
 """
 
-from medsight.chat.corpus import (AddStats, CorpusError, KnowledgeBase, Passage, RetrievedPassage, build_default_corpus,
-                                  default_corpus_complete, default_medline_files, ingest_jsonl, ingest_medline,
-                                  ingest_notes, is_chest_topic, iter_jsonl, iter_medline, note_passages)
-from medsight.chat.engine import (LEVEL_LABELS, ChatEngine, ChatReply, ChatTurn, Citation, TemplateEngine,
-                                  study_context, user_message)
-from medsight.chat.intents import INTENT_TITLES, INTENTS, IntentMatch, Topic, detect_intent, find_topic
-from medsight.chat.safety import (DISCLAIMER, AnswerCheck, QuestionCheck, check_answer, check_question,
-                                  definitive_statements, is_dosing, is_out_of_scope, with_disclaimer)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names → submodule. Imported on first use, so `python -m medsight.chat.corpus` does not load the NLP stack.
+_EXPORTS = {
+    "corpus": ("AddStats", "CorpusError", "KnowledgeBase", "Passage", "RetrievedPassage", "build_default_corpus",
+               "default_corpus_complete", "default_medline_files", "ingest_jsonl", "ingest_medline", "ingest_notes",
+               "is_chest_topic", "iter_jsonl", "iter_medline", "note_passages"),
+    "engine": ("LEVEL_LABELS", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "TemplateEngine", "study_context",
+               "user_message"),
+    "intents": ("INTENT_TITLES", "INTENTS", "IntentMatch", "Topic", "detect_intent", "find_topic"),
+    "safety": ("DISCLAIMER", "AnswerCheck", "QuestionCheck", "check_answer", "check_question", "definitive_statements",
+               "is_dosing", "is_out_of_scope", "with_disclaimer"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medsight.chat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medsight.chat.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AddStats", "AnswerCheck", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "CorpusError", "DISCLAIMER",

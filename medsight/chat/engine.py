@@ -502,7 +502,7 @@ class _SentenceGate:
         if is_dosing(sentence):
             self.stopped = True
             self.notes.append("the model's answer turned to medication dosing and was cut off")
-            return "\n\n[The rest of this answer was withheld: it contained medication dosing, which this tool does " \
+            return "\n\n[The rest of this answer was withheld: it turned to medication amounts, which this tool does " \
                    "not provide.]"
         if definitive_statements(sentence):
             sentence = soften_definitive(sentence)

@@ -147,12 +147,12 @@ def _phrase_index() -> list[tuple[re.Pattern, str, str]]:
                        "interstitial lung disease": "fibrosis_ild", "lung cancer": "lung_cancer",
                        "effusion": "pleural_effusion"}.items():
         entries[extra] = ("condition", key)
+    for term, key in TERMS.items():  # glossary terms before findings: "air bronchogram" is a term to define
+        entries.setdefault(term, ("term", key))
     for finding, phrases in FINDINGS.items():
         for phrase in phrases:
             entries.setdefault(phrase.lower(), ("finding", finding))
         entries.setdefault(finding.replace("_", " "), ("finding", finding))
-    for term, key in TERMS.items():
-        entries.setdefault(term, ("term", key))
     ordered = sorted(entries.items(), key=lambda kv: -len(kv[0]))
     return [(re.compile(r"\b" + re.escape(phrase) + r"\b", re.I), kind, key) for phrase, (kind, key) in ordered]
 

@@ -165,19 +165,21 @@ _SOFTEN = [
     (re.compile(r"\b(the|this|your) patient (definitely |certainly |clearly )?(has|have)\b", re.I),
      "the findings are compatible with"),
     (re.compile(r"\b(the|my|final|definitive|confirmed) diagnosis is\b", re.I), "one possibility to consider is"),
-    (re.compile(r"\b(confirms|proves|establishes|is diagnostic of|rules in)\b", re.I), "is compatible with"),
-    (re.compile(r"\b(definitely|certainly|conclusively|undoubtedly|without (a )?doubt)\s+", re.I), "possibly "),
-    (re.compile(r"\b(diagnosed|diagnose) (as|with)\b", re.I), "suggestive of"),
-    (re.compile(r"\byou (definitely |certainly )?(have|are suffering from)\b", re.I), "the findings may suggest"),
+    (re.compile(r"\b(definitely|certainly|conclusively|undoubtedly|clearly|without (a )?doubt)\s+", re.I), ""),
+    (re.compile(r"\b(is|are) diagnostic of\b", re.I), "is compatible with"),
+    (re.compile(r"\b(confirms|proves|establishes|rules in)\b", re.I), "is compatible with"),
+    (re.compile(r"\b(was |were |is |are )?(diagnosed|diagnose) (as|with)\b", re.I), "may have findings of"),
+    (re.compile(r"\byou (have|are suffering from)\b", re.I), "the findings may suggest"),
     (re.compile(r"\bthis is (a case of )?", re.I), "this may represent "),
 ]
 
 
 def soften_definitive(text: str) -> str:
     """Rewrite definitive-diagnosis wording into hedged wording (used on model output before it is shown)."""
+    if not definitive_statements(text):
+        return text
     for regex, replacement in _SOFTEN:
-        if any(r.search(text) for r in _DEFINITIVE):
-            text = regex.sub(replacement, text)
+        text = regex.sub(replacement, text)
     return text
 
 

@@ -241,7 +241,7 @@ def three_panels(
     gray = _as_gray(image)
     heat_full = resize_heat(heat, gray.shape)
     aspect = gray.shape[0] / gray.shape[1]
-    caption_lines = textwrap.wrap(caption, width=int(panel_inches * 3 * 15)) if caption else []
+    caption_lines = textwrap.wrap(caption, width=int(panel_inches * 3 * 12.5)) if caption else []
     top_inches = 0.75 if subtitle else 0.5
     bottom_inches = 0.55 + 0.22 * len(caption_lines)
     fig_w = panel_inches * 3 + 0.4
@@ -262,7 +262,7 @@ def three_panels(
         ax = fig.add_axes((left, panel_bottom, (panel_inches - 0.1) / fig_w, panel_height))
         ax.imshow(picture, interpolation="antialiased")
         ax.set_axis_off()
-        ax.set_title(panel_title, color=_TEXT, fontsize=11, pad=4)
+        ax.set_title(panel_title, color=_TEXT, fontsize=12, pad=5)
 
     # A thin colour bar under the heatmap panel so the scale is explicit.
     import matplotlib.cm as cm
@@ -276,7 +276,7 @@ def three_panels(
     bar.outline.set_edgecolor(_MUTED)
 
     for j, line in enumerate(caption_lines):
-        fig.text(0.5, (bottom_inches - 0.55 - 0.22 * j) / fig_h, line, ha="center", va="top", color=_MUTED, fontsize=9)
+        fig.text(0.5, (bottom_inches - 0.55 - 0.22 * j) / fig_h, line, ha="center", va="top", color=_MUTED, fontsize=10)
 
     canvas = fig.canvas
     canvas.draw()

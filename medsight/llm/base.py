@@ -329,3 +329,16 @@ class LanguageModel:
             raise LLMError("no language model answered")
         record.update(backend="rules", tier="rules")
         yield rules()
+
+
+def as_language_model(llm: "LanguageModel | LLMBackend | list[LLMBackend] | None") -> "LanguageModel | None":
+    """Accept a chain, a single backend or a list of backends (None stays None)."""
+    if llm is None or isinstance(llm, LanguageModel):
+        return llm
+    if isinstance(llm, LLMBackend):
+        return LanguageModel([llm])
+    if isinstance(llm, (list, tuple)):
+        return LanguageModel(list(llm))
+    if hasattr(llm, "generate_json"):
+        return llm  # duck-typed chain
+    return None  # e.g. the rules marker: deterministic tier

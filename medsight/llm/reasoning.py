@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from medsight.llm.base import LanguageModel
+from medsight.llm.base import LanguageModel, as_language_model
 from medsight.llm.prompts import reasoning_prompt
 from medsight.llm.rules import DifferentialItem, differential_from_findings, model_findings, summarise_findings
 from medsight.llm.safety import DISCLAIMER, detect_drug_dosing
@@ -126,6 +126,7 @@ def clinical_reasoning(findings: dict, symptoms: str = "", image: Any = None, ll
     Returns:
         ReasoningResult naming the backend that answered.
     """
+    llm = as_language_model(llm)
     start = time.perf_counter()
     evidence = model_findings(findings)
     rules_differential = differential_from_findings(evidence, symptoms)

@@ -226,11 +226,13 @@ class NLPResult:
         return {f["name"]: f["status"] for f in self.findings}
 
 
-def analyze_text(text: str) -> NLPResult:
+def analyze_text(text: str, *, classify_conditions: bool = True) -> NLPResult:
     """Extract entities, sections and conditions from clinical text.
 
     Args:
         text: a report, history or symptom description (English). Empty text gives an empty result.
+        classify_conditions: False skips the 20-condition classifier (and loading its model) when only
+            entities and findings are needed, e.g. report verification or the evaluation of findings.
 
     Returns:
         `NLPResult`; `to_dict()` is JSON-serialisable.
@@ -246,12 +248,16 @@ def analyze_text(text: str) -> NLPResult:
     if len(text) > MAX_TEXT_CHARS:
         notices.append(f"Text cut to its first {MAX_TEXT_CHARS:,} characters (of {len(text):,}).")
         text = text[:MAX_TEXT_CHARS]
-    ents_model, cond_model = _model(ENTITIES_SLOT), _model(CONDITIONS_SLOT)
+    ents_model = _model(ENTITIES_SLOT)
+    cond_model = _model(CONDITIONS_SLOT) if classify_conditions else None
     pipeline: ClinicalPipeline = ents_model.model
-    classifier: ConditionClassifier = cond_model.model
-    tier = {"entities": ents_model.provenance.tier, "conditions": cond_model.provenance.tier,
-            "method": classifier.method}
-    provenance = {"entities": ents_model.provenance.to_dict(), "conditions": cond_model.provenance.to_dict()}
+    classifier: ConditionClassifier | None = cond_model.model if cond_model else None
+    tier = {"entities": ents_model.provenance.tier,
+            "conditions": cond_model.provenance.tier if cond_model else "skipped",
+            "method": classifier.method if classifier else "skipped"}
+    provenance = {"entities": ents_model.provenance.to_dict()}
+    if cond_model:
+        provenance["conditions"] = cond_model.provenance.to_dict()
     if not text.strip():
         notices.append("No text to analyse.")
         return NLPResult(text_chars=0, tier=tier, provenance=provenance, notices=notices,
@@ -261,7 +267,7 @@ def analyze_text(text: str) -> NLPResult:
     entities = extract_entities(pipeline, text, doc)
     t2 = time.perf_counter()
     sentences = [s.text.strip() for s in doc.sents if s.text.strip()]
-    conditions = classifier.classify(entities, sentences)
+    conditions = classifier.classify(entities, sentences) if classifier else []
     t3 = time.perf_counter()
     return NLPResult(
         text_chars=len(text),

@@ -10,9 +10,10 @@ Two layers, both shown to the user:
    - real tier: a zero-shot NLI model (e.g. DistilBART-MNLI) from the local Hugging Face cache;
    - offline tier ("rules+embeddings"): cosine similarity between sentence embeddings
      (all-MiniLM-L6-v2) and each condition's description, which is embedded once at load time.
-   Only sentences the lexicon could not read (no finding named, no negation, normality or stability
-   wording) are scored, so the zero-shot layer adds what the rules miss without contradicting them and
-   the embedding model runs on few sentences. Zero-shot evidence alone can only make a condition
+   Only sentences the lexicon could not read are scored: they speak of the lungs, pleura, heart or
+   diaphragm, or of a symptom, but name no finding and carry no negation, normality or stability wording.
+   So the zero-shot layer adds what the rules miss without contradicting them, and the model runs on few
+   sentences (at most `ZERO_SHOT_MAX_SENTENCES` per text). Zero-shot evidence alone can only make a condition
    "uncertain" (similarity is not a diagnosis); its score is capped at `EMBEDDING_SCORE_CAP`.
 """
 
@@ -126,6 +127,9 @@ SIMILARITY_MARGIN = 0.05
 # NLI entailment probability above which an NLI-only suggestion is still "uncertain" but listed.
 NLI_REPORT_MIN = 0.80
 NLI_HYPOTHESIS = "This text describes {}."
+# Anatomy (lexicon canonical names) that makes an unnamed sentence worth a zero-shot look.
+ZERO_SHOT_ANATOMY = {"lung", "lobe", "lung_zone", "pleura", "heart", "mediastinum", "vessels", "diaphragm"}
+ZERO_SHOT_MAX_SENTENCES = 8
 
 # Sentences with these words are not sent to the zero-shot layer: they deny or normalise, and
 # similarity models do not understand negation.
@@ -245,10 +249,12 @@ class ConditionClassifier:
         """
         ents = [e if isinstance(e, dict) else e.to_dict() for e in entities]
         named = {e.get("sentence") for e in ents if e["label"] in ("FINDING", "DISEASE")}
+        relevant = {e.get("sentence") for e in ents
+                    if e["label"] == "SYMPTOM" or (e["label"] == "ANATOMY" and e["canonical"] in ZERO_SHOT_ANATOMY)}
         candidates = [
             s for s in sentences
-            if len(s.split()) >= 3 and s not in named and not _NEGATIVE_WORDING.search(s)
-        ]
+            if s in relevant and s not in named and len(s.split()) >= 3 and not _NEGATIVE_WORDING.search(s)
+        ][:ZERO_SHOT_MAX_SENTENCES]
         zero_shot = self.scorer.scores(candidates) if (self.scorer is not None and candidates) else None
         results = []
         for j, cond in enumerate(CONDITIONS):

@@ -29,12 +29,12 @@ SENTENCE_FIX_PIPE = "medsight_sentence_breaks"
 LATERALITY_WINDOW = 6
 SEVERITY_WINDOW = 3
 
-_HEADER_RE = re.compile(r"^[A-Z][A-Z /]+:$")
-
 
 @Language.component(SENTENCE_FIX_PIPE)
 def _sentence_breaks(doc: Doc) -> Doc:
     """Start a sentence after a line break and after a section header ("IMPRESSION:")."""
+    if doc.has_annotation("DEP"):  # a parser's sentence boundaries cannot be rewritten (scispaCy)
+        return doc
     for i, token in enumerate(doc[:-1]):
         nxt = doc[i + 1]
         if "\n" in token.text or (token.text == ":" and i > 0 and doc[i - 1].text.isupper() and len(doc[i - 1]) > 3):

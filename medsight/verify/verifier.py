@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from medsight.llm.base import LanguageModel
+from medsight.llm.base import LanguageModel, as_language_model
 from medsight.llm.prompts import verification_prompt
 from medsight.llm.rules import canonical, model_findings
 from medsight.llm.safety import DISCLAIMER, detect_drug_dosing, screen_injection
@@ -146,6 +146,7 @@ def verify_report(report_text: str, analysis: dict | None = None, similar_cases:
         raise ValueError("The report is empty: paste or type the report to verify.")
     if len(report_text) > MAX_REPORT_CHARS:
         raise ValueError(f"The report is {len(report_text):,} characters long; the limit is {MAX_REPORT_CHARS:,}.")
+    llm = as_language_model(llm)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     analysis = analysis or {}
@@ -172,7 +173,7 @@ def verify_report(report_text: str, analysis: dict | None = None, similar_cases:
         t2 = time.perf_counter()
         structured = {name: {k: ev[k] for k in ("probability", "threshold", "positive")} for name, ev in evidence.items()}
         prompt = verification_prompt(report_text, structured, [(c["case_id"], c.get("report", "")) for c in cases])
-        answer = llm.generate_json(LLMVerification, prompt, rules=LLMVerification)
+        answer = llm.generate_json(LLMVerification, prompt, rules=LLMVerification, max_tokens=512)
         attempts = [asdict(a) for a in answer.attempts]
         backend, tier = answer.backend, answer.tier
         if answer.backend != "rules":
