@@ -26,7 +26,8 @@ STAGE_NAMES = {
     "maps": "Maps (spatial anomaly + Grad-CAM of positives)",
     "nlp": "Clinical NLP (symptom text)",
     "fusion": "Fusion",
-    "pdf": "PDF report",
+    "map_display": "Draw one map for display (three panels + PNG, per map)",
+    "pdf": "PDF report (maps already drawn)",
     "full_analysis": "Whole warm analysis (ingest → fusion)",
 }
 

@@ -165,7 +165,7 @@ def run_analysis(
         study=study.to_dict() if hasattr(study, "to_dict") else {},
         symptoms=symptoms or "",
     )
-    runner = _Runner(result, progress, total=9)
+    runner = _Runner(result, progress, total=10)
     image = getattr(study, "image", None)
 
     def validate():

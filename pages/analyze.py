@@ -30,7 +30,7 @@ def _window_controls(study: Any) -> Any:
         return study
     with st.expander("Window / level", icon=":material/contrast:"):
         windows = list(getattr(study, "windows", None) or [])
-        low, high = (float(v) for v in (study.value_range() or (float(np.min(study.raw)), float(np.max(study.raw)))))
+        low, high = (float(v) for v in (study.value_range or (float(np.min(study.raw)), float(np.max(study.raw)))))
         options = [f"Window {i + 1}: centre {c:g}, width {w:g}" for i, (c, w) in enumerate(windows)] + ["Custom"]
         current = getattr(study, "window_used", None)
         choice = st.radio("Window", options, key=f"window_choice_{study.study_id}", horizontal=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from medsight import registry
-from medsight.chat import (ChatEngine, CorpusError, KnowledgeBase, build_default_corpus, default_corpus_complete,
-                           user_message)
+from medsight.chat import (ChatEngine, CorpusError, KnowledgeBase, build_default_corpus, check_question,
+                           default_corpus_complete, user_message)
 from medsight.config import Settings
 from medsight.llm import LanguageModel, RulesEngine, gemini_backend
 from pages import _shared as ui
@@ -21,18 +21,10 @@ LOCAL_HELP = ("Tries the local language model before the template engine. The of
               "it takes a few seconds and each answer several more on a CPU.")
 
 
-@st.cache_resource(show_spinner=False)
-def _embedder():
-    """The text embedder, once per process (the knowledge corpus and its queries must share it)."""
-    from medsight.retrieval import load_text_embedder
-
-    return load_text_embedder(ui.settings())
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _knowledge(chroma_dir: str) -> KnowledgeBase:
-    embedder, _ = _embedder()
-    return KnowledgeBase(settings=ui.settings(), embedder=embedder)
+    """The knowledge corpus of this data directory; its text embedder loads on the first search or build."""
+    return KnowledgeBase(settings=ui.settings())
 
 
 def _context_line(analysis: dict | None, study) -> str:
@@ -119,7 +111,7 @@ def _ensure_corpus(kb: KnowledgeBase) -> bool:
 
         try:
             stats = build_default_corpus(kb, progress=progress)
-        except CorpusError as exc:
+        except (CorpusError, registry.ModelUnavailable) as exc:
             status.update(label="The knowledge corpus could not be built", state="error")
             st.error(str(exc), icon=":material/library_books:")
             return False
@@ -162,10 +154,9 @@ with st.expander("Answer sources and privacy", expanded=False):
 
 kb: KnowledgeBase | None
 try:
-    with st.spinner("Opening the knowledge corpus…"):
-        kb = _knowledge(str(ui.settings().chroma_dir))
-        corpus_size = kb.count()
-except (registry.ModelUnavailable, CorpusError) as exc:
+    kb = _knowledge(str(ui.settings().chroma_dir))
+    corpus_size = kb.count()
+except CorpusError as exc:
     kb, corpus_size = None, 0
     st.warning("The knowledge corpus is unavailable, so answers cannot cite sources.", icon=":material/library_books:")
     st.code(str(exc), language=None)
@@ -203,7 +194,8 @@ if question and question.strip():
     asked = user_message(question)
     with st.chat_message("user"):
         st.markdown(question)
-    if kb is not None and not _ensure_corpus(kb):
+    # A refused question needs no corpus; anything else builds the default corpus on first use.
+    if kb is not None and check_question(question).ok and not _ensure_corpus(kb):
         kb = None
     backends = []
     cloud = gemini_backend(ui.settings(), consent=bool(use_cloud and has_key))

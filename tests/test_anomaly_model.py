@@ -209,6 +209,21 @@ def test_checkpoint_round_trip_keeps_weights_and_calibration(tmp_path, detector,
         assert torch.equal(a, b)
 
 
+def test_checkpoint_keeps_feature_standardisation(tmp_path, extractor, networks, phantom_images):
+    from medsight.models.anomaly import FeatureStandardizer
+
+    vae, vit = networks
+    norm = FeatureStandardizer(torch.full((512,), 0.09), torch.full((512,), 0.006))
+    detector = AnomalyDetector(extractor, vae, vit, Calibration.published(), 0.4, feature_norm=norm)
+    path = save_checkpoint(tmp_path / "n.pt", vae, vit, Calibration.published(), 0.4, extractor, feature_norm=norm)
+    restored = build_detector(load_checkpoint(path), extractor)
+    assert torch.equal(restored.feature_norm.mean, norm.mean) and torch.equal(restored.feature_norm.std, norm.std)
+    assert restored.score(phantom_images[0]).fused_score == detector.score(phantom_images[0]).fused_score
+    plain = AnomalyDetector(extractor, vae, vit, Calibration.published(), 0.4)
+    assert plain.score(phantom_images[0]).recon_error != detector.score(phantom_images[0]).recon_error
+    assert sum(p.numel() for p in norm.parameters()) == 0  # buffers only: parameter counts unchanged
+
+
 def test_extractor_mismatch_is_refused(tmp_path, detector):
     path = save_checkpoint(tmp_path / "ck.pt", detector.vae, detector.vit, detector.calibration, 0.5, detector.extractor)
     other = build_demo_extractor(seed=5)
@@ -313,9 +328,14 @@ def test_shipped_demo_weights_separate_fresh_phantoms(tmp_path):
     detector = anomaly.load_detector(Settings(home=tmp_path), device="cpu")
     assert detector.tier == "demo" and detector.extractor.kind == "demo-seeded"
     assert detector.provenance["registry"]["tier"] == "demo"
-    # Seeds far from the training range (training uses seeds below 10,000).
-    phantoms = [generate_phantom(900_000 + i, size=512, findings=() if i % 2 == 0 else None) for i in range(20)]
-    phantoms = [p for p in phantoms if p.is_normal or p.labels]
+    from medsight.synthetic import FINDINGS
+    from training.datasets import phantom_plan
+
+    seeds = [900_000 + i for i in range(20)]
+    used = {seed for k in (1, 2, 3) for seed, _ in phantom_plan(1000, seed=k)}  # the demo's train/val/test
+    assert not used.intersection(seeds)
+    phantoms = [generate_phantom(seed, size=512, findings=() if i % 2 == 0 else (FINDINGS[(i // 2) % 5],))
+                for i, seed in enumerate(seeds)]
     results = detector.score_batch([p.image for p in phantoms])
     labels = [0 if p.is_normal else 1 for p in phantoms]
     assert 0 < sum(labels) < len(labels)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsight.models.anomaly import build_demo_extractor, build_detector, load_checkpoint, save_checkpoint
+from medsight.models.anomaly import build_demo_extractor, build_detector, load_checkpoint, save_detector
 from medsight.synthetic import generate_dataset, generate_phantom, write_png
 from training import anomaly_features, datasets
 from training.anomaly_features import extract_features
@@ -128,6 +128,7 @@ def test_training_smoke_run_resume_and_evaluation(tiny_sets, extractor, tmp_path
     detector, summary = fit(train, val, extractor, cfg, work_dir=tmp_path, progress=False)
     assert len(summary["vae_history"]) == 4 and len(summary["vit_history"]) == 3
     assert detector.calibration.n_images == int(train.is_normal.sum()) == 8
+    assert detector.feature_norm is not None  # demo extractor: standardised features
     assert "normal training images" in detector.calibration.source
     assert 0.0 <= detector.threshold <= 1.0
     assert summary["threshold_method"] == "Youden J on validation"
@@ -136,8 +137,7 @@ def test_training_smoke_run_resume_and_evaluation(tiny_sets, extractor, tmp_path
     for a, b in zip(resumed.vae.state_dict().values(), detector.vae.state_dict().values()):
         assert torch.equal(a, b)
     # The saved checkpoint reproduces the detector's scores.
-    path = save_checkpoint(tmp_path / "smoke.pt", detector.vae, detector.vit, detector.calibration,
-                           detector.threshold, extractor, meta={"trained_on": "smoke"})
+    path = save_detector(tmp_path / "smoke.pt", detector, meta={"trained_on": "smoke"})
     restored = build_detector(load_checkpoint(path), extractor)
     image = load_image(val.samples[0])
     assert restored.score(image).fused_score == pytest.approx(detector.score(image).fused_score, abs=1e-6)

@@ -304,6 +304,18 @@ def test_weak_local_model_answer_failing_checks_is_replaced(kb):
     assert "failed the checks" in reply.notes[0]
 
 
+@pytest.mark.parametrize("text,problem", [
+    ("A pleural effusion is fluid in the pleural space [1]. It is a rare complication of renal cyst aspiration. "
+     "It needs urgent attention from a surgeon.", "sentences without citations"),
+    ("Effusion is explained [1]. Effusion is explained [1].", "repeated sentences"),
+    ("Quantum computers factor large integers quickly with qubits [1].", "does not support"),
+])
+def test_weak_local_model_ungrounded_answers_are_replaced(kb, text, problem):
+    weak = RecordingBackend(name="tiny-local", text=text, weak=True, local=True)
+    reply = ChatEngine(kb, LanguageModel([weak])).answer("Explain the pleural effusion", analysis=ANALYSIS)
+    assert reply.level == "template" and problem in reply.notes[0], reply.notes
+
+
 def test_weak_local_model_answer_passing_checks_is_used(kb):
     text = "A pleural effusion is fluid in the pleural space and blunts the costophrenic angle [1]."
     weak = RecordingBackend(name="tiny-local", text=text, weak=True, local=True)

@@ -211,6 +211,26 @@ def test_lockout_holds_across_process_restarts(account, monkeypatch):
     assert b"wrong-password-" not in stored and password.encode() not in stored
 
 
+def test_data_directory_and_history_are_private_to_the_account(medsight_home):
+    """The History database holds radiographs, reports, chats and the audit trail; like users.yaml (0600) it must
+    not be readable by other accounts on a shared machine, whatever the umask."""
+    import stat
+
+    from medsight.storage import History
+
+    previous = os.umask(0o022)  # the usual default
+    try:
+        settings = get_settings().ensure_dirs()
+        history = History(settings.db_path)
+        history.audit("tester", "probe", {})
+        history.close()
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [settings.home, *settings.home.glob("history.sqlite3*")]}
+    exposed = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert not exposed, f"readable by other accounts: {exposed}"
+
+
 # ---------------------------------------------------------------------------------- configuration
 
 
@@ -254,3 +274,32 @@ def test_every_config_value_is_accepted_by_the_installed_streamlit(tmp_path):
     assert "Error parsing config" not in done.stderr and "not a valid" not in done.stderr, done.stderr
     effective = json.loads(done.stdout.strip().splitlines()[-1])
     assert effective == flat
+
+
+# ------------------------------------------------------------------------------ analysis and logs
+
+
+def test_analysis_progress_never_passes_its_total():
+    """The Analyze page feeds `index / total` to st.progress, which refuses values over 1.0: the last stage of
+    every analysis used to crash the page after all the work was done."""
+    import types
+
+    from medsight.pipeline import run_analysis
+
+    seen: list[tuple[str, int, int]] = []
+    study = types.SimpleNamespace(image=None, study_id="no-image", to_dict=lambda: {"study_id": "no-image"})
+    result = run_analysis(study, "", maps="none", progress=lambda name, i, n: seen.append((name, i, n)))
+    assert seen and all(1 <= i <= n for _, i, n in seen), seen
+    assert seen[-1][1] == seen[-1][2] == len(result.stages)
+
+
+def test_server_log_handler_is_added_once(logged_in_app):
+    """app.py runs again on every interaction; its log handler must not be added again each time (every server
+    log line would otherwise repeat once per interaction since start)."""
+    import logging
+
+    at = logged_in_app()
+    for _ in range(3):
+        at.run()
+    handlers = [h for h in logging.getLogger("medsight").handlers if type(h).__name__ == "_ServerLogHandler"]
+    assert len(handlers) == 1, f"{len(handlers)} server log handlers after 5 runs"

@@ -27,7 +27,13 @@ import numpy as np
 from medsight.config import PROJECT_ROOT
 
 MAPS = ("spatial_anomaly", "paper_attention")
-MAP_TITLES = {"spatial_anomaly": "Spatial anomaly map (Grad-CAM)", "paper_attention": "Latent attention (paper)"}
+MAP_TITLES = {
+    "spatial_anomaly": "Spatial anomaly map (Grad-CAM)",
+    "paper_attention": "Latent attention (paper)",
+    "pathology_gradcam": "Pathology Grad-CAM (own label)",
+}
+
+MapFn = Callable[[Any], Any]  # phantom -> HeatmapResult (render=False)
 
 
 def abnormal_phantoms(n: int, seed: int, size: int, findings: Sequence[str]) -> list:
@@ -39,19 +45,36 @@ def abnormal_phantoms(n: int, seed: int, size: int, findings: Sequence[str]) -> 
     return [generate_phantom(seed + i, size=size, findings=(findings[i % len(findings)],)) for i in range(n)]
 
 
-def _map_functions() -> dict[str, Callable]:
+def anomaly_map_functions(detector: Any) -> dict[str, MapFn]:
+    """The anomaly detector's two maps as phantom → HeatmapResult functions (panels not drawn)."""
     from medsight.explain.anomaly_map import spatial_anomaly_map
     from medsight.explain.attention import paper_attention_map
 
-    return {"spatial_anomaly": spatial_anomaly_map, "paper_attention": paper_attention_map}
+    return {
+        "spatial_anomaly": lambda phantom: spatial_anomaly_map(detector, phantom.image, render=False),
+        "paper_attention": lambda phantom: paper_attention_map(detector, phantom.image, render=False),
+    }
 
 
-def evaluate(detector: Any, phantoms: Sequence, *, top_fraction: float = 0.10, tolerance_px: int = 0,
+def pathology_map_function(classifier: Any) -> MapFn:
+    """Per-label Grad-CAM of the pathology classifier for the phantom's own (first) finding."""
+    from medsight.explain.render import make_result
+
+    def run(phantom):
+        heat, details = classifier.gradcam_heat(phantom.image, phantom.labels[0])
+        return make_result("pathology_gradcam", phantom.image, heat, MAP_TITLES["pathology_gradcam"], "",
+                           score=details.get("probability"), label=details.get("label", ""), render=False)
+
+    return run
+
+
+def evaluate(maps: dict[str, MapFn] | Any, phantoms: Sequence, *, top_fraction: float = 0.10, tolerance_px: int = 0,
              progress: bool = False) -> dict[str, Any]:
-    """Localisation of both maps over phantoms that carry masks.
+    """Localisation of each map over phantoms that carry masks.
 
     Args:
-        detector: `AnomalyDetector`.
+        maps: name → function(phantom) → HeatmapResult; an anomaly detector is accepted as a shortcut for
+            its two maps (`anomaly_map_functions`).
         phantoms: abnormal `medsight.synthetic.Phantom`s.
         top_fraction: x of the top-x % IoU.
         tolerance_px: pointing-game tolerance in pixels.
@@ -63,10 +86,11 @@ def evaluate(detector: Any, phantoms: Sequence, *, top_fraction: float = 0.10, t
     """
     from medsight.explain.localisation import localisation_scores, summarise
 
-    functions = _map_functions()
-    scores: dict[str, list] = {name: [] for name in MAPS}
-    by_finding: dict[str, dict[str, list]] = {name: {} for name in MAPS}
-    rows, examples, seconds = [], [], {name: 0.0 for name in MAPS}
+    functions = maps if isinstance(maps, dict) else anomaly_map_functions(maps)
+    names = list(functions)
+    scores: dict[str, list] = {name: [] for name in names}
+    by_finding: dict[str, dict[str, list]] = {name: {} for name in names}
+    rows, examples, seconds = [], [], {name: 0.0 for name in names}
     iterator = phantoms
     if progress:
         from tqdm import tqdm
@@ -78,25 +102,24 @@ def evaluate(detector: Any, phantoms: Sequence, *, top_fraction: float = 0.10, t
         mask = np.logical_or.reduce([m for m in phantom.masks.values()])
         row: dict[str, Any] = {"seed": phantom.seed, "labels": list(phantom.labels), "mask_fraction": float(mask.mean())}
         results = {}
-        for name in MAPS:
+        for name in names:
             start = time.perf_counter()
-            result = functions[name](detector, phantom.image, render=False)
+            result = functions[name](phantom)
             seconds[name] += time.perf_counter() - start
             s = localisation_scores(result.heat, mask, top_fraction=top_fraction, tolerance_px=tolerance_px,
                                     region=phantom.lung_mask)
             scores[name].append(s)
             for label in phantom.labels:
                 by_finding[name].setdefault(label, []).append(s)
-            row[name] = s.to_dict()
-            row["fused_score"] = result.score
+            row[name] = {**s.to_dict(), "score": result.score}
             results[name] = result
         rows.append(row)
         if len(examples) < 8:
             examples.append((phantom, mask, results))
     if not rows:
         raise ValueError("no phantom with a finding mask to evaluate")
-    summary = {name: {**summarise(scores[name]), "seconds_per_image": seconds[name] / len(rows)} for name in MAPS}
-    findings = {name: {label: summarise(v) for label, v in sorted(by_finding[name].items())} for name in MAPS}
+    summary = {name: {**summarise(scores[name]), "seconds_per_image": seconds[name] / len(rows)} for name in names}
+    findings = {name: {label: summarise(v) for label, v in sorted(by_finding[name].items())} for name in names}
     return {"summary": summary, "by_finding": findings, "rows": rows, "examples": examples}
 
 
@@ -108,14 +131,15 @@ def write_grid(examples: list, path: Path, opacity: float = 0.65) -> Path:
     from medsight.explain.render import overlay
 
     n = len(examples)
-    fig = Figure(figsize=(3 * (1 + len(MAPS)), 3.1 * n + 0.4), dpi=90, facecolor="#0e1117")
+    names = list(examples[0][2])
+    fig = Figure(figsize=(3 * (1 + len(names)), 3.1 * n + 0.4), dpi=90, facecolor="#0e1117")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 1 + len(MAPS), squeeze=False)
+    axes = fig.subplots(n, 1 + len(names), squeeze=False)
     for i, (phantom, mask, results) in enumerate(examples):
         axes[i, 0].imshow(phantom.image, cmap="gray", vmin=0, vmax=1)
         axes[i, 0].contour(mask, levels=[0.5], colors=["#00e5ff"], linewidths=1.0)
         axes[i, 0].set_title(f"{', '.join(phantom.labels)} (truth outlined)", color="#fafafa", fontsize=9)
-        for j, name in enumerate(MAPS, start=1):
+        for j, name in enumerate(names, start=1):
             result = results[name]
             picture = overlay(result.image, result.heat, opacity)
             axes[i, j].imshow(picture)
@@ -123,7 +147,7 @@ def write_grid(examples: list, path: Path, opacity: float = 0.65) -> Path:
             axes[i, j].plot(peak[1], peak[0], marker="+", color="#00e5ff", markersize=12, mew=2)
             if result.heat.shape == mask.shape:
                 axes[i, j].contour(mask, levels=[0.5], colors=["#00e5ff"], linewidths=0.6)
-            axes[i, j].set_title(MAP_TITLES[name] + ("" if name == "spatial_anomaly" else " — not spatial"),
+            axes[i, j].set_title(MAP_TITLES.get(name, name) + (" — not spatial" if name == "paper_attention" else ""),
                                  color="#fafafa", fontsize=9)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -147,11 +171,10 @@ def load_detector_for_eval(checkpoint: str | None):
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = []
-    for name in MAPS:
-        s = summary[name]
+    for name, s in summary.items():
         low, high = s["pointing_hit_rate_ci95"]
         lines.append(
-            f"{MAP_TITLES[name]:<32} pointing game {s['pointing_hit_rate']:.3f} [95% CI {low:.3f}–{high:.3f}] "
+            f"{MAP_TITLES.get(name, name):<32} pointing game {s['pointing_hit_rate']:.3f} [95% CI {low:.3f}–{high:.3f}] "
             f"vs chance {s['pointing_chance']:.3f} (image) / {s['pointing_region_chance']:.3f} (lungs); "
             f"top-{s['top_fraction'] * 100:.0f}% IoU {s['top_iou_mean']:.3f} vs chance {s['top_iou_chance']:.3f}; "
             f"energy inside {s['energy_inside_mean']:.3f} vs chance {s['energy_chance']:.3f}"
@@ -164,15 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate_maps",
-        description="Localisation of the anomaly detector's maps (spatial Grad-CAM and the paper's latent "
-                    "attention) on synthetic phantoms with ground-truth masks: pointing game, top-x%% IoU and "
-                    "energy inside the mask, each against its chance level.",
+        description="Localisation of explanation maps (the anomaly detector's spatial Grad-CAM and the paper's "
+                    "latent attention; optionally the pathology classifier's per-label Grad-CAM) on synthetic "
+                    "phantoms with ground-truth masks: pointing game, top-x%% IoU and energy inside the mask, "
+                    "each against its chance level.",
     )
     parser.add_argument("--n", type=int, default=40, help="abnormal phantoms to evaluate (default 40)")
     parser.add_argument("--size", type=int, default=256, help="phantom side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=7000, help="first phantom seed (default 7000)")
     parser.add_argument("--findings", default=",".join(FINDINGS),
                         help=f"comma-separated findings to cycle through (default: {','.join(FINDINGS)})")
+    parser.add_argument("--maps", default=",".join(MAPS),
+                        help="comma-separated maps: spatial_anomaly, paper_attention, pathology_gradcam "
+                             f"(default: {','.join(MAPS)})")
     parser.add_argument("--top-fraction", type=float, default=0.10, help="x of the top-x%% IoU (default 0.10)")
     parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance in pixels (default 0)")
     parser.add_argument("--checkpoint", default=None,
@@ -186,26 +213,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     findings = [f.strip() for f in args.findings.split(",") if f.strip()]
-    try:
-        detector = load_detector_for_eval(args.checkpoint)
-    except Exception as exc:  # a missing model is a user-facing condition, not a crash
-        print(f"Anomaly detector not available: {exc}", file=sys.stderr)
+    wanted = [m.strip() for m in args.maps.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in MAP_TITLES]
+    if unknown or not wanted:
+        print(f"error: unknown map(s) {unknown}; choose from {', '.join(MAP_TITLES)}", file=sys.stderr)
         return 2
+    functions: dict[str, MapFn] = {}
+    models: dict[str, Any] = {}
+    if {"spatial_anomaly", "paper_attention"} & set(wanted):
+        try:
+            detector = load_detector_for_eval(args.checkpoint)
+        except Exception as exc:  # a missing model is a user-facing condition, not a crash
+            print(f"Anomaly detector not available: {exc}", file=sys.stderr)
+            return 2
+        models["anomaly_detector"] = {"tier": str(getattr(detector, "tier", "")),
+                                      "provenance": {k: v for k, v in detector.provenance.items() if k != "registry"}}
+        functions.update({k: v for k, v in anomaly_map_functions(detector).items() if k in wanted})
+    if "pathology_gradcam" in wanted:
+        try:
+            from medsight.models.pathology import load_classifier
+
+            classifier = load_classifier()
+        except Exception as exc:
+            print(f"Pathology classifier not available: {exc}", file=sys.stderr)
+            return 2
+        models["pathology_classifier"] = {"tier": classifier.tier, "name": getattr(classifier, "name", "")}
+        functions["pathology_gradcam"] = pathology_map_function(classifier)
     try:
         phantoms = abnormal_phantoms(args.n, args.seed, args.size, findings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = evaluate(detector, phantoms, top_fraction=args.top_fraction, tolerance_px=args.tolerance, progress=True)
+    functions = {name: functions[name] for name in wanted}
+    result = evaluate(functions, phantoms, top_fraction=args.top_fraction, tolerance_px=args.tolerance, progress=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    provenance = {k: v for k, v in getattr(detector, "provenance", {}).items() if k != "registry"}
     report = {
-        "what": "localisation of anomaly-detector maps on synthetic phantoms with ground-truth masks",
-        "config": {"n": args.n, "size": args.size, "seed": args.seed, "findings": findings,
+        "what": "localisation of explanation maps on synthetic phantoms with ground-truth masks",
+        "config": {"n": args.n, "size": args.size, "seed": args.seed, "findings": findings, "maps": wanted,
                    "top_fraction": args.top_fraction, "tolerance_px": args.tolerance},
-        "detector": {"tier": str(getattr(detector, "tier", "")), "provenance": provenance},
+        "models": models,
         "chance_levels": "pointing/energy chance = mask area fraction; pointing_region_chance = mask share of "
                          "the lung fields; top_iou_chance = expected IoU of a random region of the same size",
         "summary": result["summary"],
@@ -216,8 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     grid_path = write_grid(result["examples"][: max(1, args.examples)], out / "maps_grid.png")
     print(format_summary(result["summary"]))
-    for name in MAPS:
-        per = ", ".join(f"{label} {s['pointing_hit_rate']:.2f} (n={s['n']})" for label, s in result["by_finding"][name].items())
+    for name, per_finding in result["by_finding"].items():
+        per = ", ".join(f"{label} {s['pointing_hit_rate']:.2f} (n={s['n']})" for label, s in per_finding.items())
         print(f"  {name} pointing game by finding: {per}")
     print(f"wrote {json_path} and {grid_path}")
     return 0

@@ -55,7 +55,7 @@ from medsight.models.anomaly import (
     build_imagenet_extractor,
     hub_cache_vgg16_path,
     load_imagenet_extractor,
-    save_checkpoint,
+    save_detector,
 )
 from medsight.models.anomaly.checkpoint import DEFAULT_CONFIG, build_networks
 from medsight.models.anomaly.torch_model import kl_per_sample, recon_error_per_sample, vae_loss
@@ -471,13 +471,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "feature_standardisation": summary["feature_standardisation"],
         "metrics": {"val": {"auroc_full": summary.get("val_auroc_full")}},
         "phase2_uses_labels": True,
-        "command": "python -m training.train_anomaly " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m training.train_anomaly " + " ".join(
+            shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--resume"),
         "train_seconds": round(time.time() - started, 1),
     }
     if args.extractor == "demo":
         meta["disclaimer"] = DEMO_DISCLAIMER
-    save_checkpoint(out, detector.vae, detector.vit, detector.calibration, detector.threshold, extractor, meta,
-                    config=DEFAULT_CONFIG, feature_norm=detector.feature_norm)
+    save_detector(out, detector, meta, config=DEFAULT_CONFIG)
     print(f"checkpoint: {out}  threshold {detector.threshold:.4f}  val AUROC {summary.get('val_auroc_full')}")
     if args.eval_dir is not None:
         from training.evaluate_anomaly import evaluate, write_card
@@ -485,8 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = extract_features(test_s, extractor, args.cache_dir, desc="test features", progress=progress)
         report = evaluate(detector, test, args.eval_dir, timing_samples=test_s[:8], title=describe_data(args))
         meta["metrics"]["test"] = report["headline"]
-        save_checkpoint(out, detector.vae, detector.vit, detector.calibration, detector.threshold, extractor, meta,
-                        config=DEFAULT_CONFIG, feature_norm=detector.feature_norm)
+        save_detector(out, detector, meta, config=DEFAULT_CONFIG)
         print(json.dumps(report["headline"], indent=2))
         if args.demo:
             write_card(DEMO_CARD, out, detector, meta, report, extractor_seed=DEMO_VGG_SEED)

@@ -31,9 +31,11 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 from medsight.chat import intents as I
-from medsight.chat.corpus import KnowledgeBase, Passage, RetrievedPassage
+from medsight.chat.corpus import CorpusError, KnowledgeBase, RetrievedPassage
+from medsight.registry import ModelUnavailable
 from medsight.chat.safety import (DISCLAIMER, check_answer, check_question, citation_numbers, definitive_statements,
-                                  is_dosing, screen_injection, soften_definitive, strip_invalid_citations,
+                                  grounding_problems, is_dosing, screen_injection, soften_definitive,
+                                  strip_invalid_citations,
                                   with_disclaimer)
 from medsight.llm.base import LanguageModel, LLMBackend, LLMError, Message, Prompt
 from medsight.llm.prompts import CHAT_SYSTEM, fence
@@ -363,10 +365,14 @@ class ChatEngine:
         match = I.detect_intent(question)
         topic = self._topic(match, analysis, history)
         t0 = time.perf_counter()
-        retrieved = self.retrieve(question, match, topic, analysis)
+        notes: list[str] = []
+        try:
+            retrieved = self.retrieve(question, match, topic, analysis)
+        except (CorpusError, ModelUnavailable) as exc:  # answer without sources rather than not at all
+            retrieved = []
+            notes.append(f"knowledge corpus unavailable: {str(exc).splitlines()[0][:200]}")
         retrieval_seconds = time.perf_counter() - t0
         context = study_context(analysis, verification)
-        notes: list[str] = []
         attempts: list[dict] = []
         factual = match.intent not in (I.GREETING, I.HELP, I.OUT_OF_SCOPE)
 
@@ -385,6 +391,9 @@ class ChatEngine:
                 check = check_answer(raw, len(retrieved), require_citation=bool(retrieved), question=question,
                                      context_terms=tuple(_terms(question) | _terms(" ".join(
                                          r.passage.title + " " + r.passage.text[:600] for r in retrieved))))
+                if retrieved:  # a small model must also stay close to what it cites
+                    check.problems += grounding_problems(raw, [r.passage.text for r in retrieved])
+                    check.ok = not check.problems
                 attempts.append({"backend": backend.name, "ok": check.ok, "seconds": round(time.perf_counter() - a0, 2),
                                  "error": "; ".join(check.problems)})
                 if not check.ok:

@@ -19,7 +19,7 @@ from medsight.llm.safety import DISCLAIMER, DOSING_REFUSAL, detect_drug_dosing, 
 __all__ = [
     "DISCLAIMER", "DOSING_REFUSAL", "OUT_OF_SCOPE_REFUSAL", "AnswerCheck", "QuestionCheck", "check_answer",
     "check_question", "citation_numbers", "definitive_statements", "is_dosing", "is_out_of_scope",
-    "redact_dosing", "screen_injection", "soften_definitive", "with_disclaimer",
+    "grounding_problems", "redact_dosing", "screen_injection", "soften_definitive", "with_disclaimer",
 ]
 
 OUT_OF_SCOPE_REFUSAL = ("That is outside what I can help with here. I answer questions about chest radiographs, "
@@ -251,6 +251,42 @@ def check_answer(text: str, n_passages: int, *, require_citation: bool = True, q
         if not words & {t.lower() for t in context_terms}:
             problems.append("off-topic")
     return AnswerCheck(not problems, problems, valid)
+
+
+_CONTENT = re.compile(r"[a-z][a-z-]{3,}")
+_FUNCTION_WORDS = {"this", "that", "with", "from", "have", "which", "their", "there", "these", "those", "also", "than",
+                   "then", "into", "such", "been", "being", "were", "when", "where", "while", "other", "about", "more",
+                   "most", "some", "they", "them", "will", "would", "could", "should", "does", "only", "very", "passage",
+                   "passages", "study", "results", "reference", "note"}
+
+
+def grounding_problems(text: str, passages: list[str], *, min_cited_share: float = 0.6,
+                       min_overlap: int = 3) -> list[str]:
+    """Stricter checks for answers of small models: most sentences cite, each cited sentence shares at least
+    `min_overlap` content words with a passage it cites, and no sentence is repeated.
+
+    Args:
+        text: the answer.
+        passages: texts of the retrieved passages, in citation order ([1] is passages[0]).
+    """
+    problems: list[str] = []
+    body = [s.strip() for s in _SENTENCE.split(text or "") if len(s.strip()) > 20]
+    if not body:
+        return ["empty answer"]
+    normalised = [re.sub(r"\W+", " ", s.lower()).strip() for s in body]
+    if len(set(normalised)) < len(normalised):
+        problems.append("repeated sentences")
+    cited = [s for s in body if _CITATION.search(s)]
+    if len(cited) < min_cited_share * len(body):
+        problems.append("sentences without citations")
+    vocab = [{w for w in _CONTENT.findall(p.lower())} - _FUNCTION_WORDS for p in passages]
+    for sentence in cited:
+        words = set(_CONTENT.findall(_CITATION.sub("", sentence).lower())) - _FUNCTION_WORDS
+        numbers = [int(n) for n in _CITATION.findall(sentence) if 1 <= int(n) <= len(vocab)]
+        if numbers and max(len(words & vocab[n - 1]) for n in numbers) < min_overlap:
+            problems.append("a citation the cited passage does not support")
+            break
+    return problems
 
 
 def with_disclaimer(text: str) -> str:

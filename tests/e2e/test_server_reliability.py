@@ -89,8 +89,9 @@ def test_server_listens_on_loopback_only_and_keeps_xsrf(start_server):
             with pytest.raises(OSError):
                 sock.connect((address, app.port))
 
-    # The page sets an XSRF cookie, and an upload without the matching header is refused.
-    with urllib.request.urlopen(app.url + "/", timeout=30) as response:
+    # The health check (which the browser calls first) sets the XSRF cookie; an upload without the matching
+    # header is refused.
+    with urllib.request.urlopen(app.url + "/_stcore/health", timeout=30) as response:
         cookies = response.headers.get_all("Set-Cookie") or []
     xsrf = next((c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("_streamlit_xsrf=")), None)
     assert xsrf, cookies

@@ -62,7 +62,7 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(browser, app):
-    page = new_page(browser)
+    page = new_page(browser, height=1600)  # tall, so screenshots show results below the fold
     yield page
     page.context.close()
 
@@ -107,22 +107,24 @@ def test_02_analyse_sample_png(page):
     _analyse(page, PNG_SAMPLE)
     # The sidebar names the study now open.
     assert PNG_SAMPLE in page.locator('[data-testid="stSidebar"]').inner_text()
-    screenshot(page, "workflow-02-analysis-png")
+    screenshot(page, "workflow-02-analysis-png", page.get_by_role("heading", name="Pathology classifier"))
 
 
 def test_03_open_each_heatmap(page):
-    from playwright.sync_api import expect
-
     open_page(page, "Heatmap")
+    missing = []
     for index, title in enumerate(MAP_TITLES, start=1):
         page.locator('[data-testid="stRadio"]').first.get_by_text(title, exact=True).click()
         wait_idle(page)
         assert_clean(page, f"Heatmap {title}")
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0, f"{title}: error shown"
+        figure = page.locator('[data-testid="stMain"] [data-testid="stImage"]')
+        screenshot(page, f"workflow-03-heatmap-{index}", figure)
         # The three-panel figure (original | heatmap | overlay) and its download are shown.
-        expect(page.locator('[data-testid="stMain"] [data-testid="stImage"]').first).to_be_visible()
-        expect(page.get_by_role("button", name="Three panels (PNG)")).to_be_visible()
-        screenshot(page, f"workflow-03-heatmap-{index}")
+        if not (figure.count() and page.get_by_role("button", name="Three panels (PNG)").count()):
+            notice = page.locator('[data-testid="stMain"] [data-testid="stAlert"]')
+            missing.append(f"{title}: {notice.first.inner_text() if notice.count() else 'no figure'}")
+    assert not missing, missing
 
 
 def test_04_analyse_sample_dicom(page):
@@ -130,7 +132,7 @@ def test_04_analyse_sample_dicom(page):
 
     _analyse(page, DICOM_SAMPLE)
     expect(page.get_by_text("Window / level")).to_be_visible()  # DICOM keeps its modality values
-    screenshot(page, "workflow-04-analysis-dicom")
+    screenshot(page, "workflow-04-analysis-dicom", page.get_by_role("heading", name="Pathology classifier"))
 
 
 def test_05_verify_report_with_injected_error_and_accept_an_edit(page):
@@ -144,7 +146,7 @@ def test_05_verify_report_with_injected_error_and_accept_an_edit(page):
                    report.replace("Moderate left pleural effusion with blunting of the left costophrenic angle.",
                                   "No pleural effusion."))
     assert wrong != report
-    box = page.get_by_label("Report (FINDINGS and IMPRESSION)")
+    box = page.get_by_role("textbox", name="Report (FINDINGS and IMPRESSION)")
     box.fill(wrong)
     box.press("Control+Enter")
     wait_idle(page)
@@ -165,12 +167,12 @@ def test_05_verify_report_with_injected_error_and_accept_an_edit(page):
     page.get_by_role("button", name="Apply accepted edits").click()
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"Applied [1-9]\d* edit\(s\) to the report editor"))).to_be_visible()
-    edited = page.get_by_label("Report (FINDINGS and IMPRESSION)").input_value()
+    edited = page.get_by_role("textbox", name="Report (FINDINGS and IMPRESSION)").input_value()
     # The accepted edit states the effusion instead of denying it.
     assert edited.count("No pleural effusion") < wrong.count("No pleural effusion"), edited
     assert re.search(r"pleural effusion", edited.replace("No pleural effusion", ""), re.I), edited
     assert_clean(page, "Report Verification")
-    screenshot(page, "workflow-06-edit-accepted")
+    screenshot(page, "workflow-06-edit-accepted", page.get_by_text(re.compile(r"Applied [1-9]")))
 
 
 def test_06_transcribe_an_uploaded_recording(page):
@@ -181,7 +183,7 @@ def test_06_transcribe_an_uploaded_recording(page):
     wait_idle(page)
     page.get_by_role("button", name="Transcribe").click()
     wait_idle(page)
-    transcript = page.get_by_label("Transcript (edit before sending)")
+    transcript = page.get_by_role("textbox", name="Transcript (edit before sending)")
     expect(transcript).to_be_visible()
     text = transcript.input_value().lower()
     # tests/data/audio/transcripts.tsv: "There is a small right pleural effusion."
@@ -207,7 +209,7 @@ def test_07_ask_the_chat_two_questions(page):
         assert "Decision support" in reply or "not a diagnosis" in reply.lower(), reply
     assert QUESTIONS[0] in messages.nth(before).inner_text()
     assert_clean(page, "Chat")
-    screenshot(page, "workflow-08-chat")
+    screenshot(page, "workflow-08-chat", messages.last)
 
 
 def test_08_download_the_pdf_report(page):
@@ -220,7 +222,7 @@ def test_08_download_the_pdf_report(page):
     download.save_as(str(target))
     data = target.read_bytes()
     assert data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:] and len(data) > 20_000
-    screenshot(page, "workflow-09-pdf")
+    screenshot(page, "workflow-09-pdf", page.get_by_role("button", name="Download PDF report"))
 
 
 def test_09_sign_out(app, page):

@@ -2,7 +2,7 @@
 
 Public API:
     AnomalyDetector, AnomalyResult, Calibration, load_detector, xray_to_vgg_input, fuse_scores,
-    save_checkpoint, load_checkpoint, build_detector, CheckpointError, ExtractorMismatchError.
+    save_checkpoint, save_detector, load_checkpoint, build_detector, CheckpointError, ExtractorMismatchError.
 
 Importing this module registers the model slot "anomaly.detector" with sources, in order:
     FILE     a real checkpoint (`medsight_anomaly.pt`, or the published `pulmonary_anomaly_detector.pth`)
@@ -28,6 +28,7 @@ from medsight.models.anomaly.checkpoint import (
     build_detector,
     load_checkpoint,
     save_checkpoint,
+    save_detector,
 )
 from medsight.models.anomaly.detector import (
     FUSION_WEIGHTS,
@@ -59,7 +60,7 @@ __all__ = [
     "ExtractorMismatchError", "FeatureStandardizer", "FUSION_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE",
     "LAST_CONV_RELU_INDEX", "PUBLISHED_THRESHOLD", "SLOT_NAME", "VAE", "VGG16Features", "ViTAnomalyScorer",
     "build_demo_extractor", "build_detector", "build_imagenet_extractor", "fuse_scores", "load_checkpoint",
-    "load_detector", "load_imagenet_extractor", "save_checkpoint", "xray_to_vgg_input",
+    "load_detector", "load_imagenet_extractor", "save_checkpoint", "save_detector", "xray_to_vgg_input",
     "DEMO_VGG_SEED", "EXTRACTOR_DEMO", "EXTRACTOR_IMAGENET",
 ]
 

@@ -125,6 +125,13 @@ def save_checkpoint(path: str | Path, vae: VAE, vit: ViTAnomalyScorer, calibrati
     return path
 
 
+def save_detector(path: str | Path, detector: AnomalyDetector, meta: dict[str, Any] | None = None,
+                  config: dict[str, Any] | None = None) -> Path:
+    """Write a detector's VAE, ViT, feature standardisation, calibration, threshold and extractor identity."""
+    return save_checkpoint(path, detector.vae, detector.vit, detector.calibration, detector.threshold,
+                           detector.extractor, meta, config, feature_norm=detector.feature_norm)
+
+
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
     if trust_pickle:
         return torch.load(path, map_location="cpu", weights_only=False)
