@@ -165,9 +165,11 @@ def _reasoning_block(reasoning: dict | None) -> None:
     with st.expander(f"Clinical reasoning — {reasoning.get('backend', 'rules')}", icon=":material/psychology:"):
         st.write(reasoning.get("reasoning", ""))
         for i, item in enumerate(reasoning.get("differential") or [], start=1):
-            name = item.get("condition") or item.get("name") if isinstance(item, dict) else str(item)
-            why = item.get("rationale") or item.get("why") or "" if isinstance(item, dict) else ""
-            st.markdown(f"{i}. **{name}** {('— ' + why) if why else ''}")
+            why = "; ".join(item.get("supporting") or [])
+            hedge = " (uncertain)" if item.get("uncertain") else ""
+            st.markdown(f"{i}. **{item.get('condition')}**{hedge} — ranking weight {float(item.get('score', 0)):.2f}"
+                        + (f"; supported by {why}" if why else ""))
+        st.caption("Ranking weights order the differential; they are not probabilities of disease.")
         for c in reasoning.get("contradictions") or []:
             st.warning(c, icon=":material/warning:")
 

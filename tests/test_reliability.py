@@ -303,3 +303,23 @@ def test_server_log_handler_is_added_once(logged_in_app):
         at.run()
     handlers = [h for h in logging.getLogger("medsight").handlers if type(h).__name__ == "_ServerLogHandler"]
     assert len(handlers) == 1, f"{len(handlers)} server log handlers after 5 runs"
+
+
+def test_every_bundled_sample_opens_on_analyze_without_an_error(logged_in_app):
+    """The shipped demo studies (PNG, JPEG and DICOM in several encodings) open on Analyze and show their
+    window/level control when they keep modality values; no error box, no exception."""
+    from pages import _shared
+
+    samples = _shared.sample_studies()
+    assert {s.path.suffix for s in samples} >= {".png", ".dcm"}
+    at = logged_in_app()
+    at.switch_page("pages/analyze.py").run()
+    at.radio(key="analyze_source").set_value("Sample study").run()
+    for sample in samples:
+        at.selectbox(key="analyze_sample").set_value(sample.title).run()
+        assert not at.exception, (sample.title, [e.value for e in at.exception])
+        assert not at.error, (sample.title, [e.value for e in at.error])
+        study = at.session_state["study"]
+        assert study.filename == sample.path.name
+        if study.raw is not None:
+            assert any(r.label == "Window" for r in at.radio), sample.title

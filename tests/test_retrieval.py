@@ -78,8 +78,8 @@ def _stored_cases(base: CaseBase, path) -> list[tuple[str, tuple, str, np.ndarra
 
 def test_text_and_image_retrieval_above_chance(phantom_base):
     base, path = phantom_base
-    cases = _stored_cases(base, path)[:24]  # 24 queries against the whole base keep the test short
-    assert sum(bool(labels) for _, labels, _, _ in cases) >= 8, "enough abnormal phantoms to measure"
+    cases = _stored_cases(base, path)[:16]  # 16 queries against the whole base keep the test short
+    assert sum(bool(labels) for _, labels, _, _ in cases) >= 5, "enough abnormal phantoms to measure"
     p_text, chance = precision_at_k(base, [(cid, labels, report) for cid, labels, report, _ in cases], 5, "text")
     assert p_text > chance + 0.2, (p_text, chance)
     p_image, chance_image = precision_at_k(base, [(cid, labels, image) for cid, labels, _, image in cases], 5, "image")

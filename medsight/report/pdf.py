@@ -250,7 +250,11 @@ def build_pdf(
             pdf.para(str(reasoning["reasoning"]))
         if reasoning.get("differential"):
             pdf.para("Differential (ranked)", style="B")
-            pdf.bullets(reasoning["differential"])
+            pdf.bullets(
+                f"{d.get('condition')} (weight {float(d.get('score', 0)):.2f})"
+                + (f": {'; '.join(d['supporting'])}" if d.get("supporting") else "")
+                for d in reasoning["differential"]
+            )
 
     if report_text:
         pdf.heading("Report")
@@ -261,13 +265,13 @@ def build_pdf(
         if checklist:
             pdf.table(
                 ["Check", "Result", "Why"],
-                [[c.get("name", c.get("item", "")), c.get("status", "pass" if c.get("passed") else "fail"),
-                  c.get("why", c.get("detail", ""))] for c in checklist],
+                [[c.get("title", ""), c.get("status", ""), c.get("why", "")] for c in checklist],
                 widths=[55, 20, 105],
             )
         if verification.get("discrepancies"):
             pdf.para("Discrepancies", style="B")
-            pdf.bullets(verification["discrepancies"])
+            pdf.bullets(f"[{d.get('severity', '')}] {d.get('message', '')}" if isinstance(d, dict) else str(d)
+                        for d in verification["discrepancies"])
 
     models = analysis.get("models") or {}
     if models:
