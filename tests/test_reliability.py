@@ -323,3 +323,33 @@ def test_every_bundled_sample_opens_on_analyze_without_an_error(logged_in_app):
         assert study.filename == sample.path.name
         if study.raw is not None:
             assert any(r.label == "Window" for r in at.radio), sample.title
+
+
+@pytest.mark.slow
+def test_demo_tier_of_every_model_the_page_passes_in_is_reported():
+    """The Analyze page hands already-loaded models to the pipeline (as `registry.load(...).model`). Every model
+    that ran at the demo tier must be named in the summary's `demo_models`, which drives the page's "Demo-tier
+    models were used" warning and the PDF (honesty rule: the tier is always shown)."""
+    import types
+
+    import medsight.models.anomaly  # noqa: F401  (registers the slots)
+    import medsight.models.pathology  # noqa: F401
+    from medsight import registry
+    from medsight.pipeline import run_analysis
+    from medsight.synthetic import generate_phantom
+
+    models = {}
+    for slot in ("anomaly.detector", "pathology.classifier"):
+        try:
+            models[slot] = registry.load(slot)
+        except registry.ModelUnavailable:
+            continue
+    if not models:
+        pytest.skip("no anomaly or pathology model available in this build")
+    image = generate_phantom(7, size=256, findings=("effusion",)).image
+    study = types.SimpleNamespace(image=image, study_id="phantom-7", to_dict=lambda: {"study_id": "phantom-7"})
+    result = run_analysis(study, "", detector=getattr(models.get("anomaly.detector"), "model", None),
+                          classifier=getattr(models.get("pathology.classifier"), "model", None), maps="none")
+    summary = result.to_dict()["summary"]
+    ran_as_demo = sorted(slot for slot, loaded in models.items() if loaded.provenance.tier == "demo")
+    assert summary["demo_models"] == ran_as_demo, summary.get("tiers")

@@ -66,6 +66,9 @@ DEMO_DISCLAIMER = "demo — trained on synthetic phantoms, seeded random VGG16 f
 DEMO_CHECKPOINT = SHIPPED_MODELS_DIR / "anomaly_demo.pt"
 DEMO_CARD = SHIPPED_MODELS_DIR / "anomaly_demo.card.json"
 DEMO_EVAL_DIR = SHIPPED_MODELS_DIR / "anomaly_demo_eval"
+# The published 50 / 30 epochs were sized for ~7,000 normal images; a few hundred phantoms need more passes
+# for a comparable number of optimiser steps (early stopping still ends training on a plateau).
+DEMO_EPOCHS = (600, 200)
 
 
 @dataclass
@@ -419,8 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from --work-dir")
     parser.add_argument("--eval-dir", type=Path, default=None, help="also evaluate on the test split, write here")
     defaults = TrainConfig()
-    parser.add_argument("--vae-epochs", type=int, default=defaults.vae_epochs)
-    parser.add_argument("--vit-epochs", type=int, default=defaults.vit_epochs)
+    parser.add_argument("--vae-epochs", type=int, default=None,
+                        help=f"maximum VAE epochs (default {defaults.vae_epochs}; --demo: {DEMO_EPOCHS[0]})")
+    parser.add_argument("--vit-epochs", type=int, default=None,
+                        help=f"maximum ViT epochs (default {defaults.vit_epochs}; --demo: {DEMO_EPOCHS[1]})")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--accum-steps", type=int, default=defaults.accum_steps, help="gradient accumulation")
     parser.add_argument("--lr-vae", type=float, default=defaults.lr_vae)
@@ -440,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    epochs = DEMO_EPOCHS if args.demo else (defaults.vae_epochs, defaults.vit_epochs)
+    args.vae_epochs = args.vae_epochs or epochs[0]
+    args.vit_epochs = args.vit_epochs or epochs[1]
     if args.demo:
         args.data, args.extractor = "phantoms", "demo"
         args.out = args.out or DEMO_CHECKPOINT

@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.train_pathology", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "models" / "pathology_demo.pt", help="checkpoint to write")
-    parser.add_argument("--card", type=Path, default=None, help="model card JSON (default: <out stem>.card.json)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="phantom cache (default: <MEDSIGHT_HOME>/cache/pathology)")
+    parser.add_argument("--card", type=Path, default=None, help="model card JSON; when omitted: <out stem>.card.json")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="phantom cache; when omitted: <MEDSIGHT_HOME>/cache/pathology")
     parser.add_argument("--n-train", type=int, default=1800)
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--n-test", type=int, default=400)
@@ -260,7 +260,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         val_auc = per_label_auroc(data["val"]["y"], predict_logits(net, data["val"]["x"]))
         seconds = time.perf_counter() - t_epoch
