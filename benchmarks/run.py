@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from benchmarks.flops import matmul_flops_per_second, network_efficiency, percentile
 
@@ -215,41 +216,136 @@ def load_models() -> tuple[Any, Any, dict]:
     return models[0], models[1], tiers
 
 
-def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: int) -> dict:
-    """Each CNN's forward pass alone, batch 1: FLOPs, latency and fraction of the matmul rate."""
-    import torch
-    import torchxrayvision as xrv
-    from torch import nn
+class _Logits(torch.nn.Module):
+    """A classifier network's logits as a module (what `PathologyClassifier.predict` runs)."""
 
-    from medsight.models.anomaly.torch_model import build_demo_extractor
+    def __init__(self, net: Any):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.logits(x)
+
+
+def timing_only_classifier() -> Any:
+    """torchxrayvision's DenseNet-121 with random weights inside the product's `PathologyClassifier`.
+
+    Used only to time the real tier's network and Grad-CAM (the real weights are not on this machine);
+    its outputs are never looked at.
+    """
+    import torchxrayvision as xrv
+
+    from medsight.models.pathology import XRV_WEIGHTS, PathologyClassifier
     from medsight.models.pathology.torch_model import wrap_xrv_densenet
 
-    class Logits(nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
+    spec = xrv.models.model_urls[XRV_WEIGHTS]
+    return PathologyClassifier(wrap_xrv_densenet(xrv.models.DenseNet(weights=None).eval()), list(spec["labels"]),
+                               spec["op_threshs"], tier="timing-only", input_size=int(spec["input_resolution"]),
+                               name="DenseNet-121 architecture, random weights (timing only)")
 
-        def forward(self, x):
-            return self.net.logits(x)
 
-    out: dict[str, dict] = {}
+def _alternative(name: str, fn: Callable[[], Any], reference: Any, flops_count: float, matmul_gflops: float,
+                 runs: int) -> dict:
+    """Latency and output difference of another way to run the same network (for the record, not the product)."""
+    import torch
+
+    from benchmarks.flops import time_calls
+
+    with torch.inference_mode():
+        out = fn()
+        timing = time_calls(lambda: fn(), runs=runs, warmup=1)
+    out = torch.as_tensor(out[0] if isinstance(out, (list, tuple)) else out).float()
+    achieved = flops_count / (timing.min_ms / 1000.0) / 1e9
+    return {"name": name, "latency": timing.to_dict(), "achieved_gflops_per_s": round(achieved, 1),
+            "efficiency": round(achieved / matmul_gflops, 3) if matmul_gflops else None,
+            "max_abs_diff_vs_eager": float((out - reference.float()).abs().max())}
+
+
+def alternatives(key: str, module: Any, x: Any, matmul_gflops: float, runs: int) -> list[dict]:
+    """The same network as channels-last, bf16 autocast and ONNX Runtime: what each would achieve here."""
+    import copy
+
+    import torch
+
+    from benchmarks.flops import count_flops
+
+    flops_count = count_flops(module, x)
+    with torch.inference_mode():
+        reference = module(x)
+    rows = []
+    run_cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    rows.append(_alternative(f"{key}: channels_last fp32", lambda: run_cl(x_cl), reference, flops_count,
+                             matmul_gflops, runs))
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return run_cl(x_cl)
+
+    rows.append(_alternative(f"{key}: bf16 autocast, channels_last", bf16, reference, flops_count, matmul_gflops, runs))
+    try:
+        import io
+
+        import onnxruntime as ort
+
+        buffer = io.BytesIO()
+        torch.onnx.export(copy.deepcopy(module).eval(), (x,), buffer, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        feed = {"x": x.numpy()}
+        rows.append(_alternative(f"{key}: ONNX Runtime {ort.__version__} fp32", lambda: session.run(None, feed),
+                                 reference, flops_count, matmul_gflops, runs))
+    except Exception as exc:  # noqa: BLE001 - onnx (the exporter's dependency) may be absent
+        rows.append({"name": f"{key}: ONNX Runtime", "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+    return rows
+
+
+def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: int, compare: bool) -> dict:
+    """Each CNN's forward pass alone, batch 1: FLOPs, latency and fraction of the matmul rate.
+
+    The networks run exactly as the product holds them (the detector's extractor, the classifier's
+    network inside a `PathologyClassifier`), so any inference setting the product applies is measured.
+    With `compare`, also channels-last, bf16 and ONNX Runtime variants of the two reference networks.
+    """
+    import torch
+
+    from medsight.models.anomaly.torch_model import build_demo_extractor
+
+    out: dict[str, Any] = {}
     extractor = detector.extractor if detector is not None else build_demo_extractor()
+    vgg_input = torch.randn(1, 3, 224, 224)
     out["vgg16_features"] = network_efficiency(
-        "VGG16 features (anomaly detector trunk + global pool)", extractor, torch.randn(1, 3, 224, 224),
+        "VGG16 features (anomaly detector trunk + global pool)", extractor, vgg_input,
         matmul_gflops, runs=runs, target=TARGETS["vgg16_efficiency"][2],
         note=f"the detector's own extractor ({extractor.kind} weights)")
-    # Architecture only (weights=None): torchxrayvision's weights are not on this machine. Timing only.
-    xrv_net = Logits(wrap_xrv_densenet(xrv.models.DenseNet(weights=None))).eval()
+    timing_clf = timing_only_classifier()
+    dense_input = torch.randn(1, 1, 224, 224)
     out["densenet121"] = network_efficiency(
-        "DenseNet-121 (torchxrayvision architecture, 1 channel)", xrv_net, torch.randn(1, 1, 224, 224),
+        "DenseNet-121 (torchxrayvision architecture, 1 channel)", _Logits(timing_clf.net), dense_input,
         matmul_gflops, runs=runs, target=TARGETS["densenet121_efficiency"][2],
         note="real-tier architecture with random weights (weights=None), used for timing only")
     if classifier is not None:
         size = int(classifier.input_size)
         out["pathology_demo"] = network_efficiency(
-            f"Pathology demo network (reduced DenseNet, {size} px)", Logits(classifier.net),
+            f"Pathology demo network (reduced DenseNet, {size} px)", _Logits(classifier.net),
             torch.randn(1, 1, size, size), matmul_gflops, runs=runs,
             note="the demo-tier model the app runs when the real weights are absent")
+    # What one label's Grad-CAM costs with the real tier's network (forward + backward), on a 512² image.
+    from medsight.synthetic import generate_phantom
+
+    from benchmarks.flops import time_calls
+
+    image = generate_phantom(3, findings=("effusion",)).image
+    label = timing_clf.labels[0]
+    out["densenet121_gradcam_per_label"] = time_calls(lambda: timing_clf.gradcam_heat(image, label),
+                                                      runs=max(3, runs // 3), warmup=1).to_dict()
+    if compare:
+        out["alternatives"] = (alternatives("VGG16 features", extractor, vgg_input, matmul_gflops, runs=max(3, runs // 2))
+                               + alternatives("DenseNet-121", _Logits(timing_clf.net), dense_input, matmul_gflops,
+                                              runs=max(3, runs // 2)))
     return out
 
 
@@ -403,16 +499,49 @@ def _query_stats(base: Any, queries: np.ndarray, stored: np.ndarray, k: int = 10
             "recall_at_10": round(float(np.mean(recalls)), 3)}
 
 
-def run_batch(paths: list[Path]) -> dict:
-    """Images/s of `medsight.batch.score_folder` (ingest + batched anomaly scoring, then with pathology)."""
+def run_batch(paths: list[Path], detector: Any) -> dict:
+    """Images/s of `medsight.batch.score_folder` (ingest + batched anomaly scoring, then with pathology),
+    and what a bf16 VGG16 pass would give: its speed and how far its scores move from fp32."""
     from medsight.batch import score_folder
 
-    out: dict[str, Any] = {"files": len(paths)}
+    out: dict[str, Any] = {"files": len(paths), "batch_size": 16}
     for label, pathology in (("anomaly_only", False), ("anomaly_and_pathology", True)):
         rows, summary = score_folder(paths, batch_size=16, pathology=pathology, progress=False)
         out[label] = {"images_per_second": summary["images_per_second"], "seconds": summary["seconds"],
                       "scored": summary["scored"], "unreadable": summary["unreadable"]}
+    out["bf16_extractor"] = bf16_scoring_check(detector, paths[:16])
     return out
+
+
+def bf16_scoring_check(detector: Any, paths: list[Path]) -> dict:
+    """Fused scores with the VGG16 pass in bf16 (autocast, channels-last) against fp32, same images.
+
+    Only the convolutional trunk runs in bf16; the VAE, ViT and calibration stay fp32.
+    """
+    from benchmarks.flops import time_calls
+    from medsight.ingest import load_study
+
+    x = torch.cat([detector.preprocess(load_study(p).image) for p in paths])
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def fp32():
+        return detector.features(x)
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return detector.features(x_cl).float()
+
+    with torch.inference_mode():
+        fused32 = detector.components_from_features(fp32())["fused"]
+        fused16 = detector.components_from_features(bf16())["fused"]
+        t32 = time_calls(fp32, runs=2, warmup=0)
+        t16 = time_calls(bf16, runs=2, warmup=1)
+    diff = float((fused32 - fused16).abs().max())
+    n = len(paths)
+    return {"images": n, "network_images_per_second_fp32": round(n / (t32.min_ms / 1000), 2),
+            "network_images_per_second_bf16": round(n / (t16.min_ms / 1000), 2),
+            "max_abs_score_diff": round(diff, 5), "within_0_01": diff <= 0.01,
+            "note": "VGG16 pass only (no ingest); the product scores in fp32"}
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -508,14 +637,15 @@ def run(quick: bool = False, studies: int | None = None, out: Path = DEFAULT_OUT
     detector, classifier, tiers = load_models()
     results["model_tiers"] = tiers
     matmul_gflops = _get(results, "matmul", "best_gflops") or 0.0
-    section("efficiency", results, lambda: run_efficiency(matmul_gflops, detector, classifier, runs=5 if quick else 15))
+    section("efficiency", results, lambda: run_efficiency(matmul_gflops, detector, classifier, runs=5 if quick else 15,
+                                                          compare=not quick))
     with tempfile.TemporaryDirectory(prefix="medsight-bench-studies-") as tmp:
         paths = make_studies(Path(tmp), n_batch)
         if detector is None and classifier is None:
             results["warm"] = {"error": "no image model available: " + json.dumps(tiers)}
         else:
             section("warm", results, lambda: run_warm(paths[:n_studies], detector, classifier))
-        section("batch", results, lambda: run_batch(paths) if detector is not None
+        section("batch", results, lambda: run_batch(paths, detector) if detector is not None
                 else {"error": "anomaly detector unavailable"})
     section("retrieval", results, lambda: run_retrieval(sizes, n_queries=50 if quick else 200,
                                                         ef_sweep=[] if quick else [200, 400]))

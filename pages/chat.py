@@ -65,8 +65,8 @@ def _show_citations(message: dict) -> None:
         for c in citations:
             mark = "" if c.get("cited") else " *(retrieved, not cited)*"
             link = f" — [PubMed](https://pubmed.ncbi.nlm.nih.gov/{c['pmid']}/)" if c.get("pmid") else ""
-            st.markdown(f"**[{c['number']}]** {c['label']}{link}{mark}  \n"
-                        f"<small>similarity {c.get('score', 0):.2f}</small>", unsafe_allow_html=False)
+            st.markdown(f"**[{c['number']}]** {c['label']}{link}{mark}")
+            st.caption(f"similarity {c.get('score', 0):.2f}")
             st.caption(c.get("snippet", ""))
 
 
@@ -172,9 +172,14 @@ if kb is not None and corpus_size:
         if st.button("Complete the knowledge corpus", icon=":material/library_add:"):
             with st.status("Adding MEDLINE abstracts…", expanded=True) as status:
                 bar = st.progress(0.0)
-                stats = build_default_corpus(kb, progress=lambda d, t, m: bar.progress(min(d / t, 1.0) if t else 0.0,
-                                                                                       text=m))
-                status.update(label=f"Added {stats.added:,} passages", state="complete", expanded=False)
+                try:
+                    stats = build_default_corpus(
+                        kb, progress=lambda d, t, m: bar.progress(min(d / t, 1.0) if t else 0.0, text=m))
+                except (CorpusError, registry.ModelUnavailable) as exc:
+                    status.update(label="The knowledge corpus could not be completed", state="error")
+                    st.error(str(exc), icon=":material/library_books:")
+                else:
+                    status.update(label=f"Added {stats.added:,} passages", state="complete", expanded=False)
             st.session_state.pop("chat_corpus_checked", None)
     else:
         st.caption(f":material/library_books: Knowledge corpus: {corpus_size:,} passages (MEDLINE abstracts and "

@@ -19,7 +19,7 @@ import pytest
 
 from medsight.chat import ChatEngine, Passage, RetrievedPassage, is_dosing
 from medsight.chat.safety import DISCLAIMER, definitive_statements
-from medsight.llm.base import LanguageModel, LLMBackend, LLMError, Prompt
+from medsight.llm.base import LanguageModel, LLMBackend, Prompt
 from medsight.llm.prompts import CHAT_SYSTEM, reasoning_prompt
 from medsight.llm.safety import detect_drug_dosing, normalise_text
 from medsight.verify import verify_report

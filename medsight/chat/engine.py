@@ -275,6 +275,8 @@ class ChatEngine:
     def _topic(self, match: I.IntentMatch, analysis: dict | None, history: Sequence[dict]) -> I.Topic | None:
         if match.topic is not None:
             return match.topic
+        if match.intent not in (I.EXPLAIN_FINDING, I.DIFFERENTIAL, I.NEXT_STEPS, I.DEFINITION):
+            return None  # score, model and limits questions need no finding topic
         for message in reversed(list(history or [])):
             if message.get("role") == "user":
                 topic = I.find_topic(message.get("text", ""))

@@ -114,7 +114,8 @@ def test_03_open_each_heatmap(page):
     open_page(page, "Heatmap")
     missing = []
     for index, title in enumerate(MAP_TITLES, start=1):
-        page.locator('[data-testid="stRadio"]').first.get_by_text(title, exact=True).click()
+        # (The first radio of the page is the study source, inside the collapsed "Open another study".)
+        page.locator('[data-testid="stRadio"]').filter(has_text=MAP_TITLES[0]).get_by_text(title, exact=True).click()
         wait_idle(page)
         assert_clean(page, f"Heatmap {title}")
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0, f"{title}: error shown"
