@@ -56,22 +56,21 @@ TARGETS = {
 }
 
 SYMPTOMS = (
-    "Productive cough and fever for three days, right-sided pleuritic chest pain.",
-    "Sudden shortness of breath after a long flight. No fever, no cough.",
-    "Smoker, 62, with weight loss and blood-streaked sputum for two months.",
-    "Routine pre-operative chest film. No respiratory symptoms.",
-    "Breathless on exertion, ankle swelling, orthopnoea. Known heart failure.",
+    "Productive cough and fever for {d} days, right-sided pleuritic chest pain.",
+    "Sudden shortness of breath {d} hours after a long flight, no fever or cough.",
+    "Smoker with weight loss and blood-streaked sputum for {d} weeks.",
+    "Routine chest film {d} days before surgery, no respiratory symptoms.",
+    "Breathless on exertion for {d} days with ankle swelling and orthopnoea, known heart failure.",
 )
 
 
-
 def symptom_text(index: int) -> str:
-    """A short symptom text, different for every index.
+    """A short symptom text whose every sentence differs from one index to the next.
 
-    The condition classifier caches sentence embeddings, so repeating a text would time a cache hit; a
-    new patient's text is never in the cache.
+    The condition classifier caches sentence embeddings, so a repeated sentence would time a cache hit;
+    a new patient's text is never in the cache.
     """
-    return f"Patient aged {30 + index % 60}, unwell for {2 + index} days. {SYMPTOMS[index % len(SYMPTOMS)]}"
+    return f"Patient aged {18 + index % 80}. " + SYMPTOMS[index % len(SYMPTOMS)].format(d=2 + index)
 
 
 IMAGE_EMBEDDING_DIM = 512  # pooled VGG16 features of the anomaly detector (medsight.retrieval.detector_embedder)

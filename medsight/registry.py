@@ -199,16 +199,28 @@ def get_slot(name: str) -> ModelSlot:
         raise KeyError(f"No model slot named {name!r}. Known: {', '.join(sorted(_SLOTS))}") from None
 
 
+_HASHES: dict[tuple, str] = {}
+
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of every file in a folder in sorted order."""
+    """SHA-256 of a file, or of every file in a folder in sorted order.
+
+    Remembered per process by (path, sizes, modification times), because weights folders reach hundreds of
+    MB and the same folder is loaded again whenever the data directory changes.
+    """
     path = Path(path)
-    digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(path.resolve()), stamps)
+    if key in _HASHES:
+        return _HASHES[key]
+    digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(chunk), b""):
                 digest.update(block)
-    return digest.hexdigest()
+    _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
 
 
 def _rss_mb() -> float:

@@ -137,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.anomaly_features", description=__doc__.split("\n")[0])
     add_data_arguments(parser)
-    parser.add_argument("--extractor", choices=("demo", "imagenet"), default="demo")
+    parser.add_argument("--extractor", default="demo",
+                        help="demo (seeded random), phantom (VGG16 fine-tuned on phantoms), a .pt file, or imagenet")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
     args = parser.parse_args(argv)

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from medsight.models.anomaly import AnomalyDetector, build_detector, load_checkpoint
+from medsight.models.anomaly import (
+    EXTRACTOR_IMAGENET,
+    AnomalyDetector,
+    build_detector,
+    load_checkpoint,
+    load_demo_extractor,
+)
 from medsight.models.anomaly.torch_model import count_parameters
 from medsight.registry import sha256_of
 from training.anomaly_features import DEFAULT_CACHE_DIR, FeatureSet, extract_features
@@ -234,7 +240,8 @@ def write_card(path: Path, checkpoint: Path, detector: AnomalyDetector, meta: di
             "fusion": "S = 0.4·σ(z_recon) + 0.2·σ(z_KL) + 0.4·s_ViT",
         },
         "extractor": {"kind": detector.extractor.kind, "sha256": detector.extractor.sha256, "seed": extractor_seed,
-                      "label": detector.provenance.get("extractor_label")},
+                      "label": detector.provenance.get("extractor_label"),
+                      **({"file": meta["extractor"].get("file")} if meta.get("extractor") else {})},
         "data": {"description": meta.get("trained_on"), **meta.get("data", {}),
                  "labels_used": "phase 1 (VAE) normals only; phase 2 (ViT) normal vs anomalous labels"},
         "training": {"config": meta.get("train_config"), "phase1_vae": meta.get("phase1_vae"),
@@ -261,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True)
     add_data_arguments(parser)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--extractor-file", type=Path, default=None,
+                        help="phantom-trained extractor weights (default: the shipped models/ copy)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and plots")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
@@ -269,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_checkpoint(args.checkpoint)
-    extractor = build_extractor("demo" if data.extractor_kind == "demo-seeded" else "imagenet")
+    if data.extractor_kind == EXTRACTOR_IMAGENET:
+        extractor = build_extractor("imagenet")
+    else:
+        extractor = load_demo_extractor(data.extractor_kind, args.extractor_file)
     detector = build_detector(data, extractor)
     samples = dict(zip(("train", "val", "test"), resolve_splits(args)))[args.split]
     feats = extract_features(samples, extractor, args.cache_dir, desc=f"{args.split} features")

@@ -160,10 +160,10 @@ def write_grid(examples: list, path: Path, opacity: float = 0.65) -> Path:
 def load_detector_for_eval(checkpoint: str | None):
     """A detector from a demo checkpoint file, or the first source of the registry slot."""
     if checkpoint:
-        from medsight.models.anomaly import build_demo_extractor, build_detector, load_checkpoint
+        from medsight.models.anomaly import build_detector, load_checkpoint, load_demo_extractor
 
         data = load_checkpoint(checkpoint)
-        return build_detector(data, build_demo_extractor(), provenance={"tier": "demo"})
+        return build_detector(data, load_demo_extractor(data.extractor_kind), provenance={"tier": "demo"})
     from medsight.models.anomaly import load_detector
 
     return load_detector()

@@ -13,12 +13,16 @@ Steps:
        the fused score is not purely unsupervised; the reconstruction and KL terms are.
     4. Calibration: mean/std of reconstruction error and KL over the normal training images.
     5. Threshold: Youden's J (max sensitivity + specificity − 1) of the fused score on validation.
-Demo extractor: its seeded random VGG16 vectors vary little between images (std ≈ 0.006 around ≈ 0.09),
-so they are standardised per feature with the normal training images' statistics before the VAE
-(stored in the checkpoint; `--standardise-features`). ImageNet runs keep raw vectors, as published.
+Demo extractors (`--extractor phantom`: VGG16 whose block 5 was fine-tuned on labelled synthetic phantoms by
+training.train_vgg_extractor, the shipped demo's; `--extractor demo`: seeded random VGG16; or a path to a
+phantom-extractor weights file): their vectors are standardised per feature with the normal training
+images' statistics before the VAE (stored in the checkpoint; `--standardise-features`) — the seeded
+random vectors vary little between images (std ≈ 0.006 around ≈ 0.09). ImageNet runs keep raw vectors,
+as published.
 Each epoch writes a resumable state to --work-dir; `--resume` continues an interrupted run.
 
 Examples:
+    python -m training.train_vgg_extractor train        # phantom-trained extractor (models/anomaly_vgg16_phantom.pt)
     python -m training.train_anomaly --demo            # rebuild models/anomaly_demo.pt (+ card, evaluation)
     python -m training.train_anomaly --data covid:/data/COVID-19_Radiography_Dataset --extractor imagenet \\
         --out ~/.medsight/models/medsight_anomaly.pt
@@ -46,7 +50,10 @@ from tqdm import tqdm
 from medsight.config import SHIPPED_MODELS_DIR, get_settings
 from medsight.models.anomaly import (
     DEMO_VGG_SEED,
-    EXTRACTOR_DEMO,
+    EXTRACTOR_IMAGENET,
+    EXTRACTOR_LABELS,
+    EXTRACTOR_PHANTOM,
+    PHANTOM_EXTRACTOR_FILE,
     AnomalyDetector,
     Calibration,
     FeatureStandardizer,
@@ -55,6 +62,7 @@ from medsight.models.anomaly import (
     build_imagenet_extractor,
     hub_cache_vgg16_path,
     load_imagenet_extractor,
+    load_phantom_extractor,
     save_detector,
 )
 from medsight.models.anomaly.checkpoint import DEFAULT_CONFIG, build_networks
@@ -62,7 +70,12 @@ from medsight.models.anomaly.torch_model import kl_per_sample, recon_error_per_s
 from training.anomaly_features import DEFAULT_CACHE_DIR, FeatureSet, extract_features
 from training.datasets import Sample, phantom_samples, read_dataset, split_samples
 
-DEMO_DISCLAIMER = "demo — trained on synthetic phantoms, seeded random VGG16 features, not for clinical use"
+DEMO_DISCLAIMERS = {
+    "phantom": "demo — trained on synthetic phantoms; VGG16 fine-tuned on synthetic phantoms, not ImageNet "
+               "features; not for clinical use",
+    "demo": "demo — trained on synthetic phantoms, seeded random VGG16 features, not for clinical use",
+}
+DEMO_EXTRACTOR = "phantom"  # extractor of the shipped demo (`--demo`)
 DEMO_CHECKPOINT = SHIPPED_MODELS_DIR / "anomaly_demo.pt"
 DEMO_CARD = SHIPPED_MODELS_DIR / "anomaly_demo.card.json"
 DEMO_EVAL_DIR = SHIPPED_MODELS_DIR / "anomaly_demo_eval"
@@ -126,13 +139,22 @@ def describe_data(args: argparse.Namespace) -> str:
 
 
 def build_extractor(kind: str) -> VGG16Features:
-    """Demo (seeded) or ImageNet VGG16 trunk; ImageNet weights come from local files or, if allowed, a download.
+    """VGG16 trunk: "demo" (seeded), "phantom" (shipped phantom-trained file), a phantom-extractor .pt path,
+    or "imagenet" (local files or, if allowed, a download).
 
     Raises:
         SystemExit: ImageNet weights requested but unavailable.
     """
     if kind == "demo":
         return build_demo_extractor()
+    if kind == "phantom" or kind.endswith(".pt"):
+        path = Path(kind) if kind != "phantom" else SHIPPED_MODELS_DIR / PHANTOM_EXTRACTOR_FILE
+        if not path.is_file():
+            raise SystemExit(f"Phantom-trained extractor {path} not found; build it with "
+                             "`python -m training.train_vgg_extractor train`.")
+        return load_phantom_extractor(path)
+    if kind != "imagenet":
+        raise SystemExit(f"Unknown extractor {kind!r}: use demo, phantom, imagenet or a .pt weights file.")
     settings = get_settings()
     for candidate in (settings.models_dir / "vgg16-397923af.pth", SHIPPED_MODELS_DIR / "vgg16-397923af.pth",
                       hub_cache_vgg16_path()):
@@ -351,7 +373,7 @@ def fit(train: FeatureSet, val: FeatureSet, extractor: VGG16Features, cfg: Train
     """Run both phases, calibrate and pick the threshold; returns the detector and a training summary."""
     standardise = cfg.standardise_features
     if standardise is None:
-        standardise = extractor.kind == EXTRACTOR_DEMO
+        standardise = extractor.kind != EXTRACTOR_IMAGENET
     feature_norm = FeatureStandardizer.fit(torch.from_numpy(train.features[train.is_normal])) if standardise else None
 
     def vae_inputs(x: np.ndarray) -> np.ndarray:
@@ -413,14 +435,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true",
                         help="rebuild the shipped demo weights, model card and evaluation from phantoms")
     add_data_arguments(parser)
-    parser.add_argument("--extractor", choices=("demo", "imagenet"), default="demo",
-                        help="demo: seeded random VGG16 (not ImageNet); imagenet: torchvision IMAGENET1K_V1")
+    parser.add_argument("--extractor", default=None,
+                        help="phantom: VGG16 fine-tuned on synthetic phantoms (models/" + PHANTOM_EXTRACTOR_FILE
+                             + "; default with --demo); demo: seeded random VGG16 (default otherwise); a path to a "
+                             "phantom-extractor .pt file; imagenet: torchvision IMAGENET1K_V1")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint path (default: artifacts/anomaly.pt)")
     parser.add_argument("--work-dir", type=Path, default=Path("artifacts") / "anomaly_train",
                         help="resumable per-epoch states")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="feature cache")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from --work-dir")
     parser.add_argument("--eval-dir", type=Path, default=None, help="also evaluate on the test split, write here")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="also write a model card JSON here (needs --eval-dir; --demo: models/anomaly_demo.card.json)")
     defaults = TrainConfig()
     parser.add_argument("--vae-epochs", type=int, default=None,
                         help=f"maximum VAE epochs (default {defaults.vae_epochs}; --demo: {DEMO_EPOCHS[0]})")
@@ -449,9 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.vae_epochs = args.vae_epochs or epochs[0]
     args.vit_epochs = args.vit_epochs or epochs[1]
     if args.demo:
-        args.data, args.extractor = "phantoms", "demo"
+        args.data, args.extractor = "phantoms", args.extractor or DEMO_EXTRACTOR
         args.out = args.out or DEMO_CHECKPOINT
         args.eval_dir = args.eval_dir or DEMO_EVAL_DIR
+        args.card = args.card or DEMO_CARD
+    args.extractor = args.extractor or "demo"
     out = args.out or Path("artifacts") / "anomaly.pt"
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(vae_epochs=args.vae_epochs, vit_epochs=args.vit_epochs, batch_size=args.batch_size,
@@ -483,8 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--resume"),
         "train_seconds": round(time.time() - started, 1),
     }
-    if args.extractor == "demo":
-        meta["disclaimer"] = DEMO_DISCLAIMER
+    if extractor.kind != EXTRACTOR_IMAGENET:
+        meta["disclaimer"] = DEMO_DISCLAIMERS["phantom" if extractor.kind == EXTRACTOR_PHANTOM else "demo"]
+        meta["extractor"] = {"label": EXTRACTOR_LABELS.get(extractor.kind, extractor.kind),
+                             "file": Path(getattr(extractor, "weights_file", "") or "").name or None}
     save_detector(out, detector, meta, config=DEFAULT_CONFIG)
     print(f"checkpoint: {out}  threshold {detector.threshold:.4f}  val AUROC {summary.get('val_auroc_full')}")
     if args.eval_dir is not None:
@@ -495,9 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta["metrics"]["test"] = report["headline"]
         save_detector(out, detector, meta, config=DEFAULT_CONFIG)
         print(json.dumps(report["headline"], indent=2))
-        if args.demo:
-            write_card(DEMO_CARD, out, detector, meta, report, extractor_seed=DEMO_VGG_SEED)
-            print(f"model card: {DEMO_CARD}")
+        if args.card is not None:
+            seed = DEMO_VGG_SEED if extractor.kind != EXTRACTOR_IMAGENET else None
+            write_card(args.card, out, detector, meta, report, extractor_seed=seed)
+            print(f"model card: {args.card}")
     return 0
 
 

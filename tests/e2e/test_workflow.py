@@ -160,13 +160,25 @@ def test_05_verify_report_with_injected_error_and_accept_an_edit(page):
     page.get_by_role("tab", name="Discrepancies").click()
     screenshot(page, "workflow-05-verification")
 
-    page.get_by_role("tab", name="Suggested edits").click()
+    edits_tab = page.get_by_role("tab", name="Suggested edits")
+    edits_tab.click()
     accept = page.locator('[data-testid="stCheckbox"]').filter(has_text="Accept").first
     expect(accept).to_be_visible()
+    resets = []
+
+    def back_to_edits(after: str) -> None:
+        # Each interaction reruns the page; the user should still be looking at the suggested edits.
+        if edits_tab.get_attribute("aria-selected") != "true":
+            resets.append(after)
+            screenshot(page, f"workflow-05b-tabs-reset-after-{after}")
+            edits_tab.click()
+
     accept.click()
     wait_idle(page)
+    back_to_edits("ticking-an-edit")
     page.get_by_role("button", name="Apply accepted edits").click()
     wait_idle(page)
+    back_to_edits("applying")
     expect(page.get_by_text(re.compile(r"Applied [1-9]\d* edit\(s\) to the report editor"))).to_be_visible()
     edited = page.get_by_role("textbox", name="Report (FINDINGS and IMPRESSION)").input_value()
     # The accepted edit states the effusion instead of denying it.
@@ -174,6 +186,8 @@ def test_05_verify_report_with_injected_error_and_accept_an_edit(page):
     assert re.search(r"pleural effusion", edited.replace("No pleural effusion", ""), re.I), edited
     assert_clean(page, "Report Verification")
     screenshot(page, "workflow-06-edit-accepted", page.get_by_text(re.compile(r"Applied [1-9]")))
+    assert not resets, (f"the result tabs jumped back to Checklist after {' and '.join(resets)}, hiding the "
+                        "suggested edits and their Apply button (see workflow-05b-*.png)")
 
 
 def test_06_transcribe_an_uploaded_recording(page):

@@ -9,8 +9,9 @@ Importing this module registers the model slot "anomaly.detector" with sources, 
              plus ImageNet VGG16 weights (`vgg16-397923af.pth`) in the models folder → tier "real";
     CACHE    the same checkpoint with the VGG16 weights from the torch hub cache → "real";
     DOWNLOAD the same checkpoint with VGG16 weights downloaded by torchvision (only when allowed);
-    BUILTIN  `models/anomaly_demo.pt`, trained here on synthetic phantoms with a seeded random VGG16
-             (demo — not ImageNet features) → tier "demo".
+    BUILTIN  `models/anomaly_demo.pt`, trained here on synthetic phantoms, with the demo extractor its
+             checkpoint records: the VGG16 fine-tuned on synthetic phantoms (`anomaly_vgg16_phantom.pt`) or
+             the seeded random VGG16 (both "demo — not ImageNet features") → tier "demo".
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ from medsight.models.anomaly.torch_model import (
     DEMO_VGG_SEED,
     EXTRACTOR_DEMO,
     EXTRACTOR_IMAGENET,
+    EXTRACTOR_LABELS,
+    EXTRACTOR_PHANTOM,
     LAST_CONV_RELU_INDEX,
+    PHANTOM_EXTRACTOR_FILE,
     VAE,
     FeatureStandardizer,
     VGG16Features,
     ViTAnomalyScorer,
     build_demo_extractor,
     build_imagenet_extractor,
+    load_phantom_extractor,
 )
 
 __all__ = [
@@ -61,7 +66,8 @@ __all__ = [
     "LAST_CONV_RELU_INDEX", "PUBLISHED_THRESHOLD", "SLOT_NAME", "VAE", "VGG16Features", "ViTAnomalyScorer",
     "build_demo_extractor", "build_detector", "build_imagenet_extractor", "fuse_scores", "load_checkpoint",
     "load_detector", "load_imagenet_extractor", "save_checkpoint", "save_detector", "xray_to_vgg_input",
-    "DEMO_VGG_SEED", "EXTRACTOR_DEMO", "EXTRACTOR_IMAGENET",
+    "DEMO_VGG_SEED", "EXTRACTOR_DEMO", "EXTRACTOR_IMAGENET", "EXTRACTOR_PHANTOM", "PHANTOM_EXTRACTOR_FILE",
+    "load_demo_extractor", "load_phantom_extractor",
 ]
 
 SLOT_NAME = "anomaly.detector"
@@ -142,18 +148,46 @@ def _load_download(ctx: registry.LoadContext) -> registry.Found | None:
     return _real_found(ctx, data, build_imagenet_extractor(state), "downloaded by torchvision")
 
 
+def load_demo_extractor(kind: str, phantom_file: str | Path | None = None) -> VGG16Features:
+    """The demo-tier extractor a checkpoint was trained with.
+
+    Args:
+        kind: `EXTRACTOR_PHANTOM` (VGG16 fine-tuned on synthetic phantoms) or `EXTRACTOR_DEMO` (seeded random).
+        phantom_file: the phantom extractor's weights file (default: the shipped `models/` copy).
+
+    Raises:
+        CheckpointError: unknown kind or missing weights file.
+    """
+    if kind == EXTRACTOR_DEMO:
+        return build_demo_extractor()
+    if kind == EXTRACTOR_PHANTOM:
+        from medsight.config import SHIPPED_MODELS_DIR
+
+        path = Path(phantom_file) if phantom_file else SHIPPED_MODELS_DIR / PHANTOM_EXTRACTOR_FILE
+        if not path.is_file():
+            raise CheckpointError(f"The demo checkpoint needs its extractor weights {PHANTOM_EXTRACTOR_FILE}, "
+                                  "which are not in the models folder.")
+        return load_phantom_extractor(path)
+    raise CheckpointError(f"{EXTRACTOR_LABELS.get(kind, kind)} is not a demo extractor.")
+
+
 def _load_builtin(ctx: registry.LoadContext) -> registry.Found | None:
     path = ctx.find_file(DEMO_CHECKPOINT_NAME)
     if path is None:
         return None
     data = load_checkpoint(path)
-    detector = build_detector(data, build_demo_extractor(), device=ctx.device, provenance={"tier": "demo"})
+    phantom_file = ctx.find_file(PHANTOM_EXTRACTOR_FILE) if data.extractor_kind == EXTRACTOR_PHANTOM else None
+    extractor = load_demo_extractor(data.extractor_kind, phantom_file)
+    provenance = {"tier": "demo"}
+    if phantom_file is not None:
+        provenance["extractor_file"] = str(phantom_file)
+    detector = build_detector(data, extractor, device=ctx.device, provenance=provenance)
     metrics = data.meta.get("metrics", {}).get("test", {})
     auroc = metrics.get("auroc_full")
     return registry.Found(
         model=detector, path=str(path), version=f"demo {data.meta.get('created', '')}".strip(),
-        notes="demo — trained on synthetic phantoms, seeded random VGG16 features (not ImageNet), not for "
-              "clinical use" + (f"; phantom test AUROC {auroc:.3f}" if isinstance(auroc, float) else ""),
+        notes=f"trained on synthetic phantoms; extractor: {EXTRACTOR_LABELS.get(extractor.kind, extractor.kind)}; "
+              "not for clinical use" + (f"; phantom test AUROC {auroc:.3f}" if isinstance(auroc, float) else ""),
     )
 
 

@@ -3,7 +3,7 @@
 Own format (`torch.save` of a plain dict, loadable with `weights_only=True`):
     format="medsight-anomaly", format_version=1, config (architecture, same keys as the published
     config), vae_state, vit_state, calibration {recon_mean, recon_std, kl_mean, kl_std, source,
-    n_images}, threshold, extractor {kind, sha256, seed}, meta (training data, metrics, date).
+    n_images}, threshold, extractor {kind, sha256, seed, label, file}, meta (training data, metrics, date).
 
 Published format (MedSight reference code, e.g. `pulmonary_anomaly_detector.pth`): a dict with
     vae_state, vit_state, config {vgg_feat_dim, vae_hidden, latent_dim, vit_patch_dim, vit_depth,
@@ -27,6 +27,7 @@ from medsight.models.anomaly.torch_model import (
     EXTRACTOR_DEMO,
     EXTRACTOR_IMAGENET,
     EXTRACTOR_LABELS,
+    EXTRACTOR_PHANTOM,
     FEATURE_DIM,
     LATENT_DIM,
     VAE,
@@ -114,7 +115,8 @@ def save_checkpoint(path: str | Path, vae: VAE, vit: ViTAnomalyScorer, calibrati
         "extractor": {
             "kind": extractor.kind,
             "sha256": extractor.sha256,
-            "seed": DEMO_VGG_SEED if extractor.kind == EXTRACTOR_DEMO else None,
+            "seed": DEMO_VGG_SEED if extractor.kind in (EXTRACTOR_DEMO, EXTRACTOR_PHANTOM) else None,
+            "file": Path(extractor.weights_file).name if getattr(extractor, "weights_file", None) else None,
             "label": EXTRACTOR_LABELS.get(extractor.kind, extractor.kind),
         },
         "meta": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})},

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from medsight.models.anomaly.torch_model import (
-    EXTRACTOR_DEMO,
+    EXTRACTOR_IMAGENET,
     EXTRACTOR_LABELS,
     VAE,
     FeatureStandardizer,
@@ -145,7 +145,7 @@ class AnomalyResult:
         components: the three weighted terms of S ("recon", "kl", "vit"); they sum to S.
         threshold: operating threshold; is_anomalous = fused_score >= threshold; margin = S − threshold.
         timings: milliseconds per stage ("preprocess", "extractor", "vae", "vit", "total").
-        tier: "real" or "demo". extractor: "imagenet" or "demo-seeded".
+        tier: "real" or "demo". extractor: "imagenet", "demo-phantom" or "demo-seeded".
         provenance: where the weights came from (checkpoint, hashes, calibration source, ...).
     """
 
@@ -176,7 +176,7 @@ class AnomalyDetector:
         calibration: normal-image statistics (`Calibration.published()` when unknown).
         threshold: operating threshold on the fused score.
         provenance: free-form facts shown with every result (tier, checkpoint, hashes...). Its "tier"
-            defaults to "demo" for the seeded extractor and "real" otherwise.
+            defaults to "real" for the ImageNet extractor and "demo" for any other.
         device: torch device for all three networks.
         feature_norm: optional fixed standardisation of the 512-vector before the VAE (demo tier; see
             `FeatureStandardizer`). Reconstruction error is then measured in standardised units.
@@ -201,7 +201,7 @@ class AnomalyDetector:
         self.calibration = calibration or Calibration.published()
         self.threshold = float(PUBLISHED_THRESHOLD if threshold is None else threshold)
         self.provenance: dict[str, Any] = dict(provenance or {})
-        self.provenance.setdefault("tier", "demo" if extractor.kind == EXTRACTOR_DEMO else "real")
+        self.provenance.setdefault("tier", "real" if extractor.kind == EXTRACTOR_IMAGENET else "demo")
         self.provenance.setdefault("extractor", extractor.kind)
         self.provenance.setdefault("extractor_label", EXTRACTOR_LABELS.get(extractor.kind, extractor.kind))
         self.provenance.setdefault("extractor_sha256", extractor.sha256)

@@ -41,10 +41,19 @@ LAST_CONV_RELU_INDEX = 29
 
 EXTRACTOR_IMAGENET = "imagenet"
 EXTRACTOR_DEMO = "demo-seeded"
+EXTRACTOR_PHANTOM = "demo-phantom"
 EXTRACTOR_LABELS = {
     EXTRACTOR_IMAGENET: "ImageNet VGG16 features (torchvision IMAGENET1K_V1)",
     EXTRACTOR_DEMO: "demo — not ImageNet features (VGG16 with fixed seeded random weights)",
+    EXTRACTOR_PHANTOM: "demo — VGG16 fine-tuned on synthetic phantoms, not ImageNet features",
 }
+
+#: Weights file of the phantom-trained demo extractor (shipped in models/, see `save_phantom_extractor`).
+PHANTOM_EXTRACTOR_FILE = "anomaly_vgg16_phantom.pt"
+PHANTOM_EXTRACTOR_FORMAT = "medsight-vgg16-phantom"
+#: First index in `vgg16().features` of the layers trained on phantoms (conv5_1 … pool5); blocks 1–4
+#: (indices 0–23, through pool4) keep the seeded weights.
+PHANTOM_TRAINABLE_FROM = 24
 
 
 class VGG16Features(nn.Module):
@@ -55,7 +64,7 @@ class VGG16Features(nn.Module):
     gradients still flow to its input and activations, which spatial explanations need.
 
     Attributes:
-        kind: "imagenet" or "demo-seeded".
+        kind: "imagenet", "demo-phantom" (block 5 trained on phantoms) or "demo-seeded".
         sha256: hash of the weights (see `state_dict_sha256`), set by the builders.
     """
 
@@ -141,6 +150,69 @@ def build_imagenet_extractor(state_dict: dict[str, torch.Tensor]) -> VGG16Featur
     except RuntimeError as exc:
         raise ValueError(f"Not a VGG16 weights file: {str(exc).splitlines()[0]}") from None
     extractor.sha256 = state_dict_sha256(extractor)
+    return extractor.freeze()
+
+
+def save_phantom_extractor(path, block5: nn.Module, head: nn.Module | None = None, meta: dict | None = None
+                           ) -> VGG16Features:
+    """Write the phantom-trained extractor: block-5 weights in fp16 plus the seeded base; returns it as loaded.
+
+    Only the trained layers are stored (blocks 1–4 are rebuilt from `DEMO_VGG_SEED`). The weights are
+    rounded to fp16 first, and the returned extractor (and the recorded hash) is the fp16 file upcast to
+    fp32 — exactly what `load_phantom_extractor` gives — so nothing downstream sees unrounded weights.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    extractor = build_demo_extractor()
+    block5_state = {k: v.detach().cpu().half().clone() for k, v in block5.state_dict().items()}
+    tail = extractor.features[PHANTOM_TRAINABLE_FROM:]
+    tail.load_state_dict({k: v.float() for k, v in block5_state.items()}, strict=True)
+    extractor.kind = EXTRACTOR_PHANTOM
+    extractor.sha256 = state_dict_sha256(extractor)
+    payload = {
+        "format": PHANTOM_EXTRACTOR_FORMAT,
+        "format_version": 1,
+        "kind": EXTRACTOR_PHANTOM,
+        "label": EXTRACTOR_LABELS[EXTRACTOR_PHANTOM],
+        "base_seed": DEMO_VGG_SEED,
+        "trainable_from": PHANTOM_TRAINABLE_FROM,
+        "block5_state_fp16": block5_state,
+        "head_state": None if head is None else {k: v.detach().cpu().float().clone()
+                                                 for k, v in head.state_dict().items()},
+        "sha256": extractor.sha256,
+        "meta": dict(meta or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return extractor.freeze()
+
+
+def load_phantom_extractor(path) -> VGG16Features:
+    """The phantom-trained demo extractor from its weights file (seeded blocks 1–4 + stored block 5).
+
+    Raises:
+        ValueError: not such a file, or its weights do not reproduce the hash recorded in it.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict) or raw.get("format") != PHANTOM_EXTRACTOR_FORMAT:
+        raise ValueError(f"{path.name} is not a phantom-trained VGG16 extractor file.")
+    extractor = build_demo_extractor(int(raw.get("base_seed", DEMO_VGG_SEED)))
+    tail = extractor.features[int(raw.get("trainable_from", PHANTOM_TRAINABLE_FROM)):]
+    try:
+        tail.load_state_dict({k: v.float() for k, v in raw["block5_state_fp16"].items()}, strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise ValueError(f"{path.name}: block-5 weights do not fit VGG16 ({str(exc).splitlines()[0][:160]}).") from None
+    extractor.kind = EXTRACTOR_PHANTOM
+    extractor.sha256 = state_dict_sha256(extractor)
+    if raw.get("sha256") and raw["sha256"] != extractor.sha256:
+        raise ValueError(f"{path.name}: weights do not match the hash recorded in the file (corrupted?).")
+    extractor.weights_file = str(path)
     return extractor.freeze()
 
 
