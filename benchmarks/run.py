@@ -261,7 +261,7 @@ def _alternative(name: str, fn: Callable[[], Any], reference: Any, flops_count: 
 
 
 def alternatives(key: str, module: Any, x: Any, matmul_gflops: float, runs: int) -> list[dict]:
-    """The same network as channels-last, bf16 autocast and ONNX Runtime: what each would achieve here."""
+    """The same network in NCHW and channels-last layouts, bf16 autocast and ONNX Runtime: what each achieves here."""
     import copy
 
     import torch
@@ -272,6 +272,9 @@ def alternatives(key: str, module: Any, x: Any, matmul_gflops: float, runs: int)
     with torch.inference_mode():
         reference = module(x)
     rows = []
+    run_nchw = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
+    rows.append(_alternative(f"{key}: NCHW fp32 (torch default layout)", lambda: run_nchw(x), reference, flops_count,
+                             matmul_gflops, runs))
     run_cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     rows.append(_alternative(f"{key}: channels_last fp32", lambda: run_cl(x_cl), reference, flops_count,
@@ -599,6 +602,11 @@ def format_table(results: dict) -> str:
             if isinstance(item, dict) and "gflops" in item:
                 lines.append(f"{item['name']:<56} {item['gflops']:>7.2f} {item['latency']['min_ms']:>8.1f} "
                              f"{item['achieved_gflops_per_s']:>8.1f} {item['efficiency']:>6.2f}")
+    for item in (eff.get("alternatives") or []) if isinstance(eff, dict) else []:
+        if "latency" in item:
+            lines.append(f"  {item['name']:<54} {'':>7} {item['latency']['min_ms']:>8.1f} "
+                         f"{item['achieved_gflops_per_s']:>8.1f} {item['efficiency']:>6.2f}  "
+                         f"(max |Δ| {item['max_abs_diff_vs_eager']:.1e})")
     cold = results.get("cold_start") or {}
     if "parts" in cold:
         parts = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in cold["parts"].items())

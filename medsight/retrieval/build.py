@@ -25,7 +25,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -111,6 +111,9 @@ def indiana_cases(limit: int | None = None) -> list[Case]:
     return cases
 
 
+ProgressFn = Callable[[int, int, str], None]
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -122,19 +125,27 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="case", disable=quiet, file=sys.stderr)
 
 
-def add_indiana(base: CaseBase, limit: int | None = None, batch_size: int = 128, quiet: bool = False) -> AddStats:
-    """Index Indiana reports (text-only). Idempotent by id."""
+def add_indiana(base: CaseBase, limit: int | None = None, batch_size: int = 128, quiet: bool = False,
+                progress: ProgressFn | None = None) -> AddStats:
+    """Index Indiana reports (text-only). Idempotent by id.
+
+    Args:
+        progress: called as progress(done, total, description) after each batch (for the app's progress bar).
+    """
     cases = indiana_cases(limit)
     stats = AddStats()
     with _progress(len(cases), "Indiana reports", quiet) as bar:
         for batch in _batches(cases, batch_size):
             stats += base.add_cases(batch)
             bar.update(len(batch))
+            if progress:
+                progress(bar.n, len(cases), "Indiana/OpenI reports")
     return stats
 
 
 def add_phantoms(base: CaseBase, n: int = DEFAULT_PHANTOMS, seed: int = PHANTOM_SEED, size: int = PHANTOM_SIZE,
-                 image_dir: Path | None = None, batch_size: int = 16, quiet: bool = False) -> AddStats:
+                 image_dir: Path | None = None, batch_size: int = 16, quiet: bool = False,
+                 progress: ProgressFn | None = None) -> AddStats:
     """Index synthetic phantoms (image + report). Phantom i has seed `seed + i`; existing ids are not regenerated.
 
     Args:
@@ -163,6 +174,8 @@ def add_phantoms(base: CaseBase, n: int = DEFAULT_PHANTOMS, seed: int = PHANTOM_
                 images.append(phantom.image)
             stats += base.add_cases(cases, images)
             bar.update(len(batch))
+            if progress:
+                progress(bar.n, n, "synthetic phantoms")
     return stats
 
 
@@ -275,12 +288,13 @@ def add_mimic(base: CaseBase, root: Path, batch_size: int = 16, quiet: bool = Fa
 
 
 def build_default(base: CaseBase, settings: Settings | None = None, indiana: int | None = None,
-                  phantoms: int = DEFAULT_PHANTOMS, quiet: bool = False) -> AddStats:
+                  phantoms: int = DEFAULT_PHANTOMS, quiet: bool = False, progress: ProgressFn | None = None) -> AddStats:
     """The default case base: the real Indiana reports plus phantom image+report pairs."""
     settings = settings or get_settings()
-    stats = add_indiana(base, indiana, quiet=quiet)
+    stats = add_indiana(base, indiana, quiet=quiet, progress=progress)
     if phantoms:
-        stats += add_phantoms(base, phantoms, image_dir=settings.home / "casebase" / "images", quiet=quiet)
+        stats += add_phantoms(base, phantoms, image_dir=settings.home / "casebase" / "images", quiet=quiet,
+                              progress=progress)
     return stats
 
 
