@@ -42,6 +42,7 @@ samples: install
 	$(BIN)/python -m training.make_samples
 
 weights: install
+	$(BIN)/python -m training.train_vgg_extractor train --n-train 500 --n-val 100 --epochs 12
 	$(BIN)/python -m training.train_anomaly --demo
 	$(BIN)/python -m training.train_pathology --demo
 

@@ -92,7 +92,14 @@ def render_section(results: dict) -> str:
     if retrieval.get("sizes"):
         rows = "; ".join(f"{r['n']:,}: p50 {_fmt(r['p50_ms'], 1)} ms, p95 {_fmt(r['p95_ms'], 1)} ms, recall@10 "
                          f"{_fmt(r['recall_at_10'], 2)}" for r in retrieval["sizes"])
-        lines += ["", f"Similar-case top-10 (ChromaDB HNSW, random {retrieval.get('dim')}-d unit vectors): {rows}."]
+        lines += ["", f"Similar-case top-10 (ChromaDB HNSW with its defaults, random {retrieval.get('dim')}-d unit "
+                      f"vectors, recall against an exact search): {rows}."]
+        variants = "; ".join(
+            f"M {v['hnsw'].get('max_neighbors')}, ef_construction {v['hnsw'].get('ef_construction')}, ef_search "
+            f"{v['hnsw'].get('ef_search')}: p95 {_fmt(v['p95_ms'], 1)} ms, recall@10 {_fmt(v['recall_at_10'], 2)}"
+            for v in retrieval.get("hnsw_variants") or [] if "hnsw" in v)
+        if variants:
+            lines.append(f"Other HNSW settings at {retrieval['hnsw_variants'][0]['n']:,} vectors: {variants}.")
     batch = results.get("batch") or {}
     if "anomaly_only" in batch:
         lines += ["", f"Batch scoring of a folder of {batch.get('files')} studies (`python -m medsight.batch`): "

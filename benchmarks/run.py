@@ -73,6 +73,9 @@ def symptom_text(index: int) -> str:
     return f"Patient aged {18 + index % 80}. " + SYMPTOMS[index % len(SYMPTOMS)].format(d=2 + index)
 
 
+#: HNSW settings compared with Chroma's defaults (M 16, ef_construction 100, ef_search 100) in a full run.
+HNSW_VARIANTS = [{"ef_search": 400}, {"max_neighbors": 32, "ef_construction": 200, "ef_search": 200}]
+
 IMAGE_EMBEDDING_DIM = 512  # pooled VGG16 features of the anomaly detector (medsight.retrieval.detector_embedder)
 
 
@@ -443,13 +446,28 @@ def _unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def run_retrieval(sizes: list[int], n_queries: int, ef_sweep: list[int]) -> dict:
+def _fill(base: Any, vectors: np.ndarray, offset: int, batch: int) -> float:
+    """Insert vectors as image-only cases (ids bench-<offset+i>) through `CaseBase.add_cases`; seconds taken."""
+    from medsight.retrieval.casebase import Case
+
+    start = time.perf_counter()
+    for s in range(0, len(vectors), batch):
+        chunk = vectors[s:s + batch]
+        cases = [Case(f"bench-{offset + s + i}", labels=("effusion",) if (offset + s + i) % 7 == 0 else (),
+                      source="benchmark", view="PA") for i in range(len(chunk))]
+        base.add_cases(cases, list(chunk), skip_existing=False)
+    return time.perf_counter() - start
+
+
+def run_retrieval(sizes: list[int], n_queries: int, hnsw_variants: list[dict], sweep_size: int = 10_000) -> dict:
     """Similar-case top-10 through `CaseBase.query_image` on a temporary ChromaDB, growing 1k → 10k → 100k.
 
     Vectors are random unit vectors of the image-embedding dimension: the hardest case for HNSW (no
     low-dimensional structure), so the recall@10 reported against an exact search is a lower bound.
+    Each HNSW variant is built from scratch at `sweep_size` vectors in its own store (Chroma reads
+    the index parameters when it builds the index).
     """
-    from medsight.retrieval.casebase import IMAGES, Case, CaseBase
+    from medsight.retrieval.casebase import IMAGES, CaseBase
 
     rng = np.random.default_rng(7)
     queries = _unit_vectors(rng, n_queries, IMAGE_EMBEDDING_DIM)
@@ -461,14 +479,7 @@ def run_retrieval(sizes: list[int], n_queries: int, ef_sweep: list[int]) -> dict
         build_total = 0.0
         for size in sorted(sizes):
             new = _unit_vectors(rng, size - len(stored), IMAGE_EMBEDDING_DIM)
-            start = time.perf_counter()
-            for s in range(0, len(new), batch):
-                offset = len(stored) + s
-                chunk = new[s:s + batch]
-                cases = [Case(f"bench-{offset + i}", labels=("effusion",) if (offset + i) % 7 == 0 else (),
-                              source="benchmark", view="PA") for i in range(len(chunk))]
-                base.add_cases(cases, list(chunk), skip_existing=False)
-            build = time.perf_counter() - start
+            build = _fill(base, new, len(stored), batch)
             build_total += build
             stored = np.concatenate([stored, new])
             rows.append({"n": size, "build_seconds_increment": round(build, 2),
@@ -476,13 +487,21 @@ def run_retrieval(sizes: list[int], n_queries: int, ef_sweep: list[int]) -> dict
             log(f"  case base {size}: p95 {rows[-1]['p95_ms']} ms, recall@10 {rows[-1]['recall_at_10']}")
         collection = base._collection(IMAGES, None, create=False)
         config = dict((collection.configuration or {}).get("hnsw") or {})
-        for ef in ef_sweep:
-            collection.modify(configuration={"hnsw": {"ef_search": int(ef)}})
-            fresh = CaseBase(path=tmp, image_embedder=_VectorEmbedder())  # reopen so the new ef is read
-            sweep.append({"n": len(stored), "ef_search": ef, **_query_stats(fresh, queries, stored)})
-            log(f"  ef_search {ef}: p95 {sweep[-1]['p95_ms']} ms, recall@10 {sweep[-1]['recall_at_10']}")
+    sample = stored[:sweep_size] if len(stored) >= sweep_size else _unit_vectors(rng, sweep_size, IMAGE_EMBEDDING_DIM)
+    for variant in hnsw_variants:
+        with tempfile.TemporaryDirectory(prefix="medsight-bench-chroma-") as tmp:
+            base = CaseBase(path=tmp, image_embedder=_VectorEmbedder())
+            base.client.create_collection(IMAGES, embedding_function=None,
+                                          metadata={"embedding_space": _VectorEmbedder.space},
+                                          configuration={"hnsw": {"space": "cosine", **variant}})
+            build = _fill(base, sample, 0, batch)
+            applied = dict((base._collection(IMAGES, None, create=False).configuration or {}).get("hnsw") or {})
+            sweep.append({"n": len(sample), "hnsw": applied, "build_seconds": round(build, 2),
+                          **_query_stats(base, queries, sample)})
+            log(f"  HNSW {variant} at {len(sample)}: p95 {sweep[-1]['p95_ms']} ms, "
+                f"recall@10 {sweep[-1]['recall_at_10']}")
     return {"dim": IMAGE_EMBEDDING_DIM, "k": 10, "queries": n_queries, "hnsw_default": config, "sizes": rows,
-            "ef_search_sweep": sweep,
+            "hnsw_variants": sweep,
             "vectors": "random unit vectors (worst case for HNSW recall; real embeddings cluster)"}
 
 
@@ -655,7 +674,7 @@ def run(quick: bool = False, studies: int | None = None, out: Path = DEFAULT_OUT
         section("batch", results, lambda: run_batch(paths, detector) if detector is not None
                 else {"error": "anomaly detector unavailable"})
     section("retrieval", results, lambda: run_retrieval(sizes, n_queries=50 if quick else 200,
-                                                        ef_sweep=[] if quick else [200, 400]))
+                                                        hnsw_variants=[] if quick else HNSW_VARIANTS))
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["torch_threads_end"] = torch.get_num_threads()
     results["targets"] = target_rows(results)

@@ -169,7 +169,37 @@ def test_baseline_autoencoder_reports_auroc_and_time(tiny_sets):
     assert report["inference_ms_per_image"] > 0
 
 
-@pytest.mark.parametrize("module", ["train_anomaly", "anomaly_features", "evaluate_anomaly", "baseline_autoencoder"])
+def test_phantom_extractor_training_smoke_and_primed_features(extractor, tmp_path):
+    """Block-5 fine-tuning on cached trunk activations of a few phantoms: the saved fp16 extractor reloads
+    with the same hash, only block 5 changes, and features computed from the cached activations equal a
+    full pass of the reloaded extractor (what `prime-cache` relies on)."""
+    from medsight.models.anomaly import EXTRACTOR_PHANTOM, load_phantom_extractor
+    from medsight.models.anomaly.torch_model import PHANTOM_TRAINABLE_FROM, save_phantom_extractor
+    from training import train_vgg_extractor as tve
+
+    samples = phantom_samples(6, seed=103, size=96)
+    trunk = tve.frozen_trunk(extractor)
+    data = tve.cache_trunk(samples, tmp_path / "trunk", trunk, batch_size=3, progress=False)
+    assert data["acts"].shape == (6, 512, 14, 14)
+    assert data["targets"].sum() == sum(len(s.phantom_findings) for s in samples)
+    assert np.array_equal(tve.cache_trunk(samples, tmp_path / "trunk", trunk, progress=False)["acts"], data["acts"])
+    model, history = tve.train_block5(data, data, epochs=1, batch_size=3, lr=1e-3, weight_decay=0.0, seed=0,
+                                      work_dir=tmp_path, resume=False, progress=False)
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    saved = save_phantom_extractor(tmp_path / "ext.pt", model.block5, model.head, {"purpose": "test"})
+    loaded = load_phantom_extractor(tmp_path / "ext.pt")
+    assert loaded.kind == EXTRACTOR_PHANTOM and loaded.sha256 == saved.sha256 != extractor.sha256
+    tail = loaded.features[PHANTOM_TRAINABLE_FROM:]
+    with torch.inference_mode():
+        primed = torch.flatten(loaded.avgpool(tail(torch.from_numpy(data["acts"][:2]))), 1)
+    direct = extract_features(samples[:2], loaded, None, progress=False).features
+    np.testing.assert_allclose(primed.numpy(), direct, rtol=1e-4, atol=1e-6)
+    with pytest.raises(SystemExit, match="also occur"):
+        tve.check_disjoint(samples, phantom_samples(6, seed=103, size=96))
+
+
+@pytest.mark.parametrize("module", ["train_anomaly", "anomaly_features", "evaluate_anomaly", "baseline_autoencoder",
+                                    "train_vgg_extractor"])
 def test_cli_help(module, capsys):
     import importlib
 

@@ -27,7 +27,8 @@ SPATIAL_MAP_CAPTION = (
     "resized to the image): bright areas are where image features raise the score. It is coarse and "
     "shows where the model's evidence lies, not the outline of a lesion."
 )
-DEMO_NOTE = " Demo tier: seeded random VGG16 features and a detector trained on synthetic phantoms; not for clinical use."
+DEMO_NOTE = (" Demo tier: a detector trained on synthetic phantoms, on VGG16 features that are not ImageNet "
+             "features; not for clinical use.")
 
 
 def last_conv_layer(detector: Any):

@@ -151,7 +151,8 @@ def detector_embedder(detector: Any) -> ImageEmbedder:
             return detector.features(batch).float().cpu().numpy()
 
     tier = str(getattr(detector, "tier", "demo"))
-    kind = "ImageNet VGG16" if tier == "real" else "phantom-demo VGG16 (seeded random convolution weights)"
+    label = (getattr(detector, "provenance", None) or {}).get("extractor_label")
+    kind = "ImageNet VGG16" if tier == "real" else (label or "demo VGG16 (not ImageNet features)")
     return ImageEmbedder(encode, space=f"anomaly-vgg16-{tier}", tier=tier,
                          description=f"512-d pooled features of the anomaly detector's {kind}")
 
