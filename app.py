@@ -50,7 +50,8 @@ class _ServerLogHandler(logging.StreamHandler):
 
 def _configure_logging() -> None:
     logger = logging.getLogger("medsight")
-    if not any(isinstance(h, _ServerLogHandler) for h in logger.handlers):
+    # app.py is re-executed on every rerun, so the class object differs each time: match it by name.
+    if not any(type(h).__name__ == _ServerLogHandler.__name__ for h in logger.handlers):
         handler = _ServerLogHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)

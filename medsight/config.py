@@ -87,9 +87,10 @@ class Settings:
         return self.home / "users.yaml"
 
     def ensure_dirs(self) -> "Settings":
-        """Create the data directory tree (idempotent) and return self."""
+        """Create the data directory tree, readable by its owner only (idempotent), and return self."""
         for path in (self.home, self.models_dir, self.chroma_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.home, 0o700)  # studies, history and accounts are private to this user account
         return self
 
     @staticmethod

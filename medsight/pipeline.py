@@ -9,6 +9,7 @@ model, FAILED when nothing useful came out (no image result and no text result).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import traceback
@@ -113,10 +114,14 @@ class _Runner:
 
 
 def _load(slot: str, given: Any) -> tuple[Any, dict]:
-    """A model passed in by the caller (already loaded), else the registry's."""
+    """A model passed in by the caller (a `LoadedModel` or a bare model), else the registry's."""
+    if isinstance(given, registry.LoadedModel):
+        return given.model, given.provenance.to_dict()
     if given is not None:
         provenance = getattr(given, "provenance", None)
-        return given, (provenance if isinstance(provenance, dict) else {})
+        if hasattr(provenance, "to_dict"):
+            provenance = provenance.to_dict()
+        return given, (provenance if isinstance(provenance, dict) else {"tier": str(getattr(given, "tier", ""))})
     loaded = registry.load(slot)
     return loaded.model, loaded.provenance.to_dict()
 
@@ -147,8 +152,8 @@ def run_analysis(
     Args:
         study: a `medsight.ingest.Study` (needs `.image`, `.to_dict()`).
         symptoms: free-text symptoms or clinical context (may be empty).
-        detector / classifier: already-loaded models (the app passes its cached ones); otherwise loaded
-            through the registry.
+        detector / classifier: already-loaded models, preferably `registry.LoadedModel` so their
+            provenance is recorded (the app passes its cached ones); otherwise loaded through the registry.
         maps: "none", "key" (spatial anomaly map + Grad-CAM of up to MAX_PATHOLOGY_MAPS positive labels) or
             "all" (also the paper attention map and every label's Grad-CAM).
         reasoning_backend: a language-model backend for the optional clinical reasoning stage; None runs the
@@ -252,8 +257,18 @@ def run_analysis(
     return result
 
 
+def _gradcam_unrendered(classifier: Any, image: np.ndarray, label: str):
+    """A label's Grad-CAM without drawing its panels, when the classifier can defer the drawing."""
+    if "render" in inspect.signature(classifier.gradcam).parameters:
+        return classifier.gradcam(image, label, render=False)
+    return classifier.gradcam(image, label)
+
+
 def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", labels: list[str] | None = None) -> list[str]:
     """Compute heatmaps into `result.maps` (dicts) and `result.objects["heatmaps"]` (arrays).
+
+    The three-panel figures are not drawn here: drawing takes longer than computing a map, so each
+    `HeatmapResult` draws itself the first time it is shown or exported (`png()` / `ensure_panels()`).
 
     Returns the keys of the maps computed. Used by the pipeline and, lazily, by the Heatmap page.
     """
@@ -263,12 +278,12 @@ def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", 
     if detector is not None:
         from medsight.explain.anomaly_map import spatial_anomaly_map
 
-        heatmaps["spatial_anomaly"] = spatial_anomaly_map(detector, image)
+        heatmaps["spatial_anomaly"] = spatial_anomaly_map(detector, image, render=False)
         done.append("spatial_anomaly")
         if which == "all":
             from medsight.explain.attention import paper_attention_map
 
-            heatmaps["paper_attention"] = paper_attention_map(detector, image)
+            heatmaps["paper_attention"] = paper_attention_map(detector, image, render=False)
             done.append("paper_attention")
     classifier = result.objects.get("classifier")
     if classifier is not None and result.pathology:
@@ -278,7 +293,7 @@ def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", 
             labels = list(probabilities) if which == "all" else positives[:MAX_PATHOLOGY_MAPS]
         for label in labels:
             key = f"pathology:{label}"
-            heatmaps[key] = classifier.gradcam(image, label)
+            heatmaps[key] = _gradcam_unrendered(classifier, image, label)
             done.append(key)
     for key in done:
         result.maps[key] = heatmaps[key].to_dict()

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as _dt
 import io
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -159,6 +160,8 @@ class History:
     def __init__(self, db_path: str | Path):
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # owner-only from the start; SQLite gives -wal/-shm the same mode
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.RLock()
         # One connection shared across Streamlit's script threads; every use holds the lock.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)

@@ -14,12 +14,11 @@ from medsight.report.figures import pathology_bars, score_gauge
 from pages import _shared as ui
 
 RISK_COLOURS = {"High": "red", "Moderate": "orange", "Low": "green"}
-STAGE_ICONS = {"ok": "✅", "skipped": "⏭️", "failed": "❌"}
 
 
 def _model_or_none(slot: str) -> Any:
     try:
-        return ui.get_model(slot).model
+        return ui.get_model(slot)
     except registry.ModelUnavailable:
         return None  # the pipeline records the stage as skipped with the registry's explanation
 
@@ -177,7 +176,7 @@ def _reasoning_block(reasoning: dict | None) -> None:
 def _stages_block(analysis: dict) -> None:
     with st.expander("Processing stages, timings and model tiers", icon=":material/timer:"):
         st.dataframe(
-            [{"": STAGE_ICONS.get(s["status"], ""), "Stage": s["name"], "Status": s["status"],
+            [{"Stage": s["name"], "Status": s["status"],
               "Time (s)": round(s["seconds"], 3), "Tier": s.get("tier", ""), "Note": s.get("message", "")}
              for s in analysis.get("stages", [])],
             hide_index=True, width="stretch",

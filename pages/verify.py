@@ -11,7 +11,8 @@ from pages import _shared as ui
 
 BOX = "verify_report_box"
 RESULT = "verification_result"
-STATUS_ICONS = {"pass": "✅", "fail": "❌", "n/a": "➖"}
+# Material icons render without an emoji font (some Linux workstations have none).
+STATUS_ICONS = {"pass": ":green[:material/check_circle:]", "fail": ":red[:material/cancel:]", "n/a": ":gray[:material/remove:]"}
 SEVERITY_COLOURS = {"critical": "red", "major": "orange", "minor": "gray"}
 
 
@@ -286,8 +287,10 @@ def main() -> None:
     cols[2].metric("Critical", summary["critical"])
     cols[3].metric("Suggested edits", summary["edits"])
     for note in result.get("notices", []) + result.get("page_notes", []):
-        st.caption(f"ℹ️ {note}")
-    tabs = st.tabs(["Checklist", "Discrepancies", "Suggested edits", "Similar cases", "Backend & timing"])
+        st.caption(f":material/info: {note}")
+    # A key keeps the chosen tab across the reruns that ticking an edit or applying edits cause.
+    tabs = st.tabs(["Checklist", "Discrepancies", "Suggested edits", "Similar cases", "Backend & timing"],
+                   key="verify_tabs", on_change="rerun")
     with tabs[0]:
         _checklist_tab(result)
     with tabs[1]:

@@ -59,7 +59,7 @@ if result:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Duration", f"{result['duration']:.1f} s")
     c2.metric("Language", result["language"])
-    c3.metric("Model", f"{result['engine']} · {result['model']}")
+    c3.metric("Model", result["model"], help=f"Engine: {result['engine']}")
     c4.metric("Time taken", f"{result['seconds']:.1f} s", help="Real-time factor "
               f"{result['seconds'] / max(result['duration'], 1e-6):.2f}")
     st.text_area("Transcript (edit before sending)", key="voice_text", height=180)

@@ -90,6 +90,7 @@ def test_progress_called_for_every_stage_and_result_serialises(image):
         progress=lambda name, i, n: seen.append((name, i, n)),
     )
     assert [s[1] for s in seen] == list(range(1, len(result.stages) + 1))
+    assert {s[2] for s in seen} == {len(result.stages)}, "the progress total must match the stage count"
     assert all(s.seconds >= 0 for s in result.stages)
     data = json.loads(json.dumps(result.to_dict()))
     assert "objects" not in data and data["study"]["study_id"] == "s1"

@@ -665,7 +665,7 @@ class TemplateEngine:
             parts.append(self._cite(threshold, 1, prefer=("below", "negative")))
         risk = self.context.get("risk")
         if risk:
-            reasons = "; ".join(risk.get("reasons") or [])
+            reasons = "; ".join(str(r).rstrip(". ") for r in risk.get("reasons") or [])
             parts.append(f"The fusion stage rates the risk as {risk['level']}" + (f" ({reasons})." if reasons else "."))
         if not self.retrieved:
             parts.append(self._no_sources())
@@ -723,7 +723,7 @@ class TemplateEngine:
                      + (" (uncertain: supported only near threshold)" if d.uncertain else "")
                      for i, d in enumerate(items[:5], start=1)]
             parts.append("Conditions to consider, ranked by the documented rules from this study's model findings "
-                         "(a ranking aid, not probabilities of disease):\n" + "\n".join(lines) + "\n")
+                         "(a ranking aid, not probabilities of disease):\n\n" + "\n".join(lines) + "\n\n")
         for note in self._notes()[:2]:
             parts.append(self._cite(note, 1, prefer=("overlap", "causes", "similar", "mimic", "include"),
                                     query="causes include overlaps with mimic differential"))

@@ -180,7 +180,8 @@ def load_study(
 
             from medsight.ingest.dicom import load_dicom, read_dicom
 
-            ds = read_dicom(data)
+            # A deflated data set may hold at most ~8 bytes per accepted pixel plus headers.
+            ds = read_dicom(data, max_inflated=max(64 * 2**20, 8 * int(max_pixels)))
             if ds is None:
                 raise IngestError(f"This file is {_describe_non_image(data)}, not a supported image. {_SUPPORTED}")
             return load_dicom(

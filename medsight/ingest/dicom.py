@@ -45,7 +45,41 @@ def _plausible_raw_dataset(data: bytes) -> bool:
     )
 
 
-def read_dicom(data: bytes) -> Any | None:
+def refuse_deflate_bomb(data: bytes, max_inflated: int) -> None:
+    """Refuse a Deflated Explicit VR data set that would inflate beyond `max_inflated` bytes.
+
+    pydicom inflates a deflated data set whole before anything can be checked, so a small upload could
+    allocate gigabytes; the header is read first and the stream inflated with a hard output limit.
+
+    Raises:
+        IngestError: when the inflated data set would exceed the limit.
+    """
+    import zlib
+
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    handle = io.BytesIO(data)
+    try:
+        read_preamble(handle, False)
+        meta = _read_file_meta_info(handle)
+    except Exception:
+        return  # not a well-formed file header; the normal reader reports it
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(handle.read(), max_inflated + 1)
+    except zlib.error:
+        raise IngestError("The deflated DICOM data set is corrupt and could not be read.") from None
+    if len(inflated) > max_inflated or inflater.unconsumed_tail:
+        raise IngestError(
+            f"The deflated DICOM data set expands to more than {max_inflated // 2**20} MB "
+            "(possible decompression bomb); it was refused."
+        )
+
+
+def read_dicom(data: bytes, max_inflated: int = 640 * 2**20) -> Any | None:
     """Parse ``data`` as DICOM, or return None when it is not DICOM at all.
 
     A file with the "DICM" marker is read normally. Without it (raw data sets written with no
@@ -59,6 +93,8 @@ def read_dicom(data: bytes) -> Any | None:
     from pydicom.errors import InvalidDicomError
 
     has_marker = len(data) >= 132 and data[128:132] == b"DICM"
+    if has_marker:
+        refuse_deflate_bomb(data, max_inflated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

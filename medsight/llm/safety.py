@@ -29,9 +29,17 @@ _INJECTION_PATTERNS: list[tuple[str, str]] = [
                        r"[^.\n]{0,20}\b(yes|ok|text|xml|yaml|html|markdown|the word)"),
     ("prompt_exfiltration", r"\b(reveal|print|show|repeat|leak)\b[^.\n]{0,30}\b(system prompt|instructions|"
                             r"hidden prompt|your prompt)"),
-    ("fence_escape", r"<<<\s*(end|begin)|END[_ ]OF[_ ](DATA|REPORT)|BEGIN[_ ](DATA|REPORT)"),
+    # Our fences are "<<<BEGIN DATA ...>>>"; real reports often end "END OF REPORT", which is not an escape.
+    ("fence_escape", r"<<<\s*(end|begin)|END[_ ]OF[_ ]DATA|BEGIN[_ ]DATA"),
+    ("addressed_to_model", r"\b(note|message|instructions?|policy|order|reminder)\s+(to|for)\s+(the\s+|all\s+)?"
+                           r"(ai|assistants?|models?|llms?|chatbots?|language models?|ai models?)\b|<!--.*?-->"),
+    ("markup_role", r"</?\s*(passage|data|document|context|system|instructions?)\s*>|(^|\n|\.\s)\s*(human|user)\s*:"),
+    ("verdict_forcing_2", r"\b(output|print|say|reply|respond|answer)\b[^.\n]{0,20}\b(approved|the word \w+)\b"
+                          r"|\bdo not mention\b[^.\n]{0,30}\b(discrepanc|error|finding)|\bregardless of the "
+                          r"(report|question|data)\b|\b(translate|print|reveal)\b[^.\n]{0,20}\b(hidden|secret|system)\s+"
+                          r"(instructions|prompt|rules)"),
 ]
-_INJECTION_RES = [(name, re.compile(pattern, re.I)) for name, pattern in _INJECTION_PATTERNS]
+_INJECTION_RES = [(name, re.compile(pattern, re.I | re.S)) for name, pattern in _INJECTION_PATTERNS]
 
 
 @dataclass

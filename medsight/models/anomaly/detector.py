@@ -192,7 +192,10 @@ class AnomalyDetector:
                  feature_norm: FeatureStandardizer | None = None) -> None:
         self.device = torch.device(device)
         self.feature_norm = feature_norm.to(self.device) if feature_norm is not None else None
-        self.extractor = extractor.to(self.device).freeze()
+        # Channels-last weights make oneDNN run every convolution in NHWC without layout reorders around
+        # each layer: faster on CPU, same scores (differences ~1e-6). Converted here, after the weights are
+        # set: random initialisation into a channels-last tensor would draw the values in another order.
+        self.extractor = extractor.to(self.device).freeze().to(memory_format=torch.channels_last)
         self.vae = vae.to(self.device).eval()
         self.vit = vit.to(self.device).eval()
         for module in (self.vae, self.vit):
