@@ -264,3 +264,19 @@ def test_map_side_convention_matches_phantom_laterality(phantoms):
         finding = phantom.labels[0]
         assert side_of_map(phantom.masks[finding].astype(np.float32)) == phantom.laterality[finding]
     assert side_of_peak([5, 50], [100, 100]) is None and side_of_peak([5, 90], [100, 100]) == "left"
+
+
+def test_negation_in_findings_and_impression_gets_an_edit_each():
+    """Accepting every edit must not leave the impression denying what the findings now state."""
+    from medsight.verify import verify_report
+    from medsight.verify.edits import apply_edits
+
+    analysis = {"pathology": {"probabilities": {"Effusion": 0.9}, "thresholds": {"Effusion": 0.5},
+                              "positives": ["Effusion"], "tier": "demo"}}
+    report = "FINDINGS: The heart is normal. No pleural effusion. No pneumothorax.\nIMPRESSION: No pleural effusion."
+    result = verify_report(report, analysis)
+    negation_edits = [e for e in result.edits if "instead of negating" in e.title]
+    assert len(negation_edits) == 2
+    fixed = apply_edits(result.report_text, result.edits, [e.id for e in negation_edits])
+    assert "No pleural effusion" not in fixed and fixed.count("leural effusion") == 2
+    assert "No pneumothorax." in fixed

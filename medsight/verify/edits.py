@@ -149,12 +149,17 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                 if edit:
                     edits.append(edit)
         elif d.kind == "negated":
+            # Every sentence that negates the finding gets its own edit (FINDINGS and IMPRESSION alike), so
+            # accepting them all cannot leave the report contradicting itself.
+            restated_in_impression = False
+            edited_sentences: set[int] = set()
             for m in facts.findings():
                 if m.finding != d.finding or m.status != "negated" or not m.sentence:
                     continue
-                s0 = text.find(m.sentence)
-                if s0 < 0:
+                s0 = text.rfind(m.sentence, 0, m.start + len(m.sentence))  # the sentence holding this mention
+                if s0 < 0 or s0 in edited_sentences:
                     continue
+                edited_sentences.add(s0)
                 sentence = m.sentence
                 local = m.start - s0
                 stated = _side_phrase(side, d.finding) + "."
@@ -174,8 +179,9 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                                  f"State {display_name(d.finding)} instead of negating it", d.message, d.id)
                 if edit:
                     edits.append(edit)
-                break
-            if d.severity == "critical" and impression_end is not None and d.finding not in critical_added:
+                    restated_in_impression |= m.section == "IMPRESSION"
+            if (d.severity == "critical" and impression_end is not None and d.finding not in critical_added
+                    and not restated_in_impression):
                 edit = make_edit(text, impression_end, impression_end, " " + _side_phrase(side, d.finding) + ".",
                                  f"Call out {display_name(d.finding)} in the impression", d.message, d.id)
                 if edit:
