@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
+from medsight.report.figures import components_bars, score_gauge
 from pages import _shared as ui
 
 ANOMALY_SLOT = "anomaly.detector"
@@ -25,8 +26,6 @@ KIND_HELP = {
                        "features raise the anomaly score.",
     "pathology_gradcam": "Grad-CAM of one pathology label through DenseNet121's last dense block.",
 }
-COMPONENT_NAMES = {"recon": "Reconstruction (0.4·σ(z_recon))", "kl": "KL divergence (0.2·σ(z_KL))",
-                   "vit": "ViT scorer (0.4·s_ViT)"}
 
 
 def _load(slot: str) -> tuple[Any | None, str]:
@@ -77,50 +76,13 @@ def _remember(key: tuple, result: HeatmapResult) -> None:
         cache.pop(next(iter(cache)))
 
 
-def _gauge(score: float, threshold: float | None, title: str):
-    import plotly.graph_objects as go
-
-    gauge: dict[str, Any] = {
-        "axis": {"range": [0, 1], "tickwidth": 1},
-        "bar": {"color": "#f2a900"},
-        "bgcolor": "#1b1f27",
-    }
-    if threshold is not None:
-        gauge["steps"] = [{"range": [0, threshold], "color": "#203a2c"}, {"range": [threshold, 1], "color": "#4a2222"}]
-        gauge["threshold"] = {"line": {"color": "#fafafa", "width": 3}, "thickness": 0.85, "value": threshold}
-    figure = go.Figure(go.Indicator(
-        mode="gauge+number+delta" if threshold is not None else "gauge+number",
-        value=score,
-        number={"valueformat": ".3f"},
-        delta={"reference": threshold, "valueformat": ".3f",
-               "increasing": {"color": "#ff6b6b"}, "decreasing": {"color": "#5cb85c"}} if threshold is not None else None,
-        title={"text": title, "font": {"size": 14}},
-        gauge=gauge,
-    ))
-    figure.update_layout(height=230, margin={"l": 20, "r": 20, "t": 50, "b": 10}, paper_bgcolor="rgba(0,0,0,0)",
-                         font={"color": "#fafafa"})
-    return figure
-
-
-def _components_chart(components: dict[str, float]):
-    import plotly.graph_objects as go
-
-    names = [COMPONENT_NAMES.get(k, k) for k in components]
-    figure = go.Figure(go.Bar(x=list(components.values()), y=names, orientation="h", marker_color="#e8590c",
-                              text=[f"{v:.3f}" for v in components.values()], textposition="auto"))
-    figure.update_layout(height=200, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"range": [0, 0.4]},
-                         title={"text": "Fused score = sum of the three terms", "font": {"size": 13}},
-                         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": "#fafafa"})
-    return figure
-
-
 def _score_panel(result: HeatmapResult, provenance: Any, threshold: float | None) -> None:
     details = result.details or {}
     left, middle, right = st.columns([1.1, 1.3, 1.2])
     with left:
         if result.score is not None:
             title = "Anomaly score" if result.kind != "pathology_gradcam" else f"P({result.label})"
-            st.plotly_chart(_gauge(float(result.score), None if threshold is None else float(threshold), title),
+            st.plotly_chart(score_gauge(float(result.score), None if threshold is None else float(threshold), title),
                             width="stretch", key=f"gauge_{result.kind}")
             if threshold is not None:
                 above = float(result.score) >= float(threshold)
@@ -129,7 +91,7 @@ def _score_panel(result: HeatmapResult, provenance: Any, threshold: float | None
     with middle:
         components = details.get("components")
         if components:
-            st.plotly_chart(_components_chart({k: float(v) for k, v in components.items()}), width="stretch",
+            st.plotly_chart(components_bars({k: float(v) for k, v in components.items()}), width="stretch",
                             key=f"components_{result.kind}")
             raw = {k: details[k] for k in ("recon_error", "kl_divergence", "vit_score") if k in details}
             if raw:

@@ -174,34 +174,10 @@ def read_dicom_folder(root: str | Path, normal_names: Sequence[str] = NORMAL_NAM
 
 
 def phantom_plan(n: int, seed: int = 0, normal_fraction: float = 0.5) -> list[tuple[int, tuple[str, ...]]]:
-    """(phantom seed, findings) of `medsight.synthetic.generate_dataset(n, seed, ...)`, without rendering.
+    """(phantom seed, findings) of `medsight.synthetic.generate_dataset(n, seed, ...)`, without rendering."""
+    from medsight.synthetic import dataset_plan
 
-    Same seeds and findings as `generate_dataset`, so phantoms can be rendered one at a time instead of
-    holding the whole set in memory.
-    """
-    from medsight.synthetic import FINDINGS
-
-    if n < 0 or not 0.0 <= normal_fraction <= 1.0:
-        raise ValueError("n must be non-negative and normal_fraction within [0, 1].")
-    rng = np.random.default_rng([int(seed) % (2**63), 99])
-    is_normal = np.zeros(n, bool)
-    is_normal[: int(round(n * normal_fraction))] = True
-    rng.shuffle(is_normal)
-    offset = int(rng.integers(len(FINDINGS)))
-    plan, j = [], 0
-    for i in range(n):
-        child = int(np.random.SeedSequence([int(seed) % (2**63), i]).generate_state(1)[0])
-        if is_normal[i]:
-            chosen: tuple[str, ...] = ()
-        else:
-            primary = FINDINGS[(offset + j) % len(FINDINGS)]
-            j += 1
-            chosen = (primary,)
-            if rng.random() < 0.25:
-                others = [f for f in FINDINGS if f != primary]
-                chosen += (others[int(rng.integers(len(others)))],)
-        plan.append((child, chosen))
-    return plan
+    return dataset_plan(n, seed, normal_fraction)
 
 
 def phantom_samples(n: int, seed: int = 0, size: int = 512, normal_fraction: float = 0.5) -> list[Sample]:

@@ -42,6 +42,7 @@ __all__ = [
     "SYNTHETIC_LABEL",
     "Phantom",
     "cardiothoracic_ratio",
+    "dataset_plan",
     "generate_dataset",
     "generate_phantom",
     "write_jpeg",
@@ -210,6 +211,17 @@ def generate_dataset(n: int, seed: int = 0, size: int = 512, normal_fraction: fl
     Raises:
         ValueError: negative ``n`` or ``normal_fraction`` outside [0, 1].
     """
+    return [generate_phantom(child, size=size, findings=chosen) for child, chosen in dataset_plan(n, seed, normal_fraction)]
+
+
+def dataset_plan(n: int, seed: int = 0, normal_fraction: float = 0.5) -> list[tuple[int, tuple[str, ...]]]:
+    """(phantom seed, findings) of each phantom `generate_dataset` makes, without rendering any.
+
+    Lets training code render phantoms one at a time instead of holding a whole set in memory.
+
+    Raises:
+        ValueError: negative ``n`` or ``normal_fraction`` outside [0, 1].
+    """
     if n < 0:
         raise ValueError("n must be non-negative.")
     if not 0.0 <= normal_fraction <= 1.0:
@@ -220,7 +232,7 @@ def generate_dataset(n: int, seed: int = 0, size: int = 512, normal_fraction: fl
     is_normal[:n_normal] = True
     rng.shuffle(is_normal)
     offset = int(rng.integers(len(FINDINGS)))
-    out, j = [], 0
+    plan, j = [], 0
     for i in range(n):
         child = int(np.random.SeedSequence([int(seed) % (2**63), i]).generate_state(1)[0])
         if is_normal[i]:
@@ -232,8 +244,8 @@ def generate_dataset(n: int, seed: int = 0, size: int = 512, normal_fraction: fl
             if rng.random() < 0.25:
                 others = [f for f in FINDINGS if f != primary]
                 chosen += (others[int(rng.integers(len(others)))],)
-        out.append(generate_phantom(child, size=size, findings=chosen))
-    return out
+        plan.append((child, chosen))
+    return plan
 
 
 def _as_unit_image(phantom_or_array: Phantom | np.ndarray) -> np.ndarray:
