@@ -106,6 +106,14 @@ def render_section(results: dict) -> str:
                       f"{_fmt(batch['anomaly_only']['images_per_second'])} images/s anomaly only, "
                       f"{_fmt(batch.get('anomaly_and_pathology', {}).get('images_per_second'))} images/s with the "
                       "pathology classifier."]
+    loads = [f"{name} {results[name]['load_average'][0]:g}" for name in
+             ("cold_start", "matmul", "efficiency", "warm", "batch", "retrieval")
+             if isinstance(results.get(name), dict) and results[name].get("load_average")]
+    if loads:
+        reruns = "; ".join(f"{', '.join(r['sections'])} re-measured at {r['created']}" for r in results.get("rerun") or [])
+        lines += ["", "One-minute load average when each section ended (2 cores; the benchmark itself accounts for "
+                      f"about 2, anything above that is other work sharing the cores): {', '.join(loads)}."
+                      + (f" {reruns}." if reruns else "")]
     notes = results.get("notes") or []
     if notes:
         lines += [""] + [f"- {note}" for note in notes]

@@ -241,6 +241,7 @@ def timing_only_classifier() -> Any:
     from medsight.models.pathology.torch_model import wrap_xrv_densenet
 
     spec = xrv.models.model_urls[XRV_WEIGHTS]
+    torch.manual_seed(0)  # the same random weights every run
     return PathologyClassifier(wrap_xrv_densenet(xrv.models.DenseNet(weights=None).eval()), list(spec["labels"]),
                                spec["op_threshs"], tier="timing-only", input_size=int(spec["input_resolution"]),
                                name="DenseNet-121 architecture, random weights (timing only)")
@@ -345,8 +346,11 @@ def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: i
 
     image = generate_phantom(3, findings=("effusion",)).image
     label = timing_clf.labels[0]
-    out["densenet121_gradcam_per_label"] = time_calls(lambda: timing_clf.gradcam_heat(image, label),
-                                                      runs=max(3, runs // 3), warmup=1).to_dict()
+    try:
+        out["densenet121_gradcam_per_label"] = time_calls(lambda: timing_clf.gradcam_heat(image, label),
+                                                          runs=max(3, runs // 3), warmup=1).to_dict()
+    except (OverflowError, ValueError) as exc:  # random weights can give logits beyond exp()'s range
+        out["densenet121_gradcam_per_label"] = {"error": f"{type(exc).__name__}: {exc}"}
     if compare:
         out["alternatives"] = (alternatives("VGG16 features", extractor, vgg_input, matmul_gflops, runs=max(3, runs // 2))
                                + alternatives("DenseNet-121", _Logits(timing_clf.net), dense_input, matmul_gflops,
@@ -639,48 +643,64 @@ def format_table(results: dict) -> str:
 # ------------------------------------------------------------------------------------------------- main
 
 def run(quick: bool = False, studies: int | None = None, out: Path = DEFAULT_OUT, cold_all_models: bool = True,
-        casebase_sizes: list[int] | None = None) -> dict:
-    """Run every section and write the JSON; returns the results dict."""
-    import torch
+        casebase_sizes: list[int] | None = None, only: list[str] | None = None) -> dict:
+    """Run the sections and write the JSON; returns the results dict.
 
+    With `only`, the named sections are measured again and merged into the existing JSON at `out`
+    (e.g. after another process disturbed them); the rest of that file is kept as it was.
+    """
     n_studies = studies or (3 if quick else 20)
     n_batch = max(n_studies, 8 if quick else 48)
     sizes = casebase_sizes or ([1000] if quick else [1000, 10_000, 100_000])
-    results: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "mode": "quick" if quick else "full", "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]),
-    }
-    section("machine", results, machine_info)
-    section("cold_start", results, lambda: run_cold_start(SAMPLE_STUDY, all_models=cold_all_models))
-    cold = results["cold_start"]
-    results["memory"] = {
-        "peak_rss_mb_analysis": cold.get("peak_rss_mb_analysis"), "peak_rss_mb_all": cold.get("peak_rss_mb_all"),
-        "rss_mb_all": cold.get("rss_mb_all"), "models": {**cold.get("models", {}), **cold.get("other_models", {})},
-        "measured_in": "the cold-start process: analysis models + first analysis, then every other locally "
-                       "available model slot",
-    } if "error" not in cold else {"error": "cold-start process failed; see cold_start"}
-    section("matmul", results, lambda: matmul_flops_per_second(2048, repeats=4 if quick else 8))
+    out = Path(out)
+    wanted = set(only or SECTIONS)
+    if only:
+        results: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        results.setdefault("rerun", []).append({
+            "sections": sorted(wanted), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "load_average_start": load_average()})
+    else:
+        results = {
+            "schema": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "mode": "quick" if quick else "full", "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]),
+        }
+        section("machine", results, machine_info)
+    if "cold_start" in wanted or "memory" in wanted:
+        section("cold_start", results, lambda: run_cold_start(SAMPLE_STUDY, all_models=cold_all_models))
+        cold = results["cold_start"]
+        results["memory"] = {
+            "peak_rss_mb_analysis": cold.get("peak_rss_mb_analysis"), "peak_rss_mb_all": cold.get("peak_rss_mb_all"),
+            "rss_mb_all": cold.get("rss_mb_all"), "models": {**cold.get("models", {}), **cold.get("other_models", {})},
+            "measured_in": "the cold-start process: analysis models + first analysis, then every other locally "
+                           "available model slot",
+        } if "error" not in cold else {"error": "cold-start process failed; see cold_start"}
+    if "matmul" in wanted or "efficiency" in wanted:
+        section("matmul", results, lambda: matmul_flops_per_second(2048, repeats=4 if quick else 8))
     detector, classifier, tiers = load_models()
     results["model_tiers"] = tiers
     matmul_gflops = _get(results, "matmul", "best_gflops") or 0.0
-    section("efficiency", results, lambda: run_efficiency(matmul_gflops, detector, classifier, runs=5 if quick else 15,
-                                                          compare=not quick))
-    with tempfile.TemporaryDirectory(prefix="medsight-bench-studies-") as tmp:
-        paths = make_studies(Path(tmp), n_batch)
-        if detector is None and classifier is None:
-            results["warm"] = {"error": "no image model available: " + json.dumps(tiers)}
-        else:
-            section("warm", results, lambda: run_warm(paths[:n_studies], detector, classifier))
-        section("batch", results, lambda: run_batch(paths, detector) if detector is not None
-                else {"error": "anomaly detector unavailable"})
-    section("retrieval", results, lambda: run_retrieval(sizes, n_queries=50 if quick else 200,
-                                                        hnsw_variants=[] if quick else HNSW_VARIANTS))
+    if "efficiency" in wanted:
+        section("efficiency", results, lambda: run_efficiency(matmul_gflops, detector, classifier,
+                                                              runs=5 if quick else 15, compare=not quick))
+    if wanted & {"warm", "batch"}:
+        with tempfile.TemporaryDirectory(prefix="medsight-bench-studies-") as tmp:
+            paths = make_studies(Path(tmp), n_batch)
+            if "warm" in wanted:
+                if detector is None and classifier is None:
+                    results["warm"] = {"error": "no image model available: " + json.dumps(tiers)}
+                else:
+                    section("warm", results, lambda: run_warm(paths[:n_studies], detector, classifier))
+            if "batch" in wanted:
+                section("batch", results, lambda: run_batch(paths, detector) if detector is not None
+                        else {"error": "anomaly detector unavailable"})
+    if "retrieval" in wanted:
+        section("retrieval", results, lambda: run_retrieval(sizes, n_queries=50 if quick else 200,
+                                                            hnsw_variants=[] if quick else HNSW_VARIANTS))
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["torch_threads_end"] = torch.get_num_threads()
     results["targets"] = target_rows(results)
     for name in SECTIONS:
         results.setdefault(name, {"error": "not run"})
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     return results
@@ -696,9 +716,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="case-base sizes (default 1000 10000 100000; quick 1000)")
     parser.add_argument("--no-all-models", action="store_true",
                         help="measure peak RSS with the analysis models only (skip loading every other slot)")
+    parser.add_argument("--only", nargs="+", choices=[s for s in SECTIONS if s != "machine"], default=None,
+                        help="measure only these sections again and merge them into the existing --out JSON")
     args = parser.parse_args(argv)
+    if args.only and not args.out.is_file():
+        parser.error(f"--only needs an existing results file ({args.out})")
     results = run(quick=args.quick, studies=args.studies, out=args.out, cold_all_models=not args.no_all_models,
-                  casebase_sizes=args.casebase_sizes)
+                  casebase_sizes=args.casebase_sizes, only=args.only)
     print()
     print(format_table(results))
     print(f"\nLoad average start {results['machine'].get('load_average_start')} → end "

@@ -43,8 +43,8 @@ def _similar_cases(study: Any, text: str, k: int, notes: list[str]) -> list[dict
         notes.append(str(exc))
         return []
     if not counts.get("case_reports") and not counts.get("case_images"):
-        notes.append("The case base is empty, so no similar cases were used. Build it with "
-                      "`python -m medsight.retrieval.build`.")
+        notes.append("The case base is empty, so no similar cases were used. Build it on the System page "
+                     "(Reference data) or with `python -m medsight.retrieval.build`.")
         return []
     image = getattr(study, "image", None) if counts.get("case_images") else None
     try:

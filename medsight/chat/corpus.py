@@ -562,16 +562,17 @@ def build_default_corpus(kb: KnowledgeBase, progress: ProgressFn | None = None,
 
 def default_corpus_complete(kb: KnowledgeBase, medline_files: Sequence[Path] | None = None) -> bool:
     """True when the notes and every default MEDLINE file's cached abstracts are stored (cheap check: the
-    cache files exist and the collection holds at least that many passages)."""
+    cache files exist and the collection holds at least that many distinct passages; a PMID present in two
+    baseline files is stored once)."""
     files = default_medline_files() if medline_files is None else list(medline_files)
-    expected = len(note_passages())
+    pmids: set[str] = set()
     for path in files:
         cached = existing_cache(path, kb.settings)
         if not cached.is_file():
             return False
         with gzip.open(cached, "rt", encoding="utf-8") as handle:
-            expected += sum(1 for line in handle if line.strip())
-    return kb.count() >= expected
+            pmids.update(str(json.loads(line).get("pmid")) for line in handle if line.strip())
+    return kb.count() >= len(note_passages()) + len(pmids)
 
 
 # --------------------------------------------------------------------------------------------- CLI
