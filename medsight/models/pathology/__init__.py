@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.special import expit as scipy_expit
 
 from medsight import registry
 from medsight.config import Settings
@@ -262,7 +263,7 @@ class PathologyClassifier:
         heat = np.zeros(gray.shape, np.float32)
         heat[box.top:box.top + box.size, box.left:box.left + box.size] = out.heat[0]
         logit = float(out.scores[0])
-        raw = 1.0 / (1.0 + math.exp(-logit))
+        raw = float(scipy_expit(logit))  # stable for very negative logits, where exp(-logit) overflows
         threshold = self.operating_thresholds[index]
         calibrated = float(op_norm(np.array([raw]), np.array([threshold]))[0])
         details = {
