@@ -181,6 +181,22 @@ def _load_state(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)  # our own work file
 
 
+def _resume(state_path: Path | None, resume: bool, model: nn.Module, opt, gen: torch.Generator, sched=None):
+    """Restore a phase's work file: (start epoch, best loss, best state, bad epochs, history, finished)."""
+    saved = _load_state(state_path) if (resume and state_path) else None
+    if saved is None:
+        return 0, math.inf, None, 0, [], False
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    if sched is not None:
+        sched.load_state_dict(saved["sched"])
+    gen.set_state(saved["gen"])
+    torch.set_rng_state(saved["rng"])
+    if saved.get("done"):
+        model.load_state_dict(saved["best_state"])
+    return saved["epoch"], saved["best"], saved["best_state"], saved["bad"], saved["history"], bool(saved.get("done"))
+
+
 def train_vae(train_x: np.ndarray, val_x: np.ndarray, cfg: TrainConfig, work_dir: Path | None = None,
               resume: bool = False, tag: str = "phase1_vae", progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Phase 1: VAE on normal feature vectors; returns the best (lowest validation loss) model and history."""
@@ -196,20 +212,10 @@ def train_vae(train_x: np.ndarray, val_x: np.ndarray, cfg: TrainConfig, work_dir
     gen = torch.Generator().manual_seed(cfg.seed)
     x_train = torch.from_numpy(train_x).float().to(device)
     x_val = torch.from_numpy(val_x).float().to(device)
-    start, best, best_state, bad, history = 0, math.inf, None, 0, []
     state_path = work_dir / f"{tag}.pt" if work_dir else None
-    saved = _load_state(state_path) if (resume and state_path) else None
-    if saved is not None:
-        vae.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["rng"])
-        start, best, best_state, bad, history = (saved["epoch"], saved["best"], saved["best_state"], saved["bad"],
-                                                 saved["history"])
-        if saved.get("done"):
-            vae.load_state_dict(best_state)
-            return vae.eval(), history
+    start, best, best_state, bad, history, done = _resume(state_path, resume, vae, opt, gen, sched)
+    if done:
+        return vae.eval(), history
     bar = tqdm(range(start, cfg.vae_epochs), desc="phase 1 VAE", unit="epoch", disable=not progress)
     for epoch in bar:
         vae.train()
@@ -280,19 +286,10 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     bce = nn.BCELoss()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start, best, best_state, bad, history = 0, math.inf, None, 0, []
     state_path = work_dir / f"{tag}.pt" if work_dir else None
-    saved = _load_state(state_path) if (resume and state_path) else None
-    if saved is not None:
-        vit.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["rng"])
-        start, best, best_state, bad, history = (saved["epoch"], saved["best"], saved["best_state"], saved["bad"],
-                                                 saved["history"])
-        if saved.get("done"):
-            vit.load_state_dict(best_state)
-            return vit.eval(), history
+    start, best, best_state, bad, history, done = _resume(state_path, resume, vit, opt, gen)
+    if done:
+        return vit.eval(), history
     two_classes = len(np.unique(val_y)) == 2
     bar = tqdm(range(start, cfg.vit_epochs), desc="phase 2 ViT", unit="epoch", disable=not progress)
     for epoch in bar:
