@@ -197,6 +197,17 @@ def _resume(state_path: Path | None, resume: bool, model: nn.Module, opt, gen: t
     return saved["epoch"], saved["best"], saved["best_state"], saved["bad"], saved["history"], bool(saved.get("done"))
 
 
+def _save_progress(state_path: Path, model: nn.Module, opt, gen: torch.Generator, epoch: int, best: float,
+                   best_state, bad: int, history: list, done: bool, sched=None) -> None:
+    """Write a phase's work file (the counterpart of `_resume`)."""
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+             "rng": torch.get_rng_state(), "epoch": epoch, "best": best, "best_state": best_state, "bad": bad,
+             "history": history, "done": done}
+    if sched is not None:
+        state["sched"] = sched.state_dict()
+    _save_state(state_path, state)
+
+
 def train_vae(train_x: np.ndarray, val_x: np.ndarray, cfg: TrainConfig, work_dir: Path | None = None,
               resume: bool = False, tag: str = "phase1_vae", progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Phase 1: VAE on normal feature vectors; returns the best (lowest validation loss) model and history."""
@@ -249,10 +260,8 @@ def train_vae(train_x: np.ndarray, val_x: np.ndarray, cfg: TrainConfig, work_dir
         bar.set_postfix(val=f"{val_loss:.5f}", recon=f"{val_recon:.5f}", kl=f"{val_kl:.3f}")
         stop = bad >= cfg.patience
         if state_path:
-            _save_state(state_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                     "gen": gen.get_state(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                                     "best": best, "best_state": best_state, "bad": bad, "history": history,
-                                     "done": stop or epoch + 1 == cfg.vae_epochs})
+            _save_progress(state_path, vae, opt, gen, epoch + 1, best, best_state, bad, history,
+                           stop or epoch + 1 == cfg.vae_epochs, sched)
         if stop:
             break
     bar.close()
@@ -327,10 +336,8 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
         bar.set_postfix(val=f"{val_loss:.4f}", auroc=f"{val_auc:.3f}")
         stop = bad >= cfg.patience
         if state_path:
-            _save_state(state_path, {"model": vit.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                     "rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
-                                     "best_state": best_state, "bad": bad, "history": history,
-                                     "done": stop or epoch + 1 == cfg.vit_epochs})
+            _save_progress(state_path, vit, opt, gen, epoch + 1, best, best_state, bad, history,
+                           stop or epoch + 1 == cfg.vit_epochs)
         if stop:
             break
     bar.close()
