@@ -157,6 +157,18 @@ def sign_in(page, username: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def pick_sample(page, name: str) -> None:
+    """Choose a bundled sample study in the study picker and wait until it is open."""
+    from playwright.sync_api import expect
+
+    page.get_by_text("Sample study", exact=True).first.click()
+    wait_idle(page)
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample study").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    wait_idle(page)
+    expect(page.get_by_text(name).first).to_be_visible()
+
+
 def open_page(page, label: str, title: str | None = None) -> None:
     """Click a sidebar navigation link and wait until that page has run to its end."""
     from playwright.sync_api import expect

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e2e_support import AppServer, add_account, assert_clean, new_page, open_page, screenshot, sign_in, wait_idle
+from e2e_support import (AppServer, add_account, assert_clean, new_page, open_page, pick_sample, screenshot, sign_in,
+                         wait_idle)
 from medsight.storage import History
 
 USER_A, PASSWORD_A = "reader-a", "password-of-reader-a-51"
@@ -163,17 +164,6 @@ def pages(browser, server):
         page.context.close()
 
 
-def _pick_sample(page, name: str) -> None:
-    from playwright.sync_api import expect
-
-    page.get_by_text("Sample study", exact=True).first.click()
-    wait_idle(page)
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample study").first.click()
-    page.get_by_role("option", name=name, exact=True).click()
-    wait_idle(page)
-    expect(page.get_by_text(name).first).to_be_visible()
-
-
 def _upload(page, name: str, data: bytes, mime: str = "image/png") -> None:
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
         files=[{"name": name, "mimeType": mime, "buffer": data}])
@@ -256,9 +246,9 @@ def test_03_two_users_at_once_see_only_their_own_data(server, pages):
 
     page_a, page_b = pages("a"), pages("b")
     open_page(page_a, "Analyze")
-    _pick_sample(page_a, SAMPLE_A)
+    pick_sample(page_a, SAMPLE_A)
     open_page(page_b, "Analyze")
-    _pick_sample(page_b, SAMPLE_B)
+    pick_sample(page_b, SAMPLE_B)
     # Each sidebar shows its own user and study.
     sidebar_a = page_a.locator('[data-testid="stSidebar"]').inner_text()
     sidebar_b = page_b.locator('[data-testid="stSidebar"]').inner_text()
@@ -280,7 +270,7 @@ def test_04_kill_mid_analysis_then_restart(server, pages, browser):
 
     page = pages("a")
     open_page(page, "Analyze")
-    _pick_sample(page, SAMPLE_A)
+    pick_sample(page, SAMPLE_A)
     page.get_by_role("button", name="Analyze", exact=True).click()
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"^(COMPLETE|PARTIAL) —")).first).to_be_visible()
@@ -294,7 +284,7 @@ def test_04_kill_mid_analysis_then_restart(server, pages, browser):
     assert len(committed) == 1
 
     # A second analysis; the server is killed while it runs.
-    _pick_sample(page, SAMPLE_A2)
+    pick_sample(page, SAMPLE_A2)
     page.get_by_role("button", name="Analyze", exact=True).click()
     expect(page.get_by_text("Analysing…").first).to_be_visible()
     server.kill()

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from e2e_support import (ARTIFACTS, ROOT, AppServer, add_account, assert_clean, new_page, open_page, screenshot,
-                         sign_in, wait_idle)
+from e2e_support import (ARTIFACTS, ROOT, AppServer, add_account, assert_clean, new_page, open_page, pick_sample,
+                         screenshot, sign_in, wait_idle)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,22 +67,11 @@ def page(browser, app):
     page.context.close()
 
 
-def _pick_sample(page, name: str) -> None:
-    from playwright.sync_api import expect
-
-    page.get_by_text("Sample study", exact=True).first.click()
-    wait_idle(page)
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Sample study").first.click()
-    page.get_by_role("option", name=name, exact=True).click()
-    wait_idle(page)
-    expect(page.get_by_text(name).first).to_be_visible()
-
-
 def _analyse(page, name: str) -> None:
     from playwright.sync_api import expect
 
     open_page(page, "Analyze")
-    _pick_sample(page, name)
+    pick_sample(page, name)
     page.get_by_role("button", name="Analyze", exact=True).click()
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"^(COMPLETE|PARTIAL) —")).first).to_be_visible()
