@@ -1,7 +1,7 @@
 """Heatmap: where in the image the models look, drawn over the current study.
 
 Other pages can pre-select a map before `st.switch_page`: set `st.session_state["heatmap_kind"]` to
-"paper_attention", "spatial_anomaly" or "pathology_gradcam" and, for the last, `st.session_state["heatmap_label"]`.
+"paper_attention", "patch_deviation", "spatial_anomaly" or "pathology_gradcam" and, for the last, `st.session_state["heatmap_label"]`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ CACHE_SIZE = 8  # maps kept per session (each holds the radiograph and the map a
 KIND_HELP = {
     "paper_attention": "The published method. Not an image-region map: it shows the ViT's attention over 8 "
                        "segments of the latent code, laid out on the image for illustration only.",
+    "patch_deviation": "Each position of the last VGG16 block compared with the same position in normal "
+                       "training images: where the image's features leave the normal range. Normal areas stay "
+                       "dark.",
     "spatial_anomaly": "Grad-CAM of the fused anomaly score through the last VGG16 block: where image "
-                       "features raise the anomaly score.",
+                       "features raise the anomaly score. Localises findings poorly (see the model card); "
+                       "the deviation map is the better guide to where.",
     "pathology_gradcam": "Grad-CAM of one pathology label through DenseNet121's last dense block.",
 }
 
@@ -96,6 +100,13 @@ def _score_panel(result: HeatmapResult, provenance: Any, threshold: float | None
             raw = {k: details[k] for k in ("recon_error", "kl_divergence", "vit_score") if k in details}
             if raw:
                 st.caption(" · ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in raw.items()))
+        if details.get("peak_threshold") is not None:
+            unusual = bool(details.get("peak_unusual"))
+            st.metric("Peak deviation from normal", f"{float(details['peak_deviation']):.1f}",
+                      delta="above the normal range" if unusual else "within the normal range",
+                      delta_color="inverse" if unusual else "off",
+                      help=f"Largest per-position distance from normal features; 95 % of normal images stay "
+                           f"below {float(details['peak_threshold']):.1f}.")
     with right:
         if provenance is not None:
             ui.tier_badge(provenance, details=True)
@@ -138,12 +149,17 @@ def main() -> None:
     requested = st.session_state.pop("heatmap_kind", None)
     if requested in kinds:
         st.session_state["heatmap_kind_choice"] = requested
-    st.session_state.setdefault("heatmap_kind_choice", "spatial_anomaly")
-    captions = [
-        "published method · not spatial" if anomaly else "not available: anomaly detector missing",
-        "Grad-CAM of the anomaly score" if anomaly else "not available: anomaly detector missing",
-        "per-label Grad-CAM" if pathology else "not available in this build",
-    ]
+    has_patch_model = anomaly is not None and getattr(anomaly.model, "patch_model", None) is not None
+    st.session_state.setdefault("heatmap_kind_choice", "patch_deviation" if has_patch_model else "spatial_anomaly")
+    no_detector = "not available: anomaly detector missing"
+    captions = {
+        "paper_attention": "published method · not spatial" if anomaly else no_detector,
+        "patch_deviation": ("deviation from normal, per position" if has_patch_model
+                            else "not available: no model of normal features fitted" if anomaly else no_detector),
+        "spatial_anomaly": "Grad-CAM of the anomaly score" if anomaly else no_detector,
+        "pathology_gradcam": "per-label Grad-CAM" if pathology else "not available in this build",
+    }
+    captions = [captions[k] for k in kinds]
     controls, preview = st.columns([1, 3])
     with controls:
         kind = st.radio("Map", kinds, format_func=MAP_LABELS.get, captions=captions, key="heatmap_kind_choice")

@@ -120,3 +120,31 @@ def test_heatmap_page_without_study_asks_for_one(logged_in_app):
     at.switch_page(PAGE).run()
     assert not at.exception
     assert any("Open a study" in i.value for i in at.info)
+
+
+def test_heatmap_page_opens_on_the_deviation_map_with_the_shipped_demo(logged_in_app, study):
+    from medsight import registry
+
+    registry.clear_cache()
+    try:
+        detector = registry.load("anomaly.detector").model
+    except registry.ModelUnavailable as exc:
+        pytest.skip(f"no anomaly detector weights in this build: {exc}")
+    if detector.patch_model is None:
+        pytest.skip("no patch model for the shipped detector")
+    at = _open_page(logged_in_app, study)
+    assert not at.error, [e.value for e in at.error]
+    assert at.radio(key="heatmap_kind_choice").value == "patch_deviation"
+    result = at.session_state["heatmap_cache"][(study.study_id, "patch_deviation", "")]
+    assert result.heat.shape == study.image.shape and result.details["peak_threshold"] > 0
+    metric = at.metric[0]
+    assert metric.label == "Peak deviation from normal"
+    assert float(metric.value) == pytest.approx(result.details["peak_deviation"], abs=0.05)
+    assert "normal range" in metric.delta
+
+
+def test_heatmap_page_deviation_map_without_patch_model_says_how_to_fit_one(logged_in_app, study, detector_in_home):
+    at = _open_page(logged_in_app, study)
+    at.radio(key="heatmap_kind_choice").set_value("patch_deviation").run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("fit_patch_model" in e.value for e in at.error)

@@ -1,6 +1,7 @@
 """Evaluate how well the anomaly detector's maps localise findings on phantoms with ground-truth masks.
 
-For each abnormal phantom, both maps are computed — the spatial anomaly map (Grad-CAM of the fused score)
+For each abnormal phantom, the detector's maps are computed — the deviation-from-normal map (per-position
+model of normal features, when the detector has one), the spatial anomaly map (Grad-CAM of the fused score)
 and the published latent-attention map (not spatial by construction; included to show it) — and compared
 with the union of the finding masks: pointing-game hit, IoU of the top-x % region and share of map energy
 inside the mask, each next to its chance level (mask area fraction; for the pointing game also the stricter
@@ -26,8 +27,9 @@ import numpy as np
 
 from medsight.config import PROJECT_ROOT
 
-MAPS = ("spatial_anomaly", "paper_attention")
+MAPS = ("patch_deviation", "spatial_anomaly", "paper_attention")
 MAP_TITLES = {
+    "patch_deviation": "Deviation from normal (per position)",
     "spatial_anomaly": "Spatial anomaly map (Grad-CAM)",
     "paper_attention": "Latent attention (paper)",
     "pathology_gradcam": "Pathology Grad-CAM (own label)",
@@ -46,14 +48,19 @@ def abnormal_phantoms(n: int, seed: int, size: int, findings: Sequence[str]) -> 
 
 
 def anomaly_map_functions(detector: Any) -> dict[str, MapFn]:
-    """The anomaly detector's two maps as phantom → HeatmapResult functions (panels not drawn)."""
-    from medsight.explain.anomaly_map import spatial_anomaly_map
+    """The anomaly detector's maps as phantom → HeatmapResult functions (panels not drawn).
+
+    The deviation map is included only when the detector has a patch model.
+    """
+    from medsight.explain.anomaly_map import patch_deviation_map, spatial_anomaly_map
     from medsight.explain.attention import paper_attention_map
 
-    return {
-        "spatial_anomaly": lambda phantom: spatial_anomaly_map(detector, phantom.image, render=False),
-        "paper_attention": lambda phantom: paper_attention_map(detector, phantom.image, render=False),
-    }
+    maps: dict[str, MapFn] = {}
+    if getattr(detector, "patch_model", None) is not None:
+        maps["patch_deviation"] = lambda phantom: patch_deviation_map(detector, phantom.image, render=False)
+    maps["spatial_anomaly"] = lambda phantom: spatial_anomaly_map(detector, phantom.image, render=False)
+    maps["paper_attention"] = lambda phantom: paper_attention_map(detector, phantom.image, render=False)
+    return maps
 
 
 def pathology_map_function(classifier: Any) -> MapFn:
@@ -198,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--findings", default=",".join(FINDINGS),
                         help=f"comma-separated findings to cycle through (default: {','.join(FINDINGS)})")
     parser.add_argument("--maps", default=",".join(MAPS),
-                        help="comma-separated maps: spatial_anomaly, paper_attention, pathology_gradcam "
+                        help="comma-separated maps: patch_deviation, spatial_anomaly, paper_attention, pathology_gradcam "
                              f"(default: {','.join(MAPS)})")
     parser.add_argument("--top-fraction", type=float, default=0.10, help="x of the top-x%% IoU (default 0.10)")
     parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance in pixels (default 0)")
@@ -220,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     functions: dict[str, MapFn] = {}
     models: dict[str, Any] = {}
-    if {"spatial_anomaly", "paper_attention"} & set(wanted):
+    if {"patch_deviation", "spatial_anomaly", "paper_attention"} & set(wanted):
         try:
             detector = load_detector_for_eval(args.checkpoint)
         except Exception as exc:  # a missing model is a user-facing condition, not a crash
@@ -228,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         models["anomaly_detector"] = {"tier": str(getattr(detector, "tier", "")),
                                       "provenance": {k: v for k, v in detector.provenance.items() if k != "registry"}}
-        functions.update({k: v for k, v in anomaly_map_functions(detector).items() if k in wanted})
+        available = anomaly_map_functions(detector)
+        if "patch_deviation" in wanted and "patch_deviation" not in available:
+            print("The anomaly detector has no patch model (fit one with training.fit_patch_model); "
+                  "skipping the deviation map.", file=sys.stderr)
+            wanted.remove("patch_deviation")
+        functions.update({k: v for k, v in available.items() if k in wanted})
     if "pathology_gradcam" in wanted:
         try:
             from medsight.models.pathology import load_classifier

@@ -3,7 +3,8 @@
 - `render`: colour LUT, CLAHE, adaptive-alpha overlay, three-panel figure, PNG bytes, `HeatmapResult`.
 - `gradcam`: a generic Grad-CAM (target layer + scalar score function → map at image resolution).
 - `attention`: the published "latent attention" map of the anomaly detector (not spatial; labelled so).
-- `anomaly_map`: a spatially grounded map of the fused anomaly score (Grad-CAM through the last VGG16 block).
+- `anomaly_map`: spatially grounded anomaly maps: Grad-CAM of the fused score through the last VGG16 block,
+  and the deviation of each position's features from normal (PaDiM-style; needs a fitted patch model).
 - `localisation`: pointing game, top-x % IoU and energy-inside-mask against ground-truth masks.
 
 The torch-based modules are imported lazily so that rendering stays light.
@@ -35,6 +36,7 @@ _LAZY = {
     "grad_cam": "medsight.explain.gradcam",
     "paper_attention_map": "medsight.explain.attention",
     "spatial_anomaly_map": "medsight.explain.anomaly_map",
+    "patch_deviation_map": "medsight.explain.anomaly_map",
     "LocalisationScores": "medsight.explain.localisation",
     "localisation_scores": "medsight.explain.localisation",
 }
@@ -67,7 +69,8 @@ def __getattr__(name: str) -> Any:
 
 MAP_LABELS = {
     "paper_attention": "Paper attention",
-    "spatial_anomaly": "Spatial anomaly map",
+    "patch_deviation": "Anomaly map (deviation from normal)",
+    "spatial_anomaly": "Spatial anomaly map (Grad-CAM)",
     "pathology_gradcam": "Pathology Grad-CAM",
 }
 
@@ -77,7 +80,7 @@ def compute_map(kind: str, image: Any, *, detector: Any = None, classifier: Any 
     """Compute one map of the given kind over a radiograph (the Heatmap page's single entry point).
 
     Args:
-        kind: "paper_attention", "spatial_anomaly" or "pathology_gradcam".
+        kind: "paper_attention", "spatial_anomaly", "patch_deviation" or "pathology_gradcam".
         image: H×W radiograph in [0, 1].
         detector: the anomaly detector (for the two anomaly maps).
         classifier: the pathology classifier (for "pathology_gradcam"); it provides `gradcam(image, label)`.
@@ -87,13 +90,17 @@ def compute_map(kind: str, image: Any, *, detector: Any = None, classifier: Any 
     Raises:
         ValueError: unknown kind, missing model or label, or an unusable image (messages are user-facing).
     """
-    if kind in ("paper_attention", "spatial_anomaly"):
+    if kind in ("paper_attention", "spatial_anomaly", "patch_deviation"):
         if detector is None:
             raise ValueError("The anomaly detector is not loaded, so this map cannot be computed.")
         if kind == "paper_attention":
             from medsight.explain.attention import paper_attention_map
 
             return paper_attention_map(detector, image, opacity=opacity)
+        if kind == "patch_deviation":
+            from medsight.explain.anomaly_map import patch_deviation_map
+
+            return patch_deviation_map(detector, image, opacity=opacity)
         from medsight.explain.anomaly_map import spatial_anomaly_map
 
         return spatial_anomaly_map(detector, image, opacity=opacity)

@@ -102,3 +102,94 @@ def spatial_anomaly_map(detector: Any, image: np.ndarray, *, opacity: float = DE
         details=details,
         render=render,
     )
+
+
+PATCH_MAP_TITLE = "Anomaly map (deviation from normal)"
+PATCH_MAP_CAPTION = (
+    "Each cell of the last VGG16 block's 14×14 grid is compared with the same cell in normal training "
+    "images (Mahalanobis distance of its features; PaDiM-style). Bright areas are where the image's features "
+    "leave the normal range; cells within the normal range stay dark, so a normal image shows little. "
+    "Coarse: it shows where the evidence lies, not the outline of a lesion."
+)
+
+
+def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DEFAULT_OPACITY,
+                        render: bool = True) -> HeatmapResult:
+    """Per-position deviation of the image's features from normal, plus the fused score of the same pass.
+
+    One forward pass of VGG16 gives both the last block's activation map (for the deviation map) and the
+    pooled vector (for the fused score); no backward pass is needed.
+
+    Args:
+        detector: `medsight.models.anomaly.AnomalyDetector` with a `patch_model` fitted on its extractor.
+        image: H×W radiograph in [0, 1].
+        opacity: overlay opacity.
+        render: draw the three panels now.
+
+    Returns:
+        HeatmapResult of kind "patch_deviation": `heat` H×W in [0, 1] on the normal-image scale; `details`
+        holds the peak distance, the normal threshold, the 14×14 distance grid, the fused score and parts.
+
+    Raises:
+        ValueError: when the detector has no patch model, or on an unusable image (messages are user-facing).
+    """
+    import torch
+
+    model = getattr(detector, "patch_model", None)
+    if model is None:
+        raise ValueError("This anomaly detector has no model of normal features per position, so the deviation "
+                         "map is unavailable; fit one with `python -m training.fit_patch_model`. The Grad-CAM "
+                         "spatial map is available instead.")
+    start = time.perf_counter()
+    gray = np.asarray(image, dtype=np.float32)
+    x = detector.preprocess(gray).to(detector.device)
+    with torch.inference_mode():
+        pooled, activations = detector.extractor.forward_with_activations(x)
+        parts = detector.components_from_features(pooled)
+    grid = model.distances(activations)[0]
+    heat = model.heat(grid, gray.shape[:2])
+    peak = float(grid.max())
+    score = float(parts["fused"][0])
+    threshold = float(detector.threshold)
+    scale = model.scale
+    unusual = bool(scale is not None and peak >= scale.peak_threshold)
+    tier = str(getattr(detector, "tier", "demo"))
+    details = {
+        "method": "Mahalanobis distance per cell from normal features at VGG16 features[29] (PaDiM-style)",
+        "spatial": True,
+        "threshold": threshold,
+        "is_anomalous": score >= threshold,
+        "margin": score - threshold,
+        "components": {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
+        "recon_error": float(parts["recon_error"][0]),
+        "kl_divergence": float(parts["kl_divergence"][0]),
+        "vit_score": float(parts["vit_score"][0]),
+        "peak_deviation": round(peak, 4),
+        "peak_threshold": None if scale is None else round(scale.peak_threshold, 4),
+        "peak_unusual": unusual,
+        "distance_grid": np.round(grid.numpy(), 3).tolist(),
+        "grid": list(model.grid),
+        "empty_map": bool(heat.max() <= 0),
+        "within_normal_range": bool(peak <= scale.patch_high) if scale is not None else None,
+        "tier": tier,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    caption = PATCH_MAP_CAPTION + (DEMO_NOTE if tier == "demo" else "")
+    if details["within_normal_range"]:
+        caption += " No position left the normal range, so the map stays dark."
+    verdict = "above" if score >= threshold else "below"
+    peak_text = f"peak deviation {peak:.1f}" + (
+        f" ({'above' if unusual else 'within'} normal ≤{scale.peak_threshold:.1f})" if scale else "")
+    return make_result(
+        "patch_deviation",
+        gray,
+        heat,
+        PATCH_MAP_TITLE,
+        caption,
+        score=score,
+        subtitle=f"Anomaly detector · {tier.upper()} tier · deviation from normal per position",
+        score_text=f"score {score:.3f} ({verdict} {threshold:.3f}) · {peak_text}",
+        opacity=opacity,
+        details=details,
+        render=render,
+    )

@@ -300,7 +300,7 @@ def to_png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-MAP_KINDS = ("paper_attention", "spatial_anomaly", "pathology_gradcam")
+MAP_KINDS = ("paper_attention", "spatial_anomaly", "patch_deviation", "pathology_gradcam")
 
 
 @dataclass
@@ -308,7 +308,7 @@ class HeatmapResult:
     """One explanation map with its rendering; the same shape for every kind of map.
 
     Attributes:
-        kind: "paper_attention", "spatial_anomaly" or "pathology_gradcam".
+        kind: "paper_attention", "spatial_anomaly", "patch_deviation" or "pathology_gradcam".
         heat: float32 HxW in [0, 1]; at the radiograph's resolution (the paper map is 384×384).
         panels: uint8 RGB three-panel figure (original | heatmap | overlay); None until rendered when the
             map was made with ``render=False`` (`png()` and `ensure_panels()` render it on demand).

@@ -12,6 +12,10 @@ Importing this module registers the model slot "anomaly.detector" with sources, 
     BUILTIN  `models/anomaly_demo.pt`, trained here on synthetic phantoms, with the demo extractor its
              checkpoint records: the VGG16 fine-tuned on synthetic phantoms (`anomaly_vgg16_phantom.pt`) or
              the seeded random VGG16 (both "demo — not ImageNet features") → tier "demo".
+
+Each source also attaches the per-position model of normal features (`patch.PatchDeviationModel`, for the
+deviation map) when a file fitted on the same extractor is found: `anomaly_patch.pt` (fitted by the user
+with `training.fit_patch_model`), else the shipped `anomaly_patch_demo.pt`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from medsight.models.anomaly.detector import (
     fuse_scores,
     xray_to_vgg_input,
 )
+from medsight.models.anomaly.patch import PatchDeviationModel
 from medsight.models.anomaly.torch_model import (
     DEMO_VGG_SEED,
     EXTRACTOR_DEMO,
@@ -67,13 +72,33 @@ __all__ = [
     "build_demo_extractor", "build_detector", "build_imagenet_extractor", "fuse_scores", "load_checkpoint",
     "load_detector", "load_imagenet_extractor", "save_checkpoint", "save_detector", "xray_to_vgg_input",
     "DEMO_VGG_SEED", "EXTRACTOR_DEMO", "EXTRACTOR_IMAGENET", "EXTRACTOR_PHANTOM", "PHANTOM_EXTRACTOR_FILE",
-    "load_demo_extractor", "load_phantom_extractor",
+    "load_demo_extractor", "load_phantom_extractor", "PatchDeviationModel", "PATCH_MODEL_NAMES",
 ]
 
 SLOT_NAME = "anomaly.detector"
 REAL_CHECKPOINT_NAMES = ("medsight_anomaly.pt", "pulmonary_anomaly_detector.pth", "pulmonary_anomaly.pth")
 DEMO_CHECKPOINT_NAME = "anomaly_demo.pt"
 VGG16_IMAGENET_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
+PATCH_MODEL_NAMES = ("anomaly_patch.pt", "anomaly_patch_demo.pt")
+
+
+def attach_patch_model(ctx: registry.LoadContext, detector: AnomalyDetector) -> None:
+    """Give the detector the first patch model fitted on its own extractor, if any (else leave it None).
+
+    A file fitted on another extractor is skipped (e.g. the demo file next to real ImageNet weights);
+    the detector and its other maps work without one.
+    """
+    for name in PATCH_MODEL_NAMES:
+        path = ctx.find_file(name)
+        if path is None:
+            continue
+        try:
+            model = PatchDeviationModel.load(path, extractor_sha256=detector.extractor.sha256)
+        except ExtractorMismatchError:
+            continue
+        detector.patch_model = model
+        detector.provenance["patch_model"] = {"file": str(path), **model.summary()}
+        return
 
 
 def hub_cache_vgg16_path() -> Path:
@@ -108,6 +133,7 @@ def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG1
     detector = build_detector(data, extractor, device=ctx.device, provenance={
         "tier": "real", "vgg16_weights": vgg_source,
     })
+    attach_patch_model(ctx, detector)
     return registry.Found(
         model=detector, path=data.path, version=f"{data.format} checkpoint",
         notes=f"ImageNet VGG16 features ({vgg_source}); calibration: {data.calibration.source}; "
@@ -182,6 +208,7 @@ def _load_builtin(ctx: registry.LoadContext) -> registry.Found | None:
     if phantom_file is not None:
         provenance["extractor_file"] = str(phantom_file)
     detector = build_detector(data, extractor, device=ctx.device, provenance=provenance)
+    attach_patch_model(ctx, detector)
     metrics = data.meta.get("metrics", {}).get("test", {})
     auroc = metrics.get("auroc_full")
     return registry.Found(

@@ -211,6 +211,9 @@ class AnomalyDetector:
         self.provenance.setdefault("feature_standardisation", feature_norm is not None)
         self.provenance["calibration"] = self.calibration.to_dict()
         self.provenance["threshold"] = self.threshold
+        # Optional per-position model of normal features for the spatial deviation map (see patch.py);
+        # attached by the loader when a file fitted on this extractor exists.
+        self.patch_model = None
 
     # Compatibility alias: callers may say `meta`.
     @property

@@ -1,0 +1,167 @@
+"""Fit the anomaly detector's per-position model of normal features (the deviation map), and evaluate it.
+
+Runs the detector's frozen VGG16 on the NORMAL images of the training split and fits, for every cell of the
+last conv block's 14×14 grid, a Gaussian of the features (`medsight.models.anomaly.patch`); held-out normal
+images of the validation split set the map's display scale and the image-level threshold. No abnormal image
+and no label other than "normal" is used for fitting. The test split (normal and abnormal) then gives the
+image-level AUROC of the peak deviation, with a bootstrap CI, next to the detector's fused score.
+
+The file is written fp16-rounded and calibrated after rounding, so what is evaluated is what is stored.
+A model card JSON is written next to it.
+
+Examples:
+    python -m training.fit_patch_model                       # demo: phantoms, models/anomaly_patch_demo.pt
+    python -m training.fit_patch_model --data covid:/data/COVID-19_Radiography_Dataset \\
+        --out ~/.medsight/models/anomaly_patch.pt           # with the real detector loaded by the registry
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medsight.config import SHIPPED_MODELS_DIR
+from medsight.models.anomaly.patch import DEFAULT_COMPONENTS, DEFAULT_EPS, PatchDeviationModel
+from training.datasets import Sample, load_image
+from training.evaluate_anomaly import bootstrap_auroc
+from training.evaluate_maps import load_detector_for_eval
+from training.train_anomaly import add_data_arguments, describe_data, resolve_splits
+
+DEMO_OUT = SHIPPED_MODELS_DIR / "anomaly_patch_demo.pt"
+
+
+def activations_of(detector: Any, samples: Sequence[Sample], batch_size: int = 8, desc: str = "images",
+                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-block activation maps (N, 512, 14, 14) and fused scores (N,) of the detector for `samples`."""
+    maps, scores = [], []
+    bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        x = torch.cat([detector.preprocess(load_image(s)) for s in chunk]).to(detector.device)
+        with torch.inference_mode():
+            pooled, acts = detector.extractor.forward_with_activations(x)
+            scores.append(detector.components_from_features(pooled)["fused"].cpu())
+        maps.append(acts.cpu())
+        bar.update(len(chunk))
+    bar.close()
+    return torch.cat(maps), torch.cat(scores)
+
+
+def fit_and_evaluate(detector: Any, train: Sequence[Sample], val: Sequence[Sample], test: Sequence[Sample], *,
+                     n_components: int = DEFAULT_COMPONENTS, eps: float = DEFAULT_EPS, progress: bool = True,
+                     meta: dict[str, Any] | None = None) -> tuple[PatchDeviationModel, dict[str, Any]]:
+    """Fit on normal training images, calibrate on normal validation images, evaluate on the test split.
+
+    Returns:
+        (model as stored — fp16-rounded and calibrated, evaluation dict).
+
+    Raises:
+        ValueError: too few normal images.
+    """
+    started = time.time()
+    train_normal = [s for s in train if s.is_normal]
+    val_normal = [s for s in val if s.is_normal]
+    if len(val_normal) < 5:
+        raise ValueError(f"only {len(val_normal)} normal validation images; at least 5 are needed to set the scale")
+    acts, _ = activations_of(detector, train_normal, desc="fit (normal train)", progress=progress)
+    model = PatchDeviationModel.fit(acts, extractor_sha256=detector.extractor.sha256, n_components=n_components,
+                                    eps=eps, meta=meta)
+    del acts
+    model = model.rounded()
+    val_acts, _ = activations_of(detector, val_normal, desc="scale (normal val)", progress=progress)
+    model = model.calibrate(val_acts)
+    evaluation: dict[str, Any] = {"n_train_normal": len(train_normal), "n_val_normal": len(val_normal),
+                                  "scale": model.scale.to_dict()}
+    if test:
+        test_acts, fused = activations_of(detector, list(test), desc="evaluate (test)", progress=progress)
+        peaks = model.distances(test_acts).reshape(len(test_acts), -1).max(1).values.numpy()
+        targets = np.array([0 if s.is_normal else 1 for s in test])
+        if 0 < targets.sum() < len(targets):
+            auc, low, high = bootstrap_auroc(targets, peaks)
+            f_auc, f_low, f_high = bootstrap_auroc(targets, fused.numpy())
+            flagged = peaks >= model.scale.peak_threshold
+            evaluation["test"] = {
+                "n": len(test), "n_anomalous": int(targets.sum()),
+                "auroc_peak_deviation": round(auc, 4),
+                "auroc_peak_deviation_ci95": [round(low, 4), round(high, 4)],
+                "auroc_fused_score": round(f_auc, 4),
+                "auroc_fused_score_ci95": [round(f_low, 4), round(f_high, 4)],
+                "sensitivity_at_normal_threshold": round(float(flagged[targets == 1].mean()), 4),
+                "specificity_at_normal_threshold": round(float(1 - flagged[targets == 0].mean()), 4),
+            }
+    evaluation["seconds"] = round(time.time() - started, 1)
+    model.meta["evaluation"] = evaluation
+    return model, evaluation
+
+
+def write_card(path: Path, model: PatchDeviationModel, detector: Any, command: str) -> Path:
+    """Model card JSON next to the patch model (`<name>.card.json`)."""
+    from medsight.registry import sha256_of
+
+    card = {
+        "name": "MedSight anomaly map — per-position model of normal features (PaDiM-style)",
+        "tier": detector.tier,
+        "disclaimer": ("demo — fitted on normal synthetic phantoms with the demo VGG16 extractor (not ImageNet "
+                       "features); not for clinical use") if detector.tier == "demo" else "",
+        "file": path.name,
+        "file_sha256": sha256_of(path),
+        "extractor_sha256": model.extractor_sha256,
+        "method": ("Per cell of the 14×14 conv5_3 grid: Gaussian of the features projected on the first "
+                   f"{model.basis.shape[1]} principal axes of normal cells (+{model.meta.get('eps')}·I); map = "
+                   "Mahalanobis distance, bilinear resize, Gaussian smoothing (σ 4 px at 224), "
+                   "1 − exp(−max(0, d − p99 normal cell) / spread); image level = peak distance"),
+        "reference": "Defard et al., PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and "
+                     "Localization, ICPR 2021",
+        "labels_used": "normal images only (fit: normal training split; scale: normal validation split)",
+        "data": model.meta.get("data"),
+        "created": model.meta.get("created"),
+        "scale": model.scale.to_dict() if model.scale else None,
+        "evaluation": model.meta.get("evaluation"),
+        "localisation": "see training.evaluate_maps (pointing game on phantoms with ground-truth masks)",
+        "command": command,
+    }
+    out = path.with_name(path.name.replace(".pt", ".card.json"))
+    out.write_text(json.dumps(card, indent=2, ensure_ascii=False))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.fit_patch_model", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    parser.add_argument("--checkpoint", default=None,
+                        help="demo anomaly checkpoint whose extractor to use (default: the registry's detector)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output file (default: {DEMO_OUT} for the demo detector; required otherwise)")
+    parser.add_argument("--components", type=int, default=DEFAULT_COMPONENTS, help="principal axes kept")
+    parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="ridge added to each covariance")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    detector = load_detector_for_eval(args.checkpoint)
+    if args.out is None:
+        if detector.tier != "demo":
+            parser.error("--out is required for a real detector (e.g. <data dir>/models/anomaly_patch.pt)")
+        args.out = DEMO_OUT
+    train, val, test = resolve_splits(args)
+    model, evaluation = fit_and_evaluate(
+        detector, train, val, test, n_components=args.components, eps=args.eps, progress=not args.no_progress,
+        meta={"data": describe_data(args), "detector_tier": detector.tier})
+    path = model.save(args.out)
+    command = "python -m training.fit_patch_model " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"patch model: {path} ({path.stat().st_size / 1e6:.1f} MB); card: {write_card(path, model, detector, command)}")
+    print(json.dumps(evaluation, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
