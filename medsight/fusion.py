@@ -31,9 +31,11 @@ Risk rules (first matching level wins; every matching reason is listed):
                (fused p ≥ threshold) or asserted by the text;
              - anomaly score ≥ threshold + ANOMALY_HIGH_MARGIN together with a positive pathology;
              - a red-flag symptom (`RED_FLAG_SYMPTOMS`, or a severe `SEVERE_FLAG_SYMPTOMS`) with an
-               abnormal image (anomalous or any positive pathology).
-    Moderate - anomaly score ≥ threshold; any positive pathology; any text finding asserted present or
-               uncertain; any contradiction; a red-flag symptom without an abnormal image.
+               abnormal image (anomalous, deviating from normal, or any positive pathology).
+    Moderate - anomaly score ≥ threshold; peak deviation from normal above the normal range (when the
+               detector has a per-position model of normal features); any positive pathology; any text
+               finding asserted present or uncertain; any contradiction; a red-flag symptom without an
+               abnormal image.
     Low      - none of the above, with at least one stage's result available.
     Unknown  - no stage result at all (nothing to assess).
 """
@@ -70,7 +72,8 @@ RISK_RULE = (
     f"High: critical finding ({', '.join(CRITICAL_FINDINGS)}) positive, or anomaly ≥ threshold + "
     f"{ANOMALY_HIGH_MARGIN:.2f} with a positive pathology, or red-flag symptom "
     f"({', '.join(RED_FLAG_SYMPTOMS)}; severe {', '.join(SEVERE_FLAG_SYMPTOMS)}) with an abnormal image. "
-    "Moderate: anomaly ≥ threshold, any positive pathology, any finding stated or hedged in the text, "
+    "Moderate: anomaly ≥ threshold, peak deviation from normal above the normal range, any positive "
+    "pathology, any finding stated or hedged in the text, "
     "a contradiction, or a red-flag symptom alone. Low: otherwise."
 )
 
@@ -371,7 +374,8 @@ def _risk(anomaly: dict | None, rows: list[FindingComparison], text: dict[str, d
     if anomaly is not None and anomaly.get("fused_score") is not None:
         score, thr = float(anomaly["fused_score"]), float(anomaly.get("threshold", 0.5))
         anomalous = bool(anomaly.get("is_anomalous", score >= thr)) or score >= thr
-    abnormal_image = anomalous or bool(image_positive_labels)
+    deviating = anomaly is not None and bool(anomaly.get("deviation_unusual"))
+    abnormal_image = anomalous or deviating or bool(image_positive_labels)
 
     for r in positives:
         if r.finding in CRITICAL_FINDINGS:
@@ -396,6 +400,9 @@ def _risk(anomaly: dict | None, rows: list[FindingComparison], text: dict[str, d
 
     if score is not None and anomalous:
         moderate.append(f"Anomaly score {score:.3f} ≥ threshold {thr:.3f}.")
+    if deviating:
+        moderate.append(f"Peak deviation from normal {float(anomaly['peak_deviation']):.1f} above the normal range "
+                        f"(≤ {float(anomaly['deviation_threshold']):.1f} in 95 % of normal images).")
     for r in image_positive_labels:
         moderate.append(f"Pathology positive: {r.finding} (p={r.image_p:.2f} ≥ {r.threshold:.2f}).")
     for name, t in text.items():

@@ -146,6 +146,8 @@ def test_risk_high_red_flag_symptom_with_abnormal_image():
         ({"fused_score": 0.40, "threshold": 0.35, "is_anomalous": True}, pathology(), None, "Anomaly score 0.400 ≥ threshold 0.350."),
         (NORMAL_ANOMALY, pathology(Effusion=0.7), None, "Pathology positive: effusion (p=0.70 ≥ 0.50)."),
         (NORMAL_ANOMALY, pathology(), text(("atelectasis", "uncertain")), "Text is uncertain about atelectasis"),
+        ({**NORMAL_ANOMALY, "peak_deviation": 7.25, "deviation_threshold": 4.9, "deviation_unusual": True},
+         pathology(), None, "Peak deviation from normal 7.2 above the normal range (≤ 4.9"),
     ],
 )
 def test_risk_moderate_reasons(anomaly, path, nlp, reason):
@@ -184,3 +186,12 @@ def test_result_is_json_and_works_with_real_nlp_output():
     assert by_finding(result["agreements"])["effusion"]["fused_p"] == pytest.approx(0.85)
     assert by_finding(result["agreements"])["pneumothorax"]["relation"] == "agree_absent"
     assert result["risk"]["level"] == "Moderate"
+
+
+def test_deviation_from_normal_makes_the_image_abnormal_for_red_flags():
+    deviating = {**NORMAL_ANOMALY, "peak_deviation": 6.0, "deviation_threshold": 4.9, "deviation_unusual": True}
+    within = {**deviating, "peak_deviation": 4.0, "deviation_unusual": False}
+    symptoms = text(symptoms=(("hemoptysis", None),))
+    assert fuse(deviating, pathology(), None, symptoms).risk["level"] == "High"
+    assert fuse(within, pathology(), None, symptoms).risk["level"] == "Moderate"
+    assert fuse(within, pathology(), None).risk["level"] == "Low"

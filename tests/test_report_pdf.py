@@ -80,3 +80,11 @@ def test_empty_analysis_still_renders():
     pages, text, _ = _text(pdf)
     assert pages == 1 and "No result was produced" in text
     assert DISCLAIMER.split(".")[0] in text
+
+
+def test_pdf_states_the_deviation_from_normal_when_present():
+    anomaly = {**_analysis()["anomaly"], "peak_deviation": 7.31, "deviation_threshold": 4.91, "deviation_unusual": True}
+    _, text, _ = _text(build_pdf(_analysis(anomaly=anomaly), images=[], user="radiologist"))
+    assert "Peak deviation from normal 7.3 (ABOVE the normal range" in " ".join(text.split())
+    _, without, _ = _text(build_pdf(_analysis(), images=[], user="radiologist"))
+    assert "Peak deviation" not in without

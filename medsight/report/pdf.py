@@ -185,6 +185,12 @@ def build_pdf(
             f"Fused score {anomaly.get('fused_score', 0):.3f} against threshold {anomaly.get('threshold', 0):.3f} "
             f"({'ANOMALOUS' if anomaly.get('is_anomalous') else 'within normal range'}); tier: {anomaly.get('tier', '—')}."
         )
+        if isinstance(anomaly.get("peak_deviation"), (int, float)) and anomaly.get("deviation_threshold") is not None:
+            pdf.para(
+                f"Peak deviation from normal {anomaly['peak_deviation']:.1f} "
+                f"({'ABOVE' if anomaly.get('deviation_unusual') else 'within'} the normal range: 95 % of normal "
+                f"images stay below {anomaly['deviation_threshold']:.1f}); per-position model of normal features."
+            )
         components = anomaly.get("components") or {}
         rows = [[k, v] for k, v in components.items() if isinstance(v, (int, float))]
         rows += [[k, anomaly[k]] for k in ("recon_error", "kl_divergence", "vit_score") if isinstance(anomaly.get(k), (int, float))]
