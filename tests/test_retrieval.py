@@ -189,3 +189,120 @@ def test_image_embedder_slot_states_its_tier():
     top3 = np.argsort(-sims, axis=1)[:, :3]
     same = np.mean([[bool(phantoms[j].labels) == bool(p.labels) for j in row] for p, row in zip(phantoms, top3)])
     assert same > 0.5 + 0.15, (provenance.source_label, same)
+
+
+# --- exact search --------------------------------------------------------------------------------------------
+
+class VectorEmbedder:
+    """Image embedder whose "images" already are vectors, so queries and stored vectors are known exactly."""
+
+    tier = "rules"
+    description = "test vectors"
+
+    def __init__(self, dim: int):
+        self.space = f"test-vectors-{dim}"
+
+    def embed(self, vectors):
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
+    vectors = centres[rng.integers(0, len(centres), n)] + rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return vectors.astype(np.float32)
+
+
+def _add_vectors(base: CaseBase, vectors: np.ndarray, start: int = 0, skip_existing: bool = True):
+    cases = [Case(f"v-{start + i}", source="test") for i in range(len(vectors))]
+    return base.add_cases(cases, list(vectors), skip_existing=skip_existing)
+
+
+def _brute_force(stored: np.ndarray, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    scores = unit @ (query / np.linalg.norm(query))
+    order = np.argsort(-scores)[:k]
+    return [f"v-{i}" for i in order], scores[order]
+
+
+@pytest.fixture(scope="module")
+def vector_base(tmp_path_factory):
+    """3,000 stored vectors (half isotropic, half clustered), not unit length, as Chroma holds them."""
+    rng = np.random.default_rng(11)
+    dim = 384
+    centres = rng.standard_normal((20, dim)).astype(np.float32)
+    stored = np.concatenate([rng.standard_normal((1500, dim)).astype(np.float32) * 3.0,
+                             _clustered(rng, 1500, dim, centres)])
+    base = CaseBase(tmp_path_factory.mktemp("vectors"), text_embedder=object(), image_embedder=VectorEmbedder(dim))
+    assert _add_vectors(base, stored).added_images == len(stored)
+    queries = np.concatenate([rng.standard_normal((10, dim)), _clustered(rng, 10, dim, centres)]).astype(np.float32)
+    return base, stored, queries
+
+
+def test_exact_search_equals_brute_force(vector_base):
+    base, stored, queries = vector_base
+    for query in queries:
+        found = base.query_image(query, k=10)
+        expected_ids, expected_scores = _brute_force(stored, query, 10)
+        assert [c.case_id for c in found] == expected_ids
+        assert [c.image_similarity for c in found] == pytest.approx(expected_scores, abs=1e-4)
+        assert [c.image_rank for c in found] == list(range(1, 11)) and found[0].source == "test"
+    # Excluding the best hits returns the next ones, still exactly.
+    expected_ids, _ = _brute_force(stored, queries[0], 13)
+    found = base.query_image(queries[0], k=10, exclude_ids=expected_ids[:3])
+    assert [c.case_id for c in found] == expected_ids[3:13]
+    # k larger than the case base returns every case, ranked.
+    assert len(base.query_image(queries[0], k=len(stored) + 5)) == len(stored)
+
+
+def test_hnsw_mode_reads_the_same_store_without_counting(vector_base, monkeypatch):
+    base, stored, queries = vector_base
+    from chromadb.api.models.Collection import Collection
+
+    approximate = CaseBase(client=base.client, image_embedder=base.image_embedder, exact=False)
+    exact = CaseBase(client=base.client, image_embedder=base.image_embedder)
+    exact.query_image(queries[0], k=10)  # reads the vectors into memory (one count check)
+    counted = []
+    original = Collection.count
+    monkeypatch.setattr(Collection, "count", lambda self: counted.append(1) or original(self))
+    for query in queries[:5]:
+        expected_ids, _ = _brute_force(stored, query, 10)
+        assert [c.case_id for c in exact.query_image(query, k=10)] == expected_ids
+        # HNSW is approximate (on isotropic vectors it misses many of the true top-10), but it answers.
+        assert len(approximate.query_image(query, k=10)) == 10
+        assert approximate.query_image(stored[7], k=1)[0].case_id == "v-7"
+    assert counted == [], "no count() per query while the in-memory copy is fresh"
+
+
+def test_added_cases_are_found_at_once_and_other_writers_are_noticed(tmp_path, monkeypatch):
+    from medsight.retrieval import casebase
+
+    rng = np.random.default_rng(3)
+    dim = 64
+    stored = rng.standard_normal((500, dim)).astype(np.float32)
+    base = CaseBase(tmp_path / "c", text_embedder=object(), image_embedder=VectorEmbedder(dim))
+    assert base.query_image(stored[0], k=3) == [], "no collection yet"
+    _add_vectors(base, stored)
+    assert base.query_image(stored[0], k=1)[0].case_id == "v-0"  # vectors now held in memory
+    # Added through the same case base: searchable by the very next query.
+    new = rng.standard_normal((3, dim)).astype(np.float32)
+    _add_vectors(base, new, start=500)
+    for i, vector in enumerate(new):
+        top = base.query_image(vector, k=1)[0]
+        assert top.case_id == f"v-{500 + i}" and top.image_similarity == pytest.approx(1.0, abs=1e-5)
+    # Replacing an existing id's vector (upsert) moves it.
+    _add_vectors(base, new[:1] * -1.0, start=0, skip_existing=False)
+    top = base.query_image(-new[0], k=1)[0]
+    assert top.case_id == "v-0" and top.image_similarity == pytest.approx(1.0, abs=1e-5)
+    assert "v-0" not in {c.case_id for c in base.query_image(stored[0], k=5)}
+    assert base.count()["case_images"] == 503
+    # Written by another client (another process, a server's other users): noticed after the refresh interval.
+    other = CaseBase(tmp_path / "c", text_embedder=object(), image_embedder=VectorEmbedder(dim))
+    late = rng.standard_normal((1, dim)).astype(np.float32)
+    _add_vectors(other, late, start=900)
+    monkeypatch.setattr(casebase, "REFRESH_SECONDS", 0.0)
+    base.refresh()
+    assert base.query_image(late[0], k=1)[0].case_id == "v-900"
+    more = rng.standard_normal((1, dim)).astype(np.float32)
+    _add_vectors(other, more, start=901)
+    assert base.query_image(more[0], k=1)[0].case_id == "v-901", "count check reloads the copy"
+    with pytest.raises(CaseBaseError, match="dimensions"):
+        base.query_image(np.ones(dim + 1, np.float32), k=1)
