@@ -44,6 +44,7 @@ samples: install
 weights: install
 	$(BIN)/python -m training.train_vgg_extractor train --n-train 500 --n-val 100 --epochs 12
 	$(BIN)/python -m training.train_anomaly --demo
+	$(BIN)/python -m training.fit_patch_model --checkpoint models/anomaly_demo.pt
 	$(BIN)/python -m training.train_pathology --demo
 
 bench: install-dev

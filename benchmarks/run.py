@@ -11,7 +11,8 @@ What one run measures (see benchmarks/README.md for the method):
   memory            peak RSS with the analysis models, and with every locally available model loaded
   efficiency        each CNN's achieved FLOP/s (2 × MACs / latency of its forward pass) ÷ the machine's own
                     dense fp32 matmul FLOP/s, measured in the same run with the same thread count
-  retrieval         similar-case top-10 latency p50 / p95 (and recall@10) with 1k / 10k / 100k vectors in ChromaDB
+  retrieval         similar-case top-10 latency p50 / p95 and recall@10 with 1k / 10k / 100k vectors in ChromaDB:
+                    the case base's exact in-memory search (default) beside Chroma's HNSW index
   batch             images/s of `medsight.batch.score_folder` over a folder of generated studies
 Every target row says target / measured / met. The load average is recorded: the machine may be shared.
 """
@@ -450,6 +451,17 @@ def _unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _clustered_vectors(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
+    """Unit vectors around random centres (cosine ≈ 0.7 to their centre, ≈ 0.5 within a cluster), closer to
+    how learned embeddings group by content than isotropic random vectors."""
+    picked = centres[rng.integers(0, len(centres), n)]
+    return _unit_rows(picked + rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim))
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
 def _fill(base: Any, vectors: np.ndarray, offset: int, batch: int) -> float:
     """Insert vectors as image-only cases (ids bench-<offset+i>) through `CaseBase.add_cases`; seconds taken."""
     from medsight.retrieval.casebase import Case
@@ -466,18 +478,24 @@ def _fill(base: Any, vectors: np.ndarray, offset: int, batch: int) -> float:
 def run_retrieval(sizes: list[int], n_queries: int, hnsw_variants: list[dict], sweep_size: int = 10_000) -> dict:
     """Similar-case top-10 through `CaseBase.query_image` on a temporary ChromaDB, growing 1k → 10k → 100k.
 
+    At each size the same store is queried two ways: the case base's default exact search (vectors held in
+    memory, see `medsight.retrieval.casebase.ExactIndex`) and Chroma's HNSW index (`CaseBase(exact=False)`),
+    each with recall@10 against a brute-force search. The exact search's first query in a fresh `CaseBase`
+    also reads every vector from Chroma; that one-off cost is reported as `first_query_ms`.
+
     Vectors are random unit vectors of the image-embedding dimension: the hardest case for HNSW (no
-    low-dimensional structure), so the recall@10 reported against an exact search is a lower bound.
-    Each HNSW variant is built from scratch at `sweep_size` vectors in its own store (Chroma reads
-    the index parameters when it builds the index).
+    low-dimensional structure); exact search does the same work whatever the vectors. The HNSW settings
+    in `hnsw_variants` are each built from scratch at `sweep_size` vectors (Chroma reads them when it builds
+    the index), on random vectors and, with Chroma's defaults as well, on clustered vectors.
     """
     from medsight.retrieval.casebase import IMAGES, CaseBase
 
     rng = np.random.default_rng(7)
     queries = _unit_vectors(rng, n_queries, IMAGE_EMBEDDING_DIM)
-    rows, sweep = [], []
+    rows = []
     with tempfile.TemporaryDirectory(prefix="medsight-bench-chroma-") as tmp:
         base = CaseBase(path=tmp, image_embedder=_VectorEmbedder())
+        hnsw = CaseBase(client=base.client, image_embedder=_VectorEmbedder(), exact=False)
         batch = min(5000, int(base.client.get_max_batch_size()))
         stored = np.zeros((0, IMAGE_EMBEDDING_DIM), np.float32)
         build_total = 0.0
@@ -486,38 +504,65 @@ def run_retrieval(sizes: list[int], n_queries: int, hnsw_variants: list[dict], s
             build = _fill(base, new, len(stored), batch)
             build_total += build
             stored = np.concatenate([stored, new])
-            rows.append({"n": size, "build_seconds_increment": round(build, 2),
-                         "build_seconds_total": round(build_total, 2), **_query_stats(base, queries, stored)})
-            log(f"  case base {size}: p95 {rows[-1]['p95_ms']} ms, recall@10 {rows[-1]['recall_at_10']}")
+            truth = _exact_top(stored, queries)
+            fresh = CaseBase(client=base.client, image_embedder=_VectorEmbedder())
+            start = time.perf_counter()
+            fresh.query_image(queries[0], k=10)
+            first_ms = (time.perf_counter() - start) * 1000
+            del fresh
+            rows.append({"n": size, "search": "exact", "build_seconds_increment": round(build, 2),
+                         "build_seconds_total": round(build_total, 2), **_query_stats(base, queries, truth),
+                         "first_query_ms": round(first_ms, 1), "hnsw": _query_stats(hnsw, queries, truth)})
+            log(f"  case base {size}: exact p95 {rows[-1]['p95_ms']} ms, recall@10 {rows[-1]['recall_at_10']} "
+                f"(first query {rows[-1]['first_query_ms']} ms); HNSW p95 {rows[-1]['hnsw']['p95_ms']} ms, "
+                f"recall@10 {rows[-1]['hnsw']['recall_at_10']}")
         collection = base._collection(IMAGES, None, create=False)
         config = dict((collection.configuration or {}).get("hnsw") or {})
-    sample = stored[:sweep_size] if len(stored) >= sweep_size else _unit_vectors(rng, sweep_size, IMAGE_EMBEDDING_DIM)
-    for variant in hnsw_variants:
+    centres = _unit_vectors(rng, 100, IMAGE_EMBEDDING_DIM)
+    samples = {
+        "random": stored[:sweep_size] if len(stored) >= sweep_size else _unit_vectors(rng, sweep_size,
+                                                                                      IMAGE_EMBEDDING_DIM),
+        "clustered": _clustered_vectors(rng, sweep_size, IMAGE_EMBEDDING_DIM, centres),
+    }
+    sample_queries = {"random": queries, "clustered": _clustered_vectors(rng, n_queries, IMAGE_EMBEDDING_DIM, centres)}
+    # Random vectors at Chroma's defaults are already in `sizes`; clustered ones are measured at the defaults too.
+    plans = [("random", v) for v in hnsw_variants] + [("clustered", v) for v in [{}] + hnsw_variants]
+    sweeps: dict[str, list] = {"random": [], "clustered": []}
+    truths = {kind: _exact_top(samples[kind], sample_queries[kind]) for kind in samples} if hnsw_variants else {}
+    for kind, variant in plans if hnsw_variants else ():
         with tempfile.TemporaryDirectory(prefix="medsight-bench-chroma-") as tmp:
-            base = CaseBase(path=tmp, image_embedder=_VectorEmbedder())
+            base = CaseBase(path=tmp, image_embedder=_VectorEmbedder(), exact=False)
             base.client.create_collection(IMAGES, embedding_function=None,
                                           metadata={"embedding_space": _VectorEmbedder.space},
                                           configuration={"hnsw": {"space": "cosine", **variant}})
-            build = _fill(base, sample, 0, batch)
+            build = _fill(base, samples[kind], 0, batch)
             applied = dict((base._collection(IMAGES, None, create=False).configuration or {}).get("hnsw") or {})
-            sweep.append({"n": len(sample), "hnsw": applied, "build_seconds": round(build, 2),
-                          **_query_stats(base, queries, sample)})
-            log(f"  HNSW {variant} at {len(sample)}: p95 {sweep[-1]['p95_ms']} ms, "
-                f"recall@10 {sweep[-1]['recall_at_10']}")
-    return {"dim": IMAGE_EMBEDDING_DIM, "k": 10, "queries": n_queries, "hnsw_default": config, "sizes": rows,
-            "hnsw_variants": sweep,
-            "vectors": "random unit vectors (worst case for HNSW recall; real embeddings cluster)"}
+            sweeps[kind].append({"n": sweep_size, "vectors": kind, "hnsw": applied, "build_seconds": round(build, 2),
+                                 **_query_stats(base, sample_queries[kind], truths[kind])})
+            log(f"  HNSW {variant or 'defaults'} at {sweep_size} {kind}: p95 {sweeps[kind][-1]['p95_ms']} ms, "
+                f"recall@10 {sweeps[kind][-1]['recall_at_10']}")
+    return {"dim": IMAGE_EMBEDDING_DIM, "k": 10, "queries": n_queries, "search": "exact (in-memory float32 matrix)",
+            "hnsw_default": config, "sizes": rows, "hnsw_variants": sweeps["random"],
+            "hnsw_variants_clustered": sweeps["clustered"],
+            "vectors": "random unit vectors (worst case for HNSW recall; real embeddings cluster)",
+            "clustered_vectors": "100 random centres; each vector = centre + N(0, 1/dim) noise, normalised"}
 
 
-def _query_stats(base: Any, queries: np.ndarray, stored: np.ndarray, k: int = 10) -> dict:
+def _exact_top(stored: np.ndarray, queries: np.ndarray, k: int = 10) -> list[set[int]]:
+    """Brute-force top-k row indices per query, computed before the timed loop so that the reference
+    search's BLAS threads are not busy while a query is timed."""
+    scores = queries @ stored.T
+    return [set(row.tolist()) for row in np.argpartition(-scores, k - 1, axis=1)[:, :k]]
+
+
+def _query_stats(base: Any, queries: np.ndarray, truth: list[set[int]], k: int = 10) -> dict:
     """Latency of `CaseBase.query_image(k=10)` (vector → ids, metadata, documents) and recall@10 vs exact."""
-    base.query_image(queries[0], k=k)  # open the index outside the timed loop
+    base.query_image(queries[0], k=k)  # open the index / read the vectors outside the timed loop
     latencies, recalls = [], []
-    for q in queries:
+    for q, exact in zip(queries, truth):
         start = time.perf_counter()
         found = base.query_image(q, k=k)
         latencies.append(time.perf_counter() - start)
-        exact = set(np.argpartition(-(stored @ q), k)[:k].tolist())
         recalls.append(len(exact & {int(c.case_id.rsplit("-", 1)[1]) for c in found}) / k)
     stats = summarise(latencies)
     return {"p50_ms": stats["median_ms"], "p95_ms": stats["p95_ms"], "max_ms": stats["max_ms"],
@@ -636,7 +681,12 @@ def format_table(results: dict) -> str:
         lines += ["", f"Cold start {cold['total_s']:.2f} s: {parts}"]
     for row in _get(results, "retrieval", "sizes") or []:
         lines.append(f"Similar cases n={row['n']:>6}: p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms, "
-                     f"recall@10 {row['recall_at_10']:.2f}")
+                     f"recall@10 {row['recall_at_10']:.2f}"
+                     + (f" (exact; first query {row['first_query_ms']:.0f} ms)" if "first_query_ms" in row else ""))
+        if isinstance(row.get("hnsw"), dict):
+            hnsw = row["hnsw"]
+            lines.append(f"  Chroma HNSW n={row['n']:>6}: p50 {hnsw['p50_ms']:.1f} ms, p95 {hnsw['p95_ms']:.1f} ms, "
+                         f"recall@10 {hnsw['recall_at_10']:.2f}")
     return "\n".join(lines)
 
 

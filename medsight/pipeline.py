@@ -34,6 +34,9 @@ MAX_PATHOLOGY_MAPS = 3
 
 ProgressFn = Callable[[str, int, int], None]
 
+SHARED_PASS_NOTE = "score and spatial anomaly map from one VGG16 pass (time includes the map's backward pass)"
+DEVIATION_PASS_NOTE = "score and deviation-from-normal activations from one VGG16 pass"
+
 
 @dataclass
 class StageRecord:
@@ -184,8 +187,17 @@ def run_analysis(
         model, prov = _load("anomaly.detector", detector)
         result.objects["detector"] = model
         result.models["anomaly.detector"] = prov
-        result.anomaly = model.score(image).to_dict()
-        return OK, "", result.anomaly.get("tier", prov.get("tier", ""))
+        tier = prov.get("tier", "")
+        if maps != "none" and _has_deviation_model(model):
+            # The deviation map needs only this pass's activations: kept for the maps stage.
+            scored, activations = model.score_with_activations(image)
+            result.objects["anomaly_pass"] = (scored, activations)
+            result.anomaly = scored.to_dict()
+            return OK, DEVIATION_PASS_NOTE, result.anomaly.get("tier", tier)
+        shared = maps != "none" and _score_with_spatial_map(result, model, image)
+        if not shared:
+            result.anomaly = model.score(image).to_dict()
+        return OK, SHARED_PASS_NOTE if shared else "", result.anomaly.get("tier", tier)
 
     def pathology_stage():
         if not valid:
@@ -199,10 +211,11 @@ def run_analysis(
     def maps_stage():
         if maps == "none" or not valid:
             return SKIPPED, "maps not requested" if maps == "none" else "no valid image", ""
+        reused = "spatial_anomaly" in result.objects.get("heatmaps", {}) or "anomaly_pass" in result.objects
         computed = compute_maps(result, image, which=maps)
         if not computed:
             return SKIPPED, "no model available to explain", ""
-        return None
+        return (OK, "anomaly map from the anomaly stage's VGG16 pass", "") if reused else None
 
     runner.run("vision: anomaly detector", anomaly_stage)
     runner.run("vision: pathology classifier", pathology_stage)
@@ -257,6 +270,39 @@ def run_analysis(
     return result
 
 
+def _has_deviation_model(detector: Any) -> bool:
+    return getattr(detector, "patch_model", None) is not None and hasattr(detector, "score_with_activations")
+
+
+def _score_with_spatial_map(result: AnalysisResult, detector: Any, image: np.ndarray) -> bool:
+    """Score the study from the spatial anomaly map's own forward pass, keeping the map for the maps stage.
+
+    The map runs the detector's full forward pass (VGG16 → VAE → ViT → fused score) before its backward
+    pass, so scoring separately would run VGG16, the costliest network, twice. Returns False (and leaves
+    the result untouched) when the detector cannot build a result from parts or the map cannot be made;
+    the caller then scores with `detector.score`, and the maps stage reports any map failure itself.
+    """
+    if not hasattr(detector, "result_from_parts"):
+        return False
+    from medsight.explain.anomaly_map import spatial_anomaly_map
+
+    start = time.perf_counter()
+    try:
+        heatmap = spatial_anomaly_map(detector, image, render=False)
+    except Exception as exc:  # noqa: BLE001 - the plain score path below decides whether the stage fails
+        log.warning("spatial anomaly map failed in the anomaly stage: %s", exc)
+        return False
+    ms = (time.perf_counter() - start) * 1000
+    details = heatmap.details
+    anomaly = detector.result_from_parts(
+        heatmap.score, details["recon_error"], details["kl_divergence"], details["vit_score"],
+        details["components"], timings={"score_and_spatial_map": ms, "total": ms},
+    )
+    result.anomaly = anomaly.to_dict()
+    result.objects.setdefault("heatmaps", {})["spatial_anomaly"] = heatmap
+    return True
+
+
 def _gradcam_unrendered(classifier: Any, image: np.ndarray, label: str):
     """A label's Grad-CAM without drawing its panels, when the classifier can defer the drawing."""
     if "render" in inspect.signature(classifier.gradcam).parameters:
@@ -270,16 +316,30 @@ def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", 
     The three-panel figures are not drawn here: drawing takes longer than computing a map, so each
     `HeatmapResult` draws itself the first time it is shown or exported (`png()` / `ensure_panels()`).
 
+    The key anomaly map is the deviation-from-normal map when the detector has a model of normal features
+    (drawn from the anomaly stage's activations, so VGG16 does not run again), else the Grad-CAM spatial
+    map; "all" adds the Grad-CAM map and the paper's attention map. A spatial anomaly map already in
+    `result.objects["heatmaps"]` (made by the anomaly stage from its own pass) is kept, not recomputed.
+
     Returns the keys of the maps computed. Used by the pipeline and, lazily, by the Heatmap page.
     """
     heatmaps = result.objects.setdefault("heatmaps", {})
     done: list[str] = []
     detector = result.objects.get("detector")
     if detector is not None:
-        from medsight.explain.anomaly_map import spatial_anomaly_map
+        deviation = _has_deviation_model(detector)
+        if deviation:
+            from medsight.explain.anomaly_map import patch_deviation_map
 
-        heatmaps["spatial_anomaly"] = spatial_anomaly_map(detector, image, render=False)
-        done.append("spatial_anomaly")
+            heatmaps["patch_deviation"] = patch_deviation_map(detector, image, render=False,
+                                                              precomputed=result.objects.get("anomaly_pass"))
+            done.append("patch_deviation")
+        if not deviation or which == "all":
+            if "spatial_anomaly" not in heatmaps:
+                from medsight.explain.anomaly_map import spatial_anomaly_map
+
+                heatmaps["spatial_anomaly"] = spatial_anomaly_map(detector, image, render=False)
+            done.append("spatial_anomaly")
         if which == "all":
             from medsight.explain.attention import paper_attention_map
 

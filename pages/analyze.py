@@ -83,6 +83,14 @@ def _anomaly_block(anomaly: dict | None, stage: dict | None) -> None:
     verdict = "outside the normal range" if anomaly.get("is_anomalous") else "within the normal range"
     st.caption(f"Score {anomaly['fused_score']:.3f} vs threshold {anomaly['threshold']:.3f}: {verdict} "
                f"(margin {anomaly.get('margin', anomaly['fused_score'] - anomaly['threshold']):+.3f}).")
+    if anomaly.get("peak_deviation") is not None and anomaly.get("deviation_threshold") is not None:
+        unusual = bool(anomaly.get("deviation_unusual"))
+        st.metric("Peak deviation from normal", f"{float(anomaly['peak_deviation']):.1f}",
+                  delta="above the normal range" if unusual else "within the normal range",
+                  delta_color="inverse" if unusual else "off",
+                  help="Largest per-position distance of the image's features from normal training images "
+                       f"(the deviation map); 95 % of normal images stay below "
+                       f"{float(anomaly['deviation_threshold']):.1f}.")
 
 
 def _pathology_block(pathology: dict | None, stage: dict | None) -> None:
@@ -220,7 +228,8 @@ def main() -> None:
         st.page_link(ui.PAGES["voice"], label="Dictate instead", icon=":material/mic:")
         maps = st.segmented_control("Maps", ["key", "all", "none"], default="key",
                                     format_func={"key": "Key maps", "all": "All maps", "none": "No maps"}.get,
-                                    help="Key maps: spatial anomaly map and Grad-CAM of positive labels.")
+                                    help="Key maps: anomaly map (deviation from normal, or Grad-CAM without a model of "
+                                         "normal features) and Grad-CAM of positive labels.")
         run = st.button("Analyze", type="primary", icon=":material/play_arrow:", disabled=study is None)
         st.caption("Decision support, not a diagnosis.")
     if study is None:

@@ -71,6 +71,24 @@ def test_target_rows_compare_in_the_right_direction():
     assert rows["similar_case_p95"]["measured"] is None and rows["similar_case_p95"]["met"] is None  # no 100k run
 
 
+def test_retrieval_benchmark_measures_exact_search_beside_hnsw():
+    from benchmarks.run import format_table, run_retrieval
+
+    out = run_retrieval([500, 1500], n_queries=20, hnsw_variants=[{"ef_search": 50}], sweep_size=800)
+    assert [row["n"] for row in out["sizes"]] == [500, 1500]
+    for row in out["sizes"]:
+        # The case base's default search is exact: recall against brute force is 1 at every size.
+        assert row["search"] == "exact" and row["recall_at_10"] == 1.0
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["max_ms"] and row["first_query_ms"] > 0
+        assert 0 < row["hnsw"]["recall_at_10"] <= 1 and row["hnsw"]["p95_ms"] > 0
+    assert [(v["vectors"], v["n"], v["hnsw"]["ef_search"]) for v in out["hnsw_variants"]] == [("random", 800, 50)]
+    clustered = out["hnsw_variants_clustered"]
+    assert [(v["vectors"], v["hnsw"]["ef_search"]) for v in clustered] == [("clustered", 100), ("clustered", 50)]
+    assert all(0 < v["recall_at_10"] <= 1 for v in out["hnsw_variants"] + clustered)
+    table = format_table({"targets": [], "retrieval": out})
+    assert "Similar cases n=  1500" in table and "Chroma HNSW n=  1500" in table
+
+
 def _results() -> dict:
     return {
         "mode": "quick", "created": "2026-01-01T00:00:00+00:00",
@@ -127,7 +145,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert results["cold_start"]["total_s"] == pytest.approx(sum(results["cold_start"]["parts"].values()), rel=0.01)
     assert results["memory"]["peak_rss_mb_analysis"] > 100
     assert [row["n"] for row in results["retrieval"]["sizes"]] == [1000]
-    assert 0 < results["retrieval"]["sizes"][0]["recall_at_10"] <= 1
+    assert results["retrieval"]["sizes"][0]["recall_at_10"] == 1.0, "exact search"
+    assert 0 < results["retrieval"]["sizes"][0]["hnsw"]["recall_at_10"] <= 1
     tiers = results["model_tiers"]
     if not str(tiers["anomaly.detector"]).startswith("unavailable"):
         assert "error" not in results["warm"] and "error" not in results["batch"]

@@ -375,6 +375,9 @@ def test_smollm2_loads_offline_and_output_is_schema_checked(monkeypatch):
     torch.set_num_threads(2)
     backend, provenance = local_backend()
     assert backend is not None and backend.name == "smollm2-135m-instruct" and provenance.tier == "real"
+    # Kept in bfloat16 to halve its memory; the dtype is stated where the System page shows provenance.
+    assert backend.model.dtype == torch.bfloat16 and backend.dtype == "bfloat16"
+    assert "bfloat16" in provenance.notes and "bfloat16" in backend.describe()
     text = backend.generate(Prompt("You are a radiology assistant.", "Name one finding on a chest X-ray."),
                             max_tokens=24)
     assert isinstance(text, str) and len(text.split()) >= 2

@@ -101,3 +101,124 @@ def test_no_text_skips_nlp(image):
     result = pipeline.run_analysis(_Study(image), detector=_Detector(), classifier=_Classifier(), maps="none")
     assert result.stage("clinical NLP").status == "skipped"
     assert "no clinical text" in result.stage("clinical NLP").message
+
+
+# ----------------------------------------------------------------- one VGG16 pass for score and spatial map
+
+class _MapFails(_Detector):
+    """Offers parts-based results, but has no network the spatial map could run."""
+
+    def result_from_parts(self, *args, **kwargs):
+        raise AssertionError("must not be called when the map failed")
+
+
+def test_failed_spatial_map_falls_back_to_plain_score(image):
+    result = pipeline.run_analysis(_Study(image), detector=_MapFails(), classifier=_Classifier(), maps="key")
+    assert result.stage("vision: anomaly detector").status == "ok"
+    assert result.anomaly["fused_score"] == 0.5
+    assert result.stage("vision: heatmaps").status == "failed", "the map failure is reported by the maps stage"
+    assert "spatial_anomaly" not in result.maps
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):
+    from medsight.config import Settings
+    from medsight.models.anomaly import load_detector
+    from medsight.models.pathology import load_classifier
+
+    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    return load_detector(settings, device="cpu"), load_classifier(settings, device="cpu")
+
+
+def _count_vgg16_forwards(detector):
+    """Counts VGG16 passes at its first convolution, which every path (pooled or with activations) runs."""
+    calls = []
+    handle = detector.extractor.features[0].register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
+def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sample):
+    from medsight.config import PROJECT_ROOT
+    from medsight.ingest import load_study
+
+    detector, classifier = demo_models
+    if detector.patch_model is None:
+        pytest.skip("the shipped detector has no model of normal features")
+    study = load_study(PROJECT_ROOT / "models" / "samples" / sample)
+    calls, handle = _count_vgg16_forwards(detector)
+    try:
+        result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="key")
+    finally:
+        handle.remove()
+    assert result.status == pipeline.STATUS_COMPLETE, [(s.name, s.message) for s in result.stages]
+    assert len(calls) == 1, "score and deviation map must come from a single VGG16 forward pass"
+    reference = detector.score(study.image)
+    anomaly = result.anomaly
+    for key in ("fused_score", "recon_error", "kl_divergence", "vit_score", "peak_deviation"):
+        assert anomaly[key] == pytest.approx(getattr(reference, key), abs=1e-5), key
+    assert anomaly["deviation_unusual"] == reference.deviation_unusual
+    assert anomaly["deviation_threshold"] == pytest.approx(detector.patch_model.scale.peak_threshold, abs=1e-3)
+    heatmap = result.objects["heatmaps"]["patch_deviation"]
+    assert heatmap.heat.shape == study.image.shape and heatmap.score == anomaly["fused_score"]
+    assert heatmap.details["peak_deviation"] == pytest.approx(anomaly["peak_deviation"], abs=1e-3)
+    assert "spatial_anomaly" not in result.maps, "Grad-CAM is computed on demand, not among the key maps"
+    assert "one VGG16 pass" in result.stage("vision: anomaly detector").message
+    assert "anomaly stage" in result.stage("vision: heatmaps").message
+    if sample.startswith("effusion"):
+        assert anomaly["deviation_unusual"] and any("Peak deviation" in r for r in result.fusion["risk"]["reasons"])
+
+
+@pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
+def test_anomaly_score_and_spatial_map_share_one_vgg16_pass(demo_models, sample, monkeypatch):
+    """Without a model of normal features the key anomaly map is the Grad-CAM map, from the score's own pass."""
+    from medsight.config import PROJECT_ROOT
+    from medsight.ingest import load_study
+
+    detector, classifier = demo_models
+    monkeypatch.setattr(detector, "patch_model", None)
+    study = load_study(PROJECT_ROOT / "models" / "samples" / sample)
+    calls, handle = _count_vgg16_forwards(detector)
+    try:
+        result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="key")
+    finally:
+        handle.remove()
+    assert result.status == pipeline.STATUS_COMPLETE, [(s.name, s.message) for s in result.stages]
+    assert len(calls) == 1, "score and spatial anomaly map must come from a single VGG16 forward pass"
+
+    reference = detector.score(study.image)
+    anomaly = result.anomaly
+    for key in ("fused_score", "recon_error", "kl_divergence", "vit_score"):
+        assert anomaly[key] == pytest.approx(getattr(reference, key), abs=1e-6), key
+    for key in ("recon", "kl", "vit"):
+        assert anomaly["components"][key] == pytest.approx(reference.components[key], abs=1e-6), key
+    assert anomaly["is_anomalous"] == reference.is_anomalous and anomaly["threshold"] == reference.threshold
+    assert anomaly["margin"] == pytest.approx(reference.margin, abs=1e-6)
+    assert (anomaly["tier"], anomaly["extractor"], anomaly["calibration_source"]) == (
+        reference.tier, reference.extractor, reference.calibration_source)
+    assert anomaly["provenance"] == reference.provenance
+    assert anomaly["timings"]["total"] > 0
+
+    heatmap = result.objects["heatmaps"]["spatial_anomaly"]
+    assert heatmap.heat.shape == study.image.shape and heatmap.score == anomaly["fused_score"]
+    assert result.maps["spatial_anomaly"]["score"] == anomaly["fused_score"]
+    assert "one VGG16 pass" in result.stage("vision: anomaly detector").message
+    assert "anomaly stage" in result.stage("vision: heatmaps").message
+    assert result.fusion is not None
+
+
+def test_without_maps_the_plain_score_is_used(demo_models):
+    from medsight.config import PROJECT_ROOT
+    from medsight.ingest import load_study
+
+    detector, classifier = demo_models
+    study = load_study(PROJECT_ROOT / "models" / "samples" / "normal_pa.png")
+    calls, handle = _count_vgg16_forwards(detector)
+    try:
+        result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="none")
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and not result.maps and "heatmaps" not in result.objects
+    assert result.anomaly["fused_score"] == pytest.approx(detector.score(study.image).fused_score, abs=1e-6)
+    assert set(result.anomaly["timings"]) >= {"extractor", "vae", "vit", "total"}
+    assert result.stage("vision: anomaly detector").message == ""

@@ -280,3 +280,18 @@ def test_negation_in_findings_and_impression_gets_an_edit_each():
     fixed = apply_edits(result.report_text, result.edits, [e.id for e in negation_edits])
     assert "No pleural effusion" not in fixed and fixed.count("leural effusion") == 2
     assert "No pneumothorax." in fixed
+
+
+def test_deviation_from_normal_alone_flags_a_normal_report():
+    from medsight.verify.discrepancies import find_discrepancies
+    from medsight.verify.checklist import parse_report
+
+    facts = parse_report("FINDINGS: Lungs are clear. No effusion or pneumothorax.\nIMPRESSION: Normal chest.")
+    analysis = {"anomaly": {"fused_score": 0.3, "threshold": 0.5, "is_anomalous": False, "tier": "demo",
+                            "peak_deviation": 6.4, "deviation_threshold": 4.9, "deviation_unusual": True},
+                "maps": {"patch_deviation": {}, "spatial_anomaly": {}}}
+    found = [d for d in find_discrepancies(facts, analysis, {}) if d.kind == "anomaly"]
+    assert len(found) == 1 and "peak deviation from normal 6.4 is above the normal range" in found[0].message
+    assert "anomaly score" not in found[0].message and found[0].evidence.map_ref == "patch_deviation"
+    within = {**analysis["anomaly"], "peak_deviation": 4.0, "deviation_unusual": False}
+    assert not [d for d in find_discrepancies(facts, {**analysis, "anomaly": within}, {}) if d.kind == "anomaly"]

@@ -114,7 +114,7 @@ PATCH_MAP_CAPTION = (
 
 
 def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DEFAULT_OPACITY,
-                        render: bool = True) -> HeatmapResult:
+                        render: bool = True, precomputed: tuple[Any, Any] | None = None) -> HeatmapResult:
     """Per-position deviation of the image's features from normal, plus the fused score of the same pass.
 
     One forward pass of VGG16 gives both the last block's activation map (for the deviation map) and the
@@ -125,6 +125,8 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
         image: H×W radiograph in [0, 1].
         opacity: overlay opacity.
         render: draw the three panels now.
+        precomputed: `detector.score_with_activations(image)` when the caller already ran it (the pipeline's
+            anomaly stage), so VGG16 does not run again.
 
     Returns:
         HeatmapResult of kind "patch_deviation": `heat` H×W in [0, 1] on the normal-image scale; `details`
@@ -133,8 +135,6 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
     Raises:
         ValueError: when the detector has no patch model, or on an unusable image (messages are user-facing).
     """
-    import torch
-
     model = getattr(detector, "patch_model", None)
     if model is None:
         raise ValueError("This anomaly detector has no model of normal features per position, so the deviation "
@@ -142,14 +142,11 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
                          "spatial map is available instead.")
     start = time.perf_counter()
     gray = np.asarray(image, dtype=np.float32)
-    x = detector.preprocess(gray).to(detector.device)
-    with torch.inference_mode():
-        pooled, activations = detector.extractor.forward_with_activations(x)
-        parts = detector.components_from_features(pooled)
+    scored, activations = precomputed if precomputed is not None else detector.score_with_activations(gray)
     grid = model.distances(activations)[0]
     heat = model.heat(grid, gray.shape[:2])
     peak = float(grid.max())
-    score = float(parts["fused"][0])
+    score = float(scored.fused_score)
     threshold = float(detector.threshold)
     scale = model.scale
     unusual = bool(scale is not None and peak >= scale.peak_threshold)
@@ -160,16 +157,15 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
         "threshold": threshold,
         "is_anomalous": score >= threshold,
         "margin": score - threshold,
-        "components": {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
-        "recon_error": float(parts["recon_error"][0]),
-        "kl_divergence": float(parts["kl_divergence"][0]),
-        "vit_score": float(parts["vit_score"][0]),
+        "components": dict(scored.components),
+        "recon_error": float(scored.recon_error),
+        "kl_divergence": float(scored.kl_divergence),
+        "vit_score": float(scored.vit_score),
         "peak_deviation": round(peak, 4),
         "peak_threshold": None if scale is None else round(scale.peak_threshold, 4),
         "peak_unusual": unusual,
         "distance_grid": np.round(grid.numpy(), 3).tolist(),
         "grid": list(model.grid),
-        "empty_map": bool(heat.max() <= 0),
         "within_normal_range": bool(peak <= scale.patch_high) if scale is not None else None,
         "tier": tier,
         "seconds": round(time.perf_counter() - start, 3),

@@ -76,7 +76,7 @@ def _configured_local(ctx: registry.LoadContext):
     from pathlib import Path
 
     return registry.Found(backend, path=source if Path(source).exists() else None, version=source,
-                          notes="configured with MEDSIGHT_LOCAL_LLM")
+                          notes=f"configured with MEDSIGHT_LOCAL_LLM; weights in {backend.dtype} on {backend.device}")
 
 
 def _smollm2(ctx: registry.LoadContext):
@@ -87,7 +87,8 @@ def _smollm2(ctx: registry.LoadContext):
         return None
     backend.weak = True
     return registry.Found(backend, path=str(smollm2_dir() / SMOLLM2_GGUF), version="SmolLM2-135M-Instruct Q4_1",
-                          notes="small general model (135M): its answers are used only after schema validation")
+                          notes=(f"small general model (135M): its answers are used only after schema validation; "
+                                 f"GGUF Q4_1 weights dequantised to {backend.dtype} on {backend.device}"))
 
 
 def _rules(ctx: registry.LoadContext):

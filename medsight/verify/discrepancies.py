@@ -185,14 +185,22 @@ def find_discrepancies(facts: ReportFacts, analysis: dict, evidence: dict[str, d
                                        Evidence(similar_case_ids=ids, similar_support=f"{len(ids)} of {len(similar)}",
                                                 source="similar_cases")))
     anomaly = (analysis or {}).get("anomaly") or {}
-    if anomaly.get("is_anomalous") and not reported:
+    deviating = bool(anomaly.get("deviation_unusual"))
+    if (anomaly.get("is_anomalous") or deviating) and not reported:
+        reasons = []
+        if anomaly.get("is_anomalous"):
+            reasons.append(f"the anomaly score {float(anomaly.get('fused_score', 0)):.3f} is above its threshold "
+                           f"{float(anomaly.get('threshold', 0)):.3f}")
+        if deviating:
+            reasons.append(f"the peak deviation from normal {float(anomaly.get('peak_deviation', 0)):.1f} is above the "
+                           f"normal range (≤ {float(anomaly.get('deviation_threshold', 0)):.1f})")
+        maps = (analysis or {}).get("maps") or {}
+        map_ref = next((key for key in ("patch_deviation", "spatial_anomaly") if key in maps), None)
         out.append(Discrepancy("", "anomaly", "abnormality", "major",
-                               f"The report reads normal but the anomaly score {float(anomaly.get('fused_score', 0)):.3f} "
-                               f"is above its threshold {float(anomaly.get('threshold', 0)):.3f}.", None, "", None,
+                               "The report reads normal but " + " and ".join(reasons) + ".", None, "", None,
                                Evidence(anomaly_score=anomaly.get("fused_score"),
                                         anomaly_threshold=anomaly.get("threshold"), model_tier=anomaly.get("tier"),
-                                        map_ref="spatial_anomaly" if "spatial_anomaly" in ((analysis or {}).get("maps") or {})
-                                        else None)))
+                                        map_ref=map_ref)))
     for number, item in enumerate(out, start=1):
         item.id = f"D{number}"
     return out

@@ -27,7 +27,8 @@ SAMPLES = json.loads((ROOT / "models" / "samples" / "manifest.json").read_text()
 PNG_SAMPLE = "consolidation_right_pa.png"
 DICOM_SAMPLE = "effusion_left_pa.dcm"
 AUDIO = ROOT / "tests" / "data" / "audio" / "radiology_1.wav"
-MAP_TITLES = ["Paper attention", "Spatial anomaly map", "Pathology Grad-CAM"]
+MAP_TITLES = ["Paper attention", "Anomaly map (deviation from normal)", "Spatial anomaly map (Grad-CAM)",
+              "Pathology Grad-CAM"]
 QUESTIONS = ["What does the anomaly score mean?", "What is the differential for a pleural effusion?"]
 
 # Seeds the knowledge corpus with the shipped reference notes only, so the first chat question does

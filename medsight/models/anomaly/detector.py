@@ -147,6 +147,10 @@ class AnomalyResult:
         timings: milliseconds per stage ("preprocess", "extractor", "vae", "vit", "total").
         tier: "real" or "demo". extractor: "imagenet", "demo-phantom" or "demo-seeded".
         provenance: where the weights came from (checkpoint, hashes, calibration source, ...).
+        peak_deviation: largest per-position distance of the image's last-block features from normal
+            (the deviation map's peak; see `patch.py`), from the same VGG16 pass; None without a patch model.
+        deviation_threshold: the normal-range limit of `peak_deviation` (95 % of held-out normal images
+            stay below it). deviation_unusual: peak_deviation >= deviation_threshold.
     """
 
     fused_score: float
@@ -162,6 +166,9 @@ class AnomalyResult:
     extractor: str
     calibration_source: str = "published"
     provenance: dict[str, Any] = field(default_factory=dict)
+    peak_deviation: float | None = None
+    deviation_threshold: float | None = None
+    deviation_unusual: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -292,8 +299,24 @@ class AnomalyDetector:
         return self.score_batch([image])[0]
 
     def score_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[AnomalyResult]:
-        """Score several radiographs; timings are per image (batch time divided by batch size)."""
-        results: list[AnomalyResult] = []
+        """Score several radiographs; timings are per image (batch time divided by batch size).
+
+        With a patch model, each result also carries the peak deviation from normal, measured on the
+        last conv block's activations of the same VGG16 pass.
+        """
+        return [result for result, _ in self._score_chunks(images, batch_size, keep_activations=False)]
+
+    def score_with_activations(self, image: np.ndarray) -> tuple[AnomalyResult, torch.Tensor]:
+        """Score one radiograph and return the last conv block's activations (1, 512, 14, 14) of that pass.
+
+        The deviation map can then be drawn from those activations without running VGG16 again.
+        """
+        return self._score_chunks([image], 1, keep_activations=True)[0]
+
+    def _score_chunks(self, images: Sequence[np.ndarray], batch_size: int, keep_activations: bool
+                      ) -> list[tuple[AnomalyResult, torch.Tensor | None]]:
+        results: list[tuple[AnomalyResult, torch.Tensor | None]] = []
+        patch = self.patch_model
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             n = len(chunk)
@@ -301,7 +324,12 @@ class AnomalyDetector:
             x = torch.cat([self.preprocess(image) for image in chunk])
             t1 = time.perf_counter()
             with torch.inference_mode():
-                feats = self.vae_input(self.features(x))
+                activations = None
+                if patch is not None or keep_activations:
+                    pooled, activations = self.extractor.forward_with_activations(x.to(self.device))
+                    feats = self.vae_input(pooled)
+                else:
+                    feats = self.vae_input(self.features(x))
                 t2 = time.perf_counter()
                 mu, log_var = self.vae.encoder(feats)
                 x_hat = self.vae.decoder(mu)
@@ -311,14 +339,22 @@ class AnomalyDetector:
                 vit = self.vit(mu)
                 fused, parts = fuse_scores(recon, kl, vit, self.calibration)
                 t4 = time.perf_counter()
+                peaks = None
+                if patch is not None:
+                    peaks = patch.distances(activations).amax(dim=(1, 2))
+                t5 = time.perf_counter()
             timings = {
                 "preprocess": (t1 - t0) * 1000 / n, "extractor": (t2 - t1) * 1000 / n,
-                "vae": (t3 - t2) * 1000 / n, "vit": (t4 - t3) * 1000 / n, "total": (t4 - t0) * 1000 / n,
+                "vae": (t3 - t2) * 1000 / n, "vit": (t4 - t3) * 1000 / n, "total": (t5 - t0) * 1000 / n,
             }
+            if patch is not None:
+                timings["deviation"] = (t5 - t4) * 1000 / n
+            limit = patch.scale.peak_threshold if patch is not None and patch.scale is not None else None
             timings = {key: round(value, 2) for key, value in timings.items()}
             for i in range(n):
                 score = float(fused[i])
-                results.append(AnomalyResult(
+                peak = float(peaks[i]) if peaks is not None else None
+                result = AnomalyResult(
                     fused_score=score,
                     recon_error=float(recon[i]),
                     kl_divergence=float(kl[i]),
@@ -332,8 +368,43 @@ class AnomalyDetector:
                     extractor=self.extractor.kind,
                     calibration_source=self.calibration.source,
                     provenance=dict(self.provenance),
-                ))
+                    peak_deviation=None if peak is None else round(peak, 4),
+                    deviation_threshold=None if limit is None else round(float(limit), 4),
+                    deviation_unusual=None if peak is None or limit is None else peak >= limit,
+                )
+                kept = activations[i:i + 1].detach().cpu() if keep_activations and activations is not None else None
+                results.append((result, kept))
         return results
+
+    def result_from_parts(self, fused_score: float, recon_error: float, kl_divergence: float, vit_score: float,
+                          components: dict[str, float], timings: dict[str, float]) -> AnomalyResult:
+        """An `AnomalyResult` from score parts already computed by another pass through this detector.
+
+        The spatial anomaly map runs the same forward pass (VGG16 → VAE mean → ViT → fused score) before
+        its backward pass, so its score and components can stand for `score(image)` without a second
+        VGG16 forward. Threshold, tier and provenance are this detector's.
+
+        Args:
+            fused_score, recon_error, kl_divergence, vit_score: values of that pass.
+            components: the weighted terms "recon", "kl", "vit".
+            timings: milliseconds per step of that pass (must include "total").
+        """
+        score = float(fused_score)
+        return AnomalyResult(
+            fused_score=score,
+            recon_error=float(recon_error),
+            kl_divergence=float(kl_divergence),
+            vit_score=float(vit_score),
+            components={key: float(components[key]) for key in ("recon", "kl", "vit")},
+            threshold=self.threshold,
+            is_anomalous=score >= self.threshold,
+            margin=score - self.threshold,
+            timings={key: round(float(value), 2) for key, value in timings.items()},
+            tier=self.tier,
+            extractor=self.extractor.kind,
+            calibration_source=self.calibration.source,
+            provenance=dict(self.provenance),
+        )
 
     def to(self, device: str | torch.device) -> "AnomalyDetector":
         self.device = torch.device(device)
