@@ -381,6 +381,10 @@ def summarise(result: AnalysisResult) -> dict:
         summary["headline"].append(
             f"Anomaly score {a.get('fused_score', 0):.3f} (threshold {a.get('threshold', 0):.3f}): {verdict}"
         )
+        if a.get("peak_deviation") is not None and a.get("deviation_threshold") is not None:
+            where = "above" if a.get("deviation_unusual") else "within"
+            summary["headline"].append(f"Peak deviation from normal {a['peak_deviation']:.1f}: {where} the normal "
+                                       f"range (≤ {a['deviation_threshold']:.1f})")
     if result.pathology:
         probs = result.pathology.get("probabilities", {})
         positives = result.pathology.get("positives", [])

@@ -165,6 +165,8 @@ def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sampl
     assert "spatial_anomaly" not in result.maps, "Grad-CAM is computed on demand, not among the key maps"
     assert "one VGG16 pass" in result.stage("vision: anomaly detector").message
     assert "anomaly stage" in result.stage("vision: heatmaps").message
+    headline = [h for h in result.summary["headline"] if h.startswith("Peak deviation from normal")]
+    assert len(headline) == 1 and ("above" if anomaly["deviation_unusual"] else "within") in headline[0]
     if sample.startswith("effusion"):
         assert anomaly["deviation_unusual"] and any("Peak deviation" in r for r in result.fusion["risk"]["reasons"])
 

@@ -173,9 +173,7 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
     caption = PATCH_MAP_CAPTION + (DEMO_NOTE if tier == "demo" else "")
     if details["within_normal_range"]:
         caption += " No position left the normal range, so the map stays dark."
-    verdict = "above" if score >= threshold else "below"
-    peak_text = f"peak deviation {peak:.1f}" + (
-        f" ({'above' if unusual else 'within'} normal ≤{scale.peak_threshold:.1f})" if scale else "")
+    peak_text = f"deviation {peak:.1f}" + (f" (normal ≤{scale.peak_threshold:.1f})" if scale else "")
     return make_result(
         "patch_deviation",
         gray,
@@ -184,7 +182,7 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
         caption,
         score=score,
         subtitle=f"Anomaly detector · {tier.upper()} tier · deviation from normal per position",
-        score_text=f"score {score:.3f} ({verdict} {threshold:.3f}) · {peak_text}",
+        score_text=f"score {score:.3f} · {peak_text}",
         opacity=opacity,
         details=details,
         render=render,
