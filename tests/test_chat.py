@@ -210,6 +210,11 @@ def test_score_answer_uses_study_results(kb):
     reply = ChatEngine(kb).answer("What does the anomaly score mean?", analysis=ANALYSIS)
     assert "0.610" in reply.text and "0.348" in reply.text and "outside the normal range" in reply.text
     assert reply.citations[0].passage_id == "note-anomaly_score"
+    assert "deviation" not in reply.text  # no deviation figures in this analysis: none invented
+    deviating = {**ANALYSIS, "anomaly": {**ANALYSIS["anomaly"], "peak_deviation": 6.42, "deviation_threshold": 4.91,
+                                         "deviation_unusual": True}}
+    reply = ChatEngine(kb).answer("What does the anomaly score mean?", analysis=deviating)
+    assert "peak deviation from normal is 6.4, above the normal range" in reply.text and "4.9" in reply.text
 
 
 def test_follow_up_inherits_topic_from_history(kb):

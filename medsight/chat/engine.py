@@ -153,7 +153,8 @@ def study_context(analysis: dict | None, verification: dict | None = None) -> di
     out: dict[str, Any] = {"study_id": (analysis.get("study") or {}).get("study_id") or analysis.get("study_id", "")}
     anomaly = analysis.get("anomaly") or {}
     if "fused_score" in anomaly:
-        out["anomaly"] = {k: anomaly.get(k) for k in ("fused_score", "threshold", "is_anomalous", "tier")}
+        out["anomaly"] = {k: anomaly.get(k) for k in ("fused_score", "threshold", "is_anomalous", "tier",
+                                                    "peak_deviation", "deviation_threshold", "deviation_unusual")}
     evidence = model_findings(analysis)
     if evidence:
         out["pathology"] = {
@@ -643,6 +644,12 @@ class TemplateEngine:
             parts.append(f"This study's anomaly score is {float(anomaly['fused_score']):.3f}, {above} its threshold "
                          f"{float(anomaly['threshold']):.3f}, so the detector calls it {verdict} "
                          f"(model tier: {anomaly.get('tier') or 'unknown'}).")
+            if anomaly.get("peak_deviation") is not None and anomaly.get("deviation_threshold") is not None:
+                where = "above" if anomaly.get("deviation_unusual") else "within"
+                parts.append(f"Its peak deviation from normal is {float(anomaly['peak_deviation']):.1f}, {where} the "
+                             f"normal range (95 % of normal images stay below "
+                             f"{float(anomaly['deviation_threshold']):.1f}); the deviation map on the Heatmap page "
+                             "shows where.")
         elif not self.context:
             parts.append("No analysis is in context, so there is no score to interpret yet; here is what the scores "
                          "mean in general.")
