@@ -137,14 +137,11 @@ def _count_vgg16_forwards(detector):
     return calls, handle
 
 
-@pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
-def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sample):
+def _analyse_counting_vgg16(detector, classifier, sample):
+    """(study, complete key-maps analysis of a shipped sample, VGG16 passes counted during it)."""
     from medsight.config import PROJECT_ROOT
     from medsight.ingest import load_study
 
-    detector, classifier = demo_models
-    if detector.patch_model is None:
-        pytest.skip("the shipped detector has no model of normal features")
     study = load_study(PROJECT_ROOT / "models" / "samples" / sample)
     calls, handle = _count_vgg16_forwards(detector)
     try:
@@ -152,6 +149,15 @@ def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sampl
     finally:
         handle.remove()
     assert result.status == pipeline.STATUS_COMPLETE, [(s.name, s.message) for s in result.stages]
+    return study, result, calls
+
+
+@pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
+def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sample):
+    detector, classifier = demo_models
+    if detector.patch_model is None:
+        pytest.skip("the shipped detector has no model of normal features")
+    study, result, calls = _analyse_counting_vgg16(detector, classifier, sample)
     assert len(calls) == 1, "score and deviation map must come from a single VGG16 forward pass"
     reference = detector.score(study.image)
     anomaly = result.anomaly
@@ -174,18 +180,9 @@ def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sampl
 @pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
 def test_anomaly_score_and_spatial_map_share_one_vgg16_pass(demo_models, sample, monkeypatch):
     """Without a model of normal features the key anomaly map is the Grad-CAM map, from the score's own pass."""
-    from medsight.config import PROJECT_ROOT
-    from medsight.ingest import load_study
-
     detector, classifier = demo_models
     monkeypatch.setattr(detector, "patch_model", None)
-    study = load_study(PROJECT_ROOT / "models" / "samples" / sample)
-    calls, handle = _count_vgg16_forwards(detector)
-    try:
-        result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="key")
-    finally:
-        handle.remove()
-    assert result.status == pipeline.STATUS_COMPLETE, [(s.name, s.message) for s in result.stages]
+    study, result, calls = _analyse_counting_vgg16(detector, classifier, sample)
     assert len(calls) == 1, "score and spatial anomaly map must come from a single VGG16 forward pass"
 
     reference = detector.score(study.image)

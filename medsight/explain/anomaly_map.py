@@ -31,6 +31,20 @@ DEMO_NOTE = (" Demo tier: a detector trained on synthetic phantoms, on VGG16 fea
              "features; not for clinical use.")
 
 
+def _score_details(score: float, threshold: float, components: dict[str, float], recon_error: float,
+                   kl_divergence: float, vit_score: float) -> dict[str, Any]:
+    """The fused score's facts every anomaly map carries in its `details`."""
+    return {
+        "threshold": threshold,
+        "is_anomalous": score >= threshold,
+        "margin": score - threshold,
+        "components": {k: float(components[k]) for k in ("recon", "kl", "vit")},
+        "recon_error": float(recon_error),
+        "kl_divergence": float(kl_divergence),
+        "vit_score": float(vit_score),
+    }
+
+
 def last_conv_layer(detector: Any):
     """The module whose output is explained: the ReLU after conv5_3 in `detector.extractor.features`."""
     from medsight.models.anomaly.torch_model import LAST_CONV_RELU_INDEX
@@ -73,13 +87,9 @@ def spatial_anomaly_map(detector: Any, image: np.ndarray, *, opacity: float = DE
     details = {
         "method": "Grad-CAM of the fused score at VGG16 features[29] (conv5_3 ReLU, 14x14 at 224 px)",
         "spatial": True,
-        "threshold": threshold,
-        "is_anomalous": score >= threshold,
-        "margin": score - threshold,
-        "components": {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
-        "recon_error": float(parts["recon_error"][0]),
-        "kl_divergence": float(parts["kl_divergence"][0]),
-        "vit_score": float(parts["vit_score"][0]),
+        **_score_details(score, threshold, {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
+                         float(parts["recon_error"][0]), float(parts["kl_divergence"][0]),
+                         float(parts["vit_score"][0])),
         "empty_map": bool(out.empty[0]),
         "grid": list(out.raw.shape[1:]),
         "tier": tier,
@@ -154,13 +164,8 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
     details = {
         "method": "Mahalanobis distance per cell from normal features at VGG16 features[29] (PaDiM-style)",
         "spatial": True,
-        "threshold": threshold,
-        "is_anomalous": score >= threshold,
-        "margin": score - threshold,
-        "components": dict(scored.components),
-        "recon_error": float(scored.recon_error),
-        "kl_divergence": float(scored.kl_divergence),
-        "vit_score": float(scored.vit_score),
+        **_score_details(score, threshold, scored.components, scored.recon_error, scored.kl_divergence,
+                         scored.vit_score),
         "peak_deviation": round(peak, 4),
         "peak_threshold": None if scale is None else round(scale.peak_threshold, 4),
         "peak_unusual": unusual,
