@@ -114,6 +114,8 @@ def test_shipped_patch_model_matches_the_demo_extractor(demo_detector):
     assert model.extractor_sha256 == demo_detector.extractor.sha256
     assert model.grid == (14, 14) and model.scale is not None
     assert demo_detector.provenance["patch_model"]["file"].endswith("anomaly_patch_demo.pt")
+    notes = demo_detector.provenance["registry"]["notes"]
+    assert "deviation map: anomaly_patch_demo.pt, fitted on 300 normal images" in notes
 
 
 def test_deviation_map_on_phantoms_reuses_the_score_and_brightens_findings(demo_detector):
@@ -189,3 +191,22 @@ def test_fit_and_evaluate_on_a_few_phantoms(tmp_path):
     card = write_card(path, model, detector, "python -m training.fit_patch_model")
     assert PatchDeviationModel.load(path, detector.extractor.sha256).scale == model.scale
     assert '"labels_used": "normal images only' in card.read_text()
+
+
+def test_patch_model_of_another_extractor_is_not_attached(medsight_home):
+    """A checkpoint on the seeded extractor must not pick up the shipped model fitted on the phantom extractor."""
+    from medsight import registry
+    from medsight.models.anomaly import Calibration, build_demo_extractor, load_detector, save_checkpoint
+    from medsight.models.anomaly.checkpoint import build_networks
+
+    torch.manual_seed(0)
+    vae, vit = build_networks()
+    save_checkpoint(medsight_home / "models" / "anomaly_demo.pt", vae, vit, Calibration.published(), 0.348,
+                    build_demo_extractor(), meta={"purpose": "extractor check"})
+    registry.clear_cache()
+    try:
+        detector = load_detector()
+    finally:
+        registry.clear_cache()
+    assert detector.patch_model is None and "patch_model" not in detector.provenance
+    assert "deviation map unavailable" in detector.provenance["registry"]["notes"]

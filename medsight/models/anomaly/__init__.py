@@ -101,6 +101,14 @@ def attach_patch_model(ctx: registry.LoadContext, detector: AnomalyDetector) -> 
         return
 
 
+def patch_model_note(detector: AnomalyDetector) -> str:
+    """One line for the System page: whether the deviation-from-normal map is available, and from what."""
+    info = detector.provenance.get("patch_model")
+    if detector.patch_model is None or not info:
+        return "deviation map unavailable (no model of normal features fitted on this extractor)"
+    return f"deviation map: {Path(info['file']).name}, fitted on {info.get('n_images')} normal images"
+
+
 def hub_cache_vgg16_path() -> Path:
     """Where torchvision keeps downloaded VGG16 ImageNet weights."""
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_IMAGENET_FILE
@@ -137,7 +145,7 @@ def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG1
     return registry.Found(
         model=detector, path=data.path, version=f"{data.format} checkpoint",
         notes=f"ImageNet VGG16 features ({vgg_source}); calibration: {data.calibration.source}; "
-              f"threshold {data.threshold:.3f}",
+              f"threshold {data.threshold:.3f}; {patch_model_note(detector)}",
     )
 
 
@@ -214,7 +222,8 @@ def _load_builtin(ctx: registry.LoadContext) -> registry.Found | None:
     return registry.Found(
         model=detector, path=str(path), version=f"demo {data.meta.get('created', '')}".strip(),
         notes=f"trained on synthetic phantoms; extractor: {EXTRACTOR_LABELS.get(extractor.kind, extractor.kind)}; "
-              "not for clinical use" + (f"; phantom test AUROC {auroc:.3f}" if isinstance(auroc, float) else ""),
+              "not for clinical use" + (f"; phantom test AUROC {auroc:.3f}" if isinstance(auroc, float) else "")
+              + f"; {patch_model_note(detector)}",
     )
 
 
