@@ -349,47 +349,33 @@ class AnomalyDetector:
             }
             if patch is not None:
                 timings["deviation"] = (t5 - t4) * 1000 / n
-            limit = patch.scale.peak_threshold if patch is not None and patch.scale is not None else None
             timings = {key: round(value, 2) for key, value in timings.items()}
             for i in range(n):
-                score = float(fused[i])
-                peak = float(peaks[i]) if peaks is not None else None
-                result = AnomalyResult(
-                    fused_score=score,
-                    recon_error=float(recon[i]),
-                    kl_divergence=float(kl[i]),
-                    vit_score=float(vit[i]),
-                    components={key: float(parts[key][i]) for key in ("recon", "kl", "vit")},
-                    threshold=self.threshold,
-                    is_anomalous=score >= self.threshold,
-                    margin=score - self.threshold,
-                    timings=dict(timings),
-                    tier=self.tier,
-                    extractor=self.extractor.kind,
-                    calibration_source=self.calibration.source,
-                    provenance=dict(self.provenance),
-                    peak_deviation=None if peak is None else round(peak, 4),
-                    deviation_threshold=None if limit is None else round(float(limit), 4),
-                    deviation_unusual=None if peak is None or limit is None else peak >= limit,
-                )
+                result = self.result_from_parts(
+                    fused[i], recon[i], kl[i], vit[i], {key: parts[key][i] for key in ("recon", "kl", "vit")},
+                    timings, peak_deviation=None if peaks is None else float(peaks[i]))
                 kept = activations[i:i + 1].detach().cpu() if keep_activations and activations is not None else None
                 results.append((result, kept))
         return results
 
     def result_from_parts(self, fused_score: float, recon_error: float, kl_divergence: float, vit_score: float,
-                          components: dict[str, float], timings: dict[str, float]) -> AnomalyResult:
-        """An `AnomalyResult` from score parts already computed by another pass through this detector.
+                          components: dict[str, float], timings: dict[str, float],
+                          peak_deviation: float | None = None) -> AnomalyResult:
+        """An `AnomalyResult` from the score parts of one pass through this detector.
 
-        The spatial anomaly map runs the same forward pass (VGG16 → VAE mean → ViT → fused score) before
-        its backward pass, so its score and components can stand for `score(image)` without a second
-        VGG16 forward. Threshold, tier and provenance are this detector's.
+        Used by scoring itself and by the spatial anomaly map, which runs the same forward pass (VGG16 →
+        VAE mean → ViT → fused score) before its backward pass, so its score and components can stand for
+        `score(image)` without a second VGG16 forward. Threshold, tier and provenance are this detector's.
 
         Args:
             fused_score, recon_error, kl_divergence, vit_score: values of that pass.
             components: the weighted terms "recon", "kl", "vit".
             timings: milliseconds per step of that pass (must include "total").
+            peak_deviation: the pass's peak deviation from normal (with a patch model), else None.
         """
         score = float(fused_score)
+        scale = self.patch_model.scale if self.patch_model is not None else None
+        limit = None if peak_deviation is None or scale is None else float(scale.peak_threshold)
         return AnomalyResult(
             fused_score=score,
             recon_error=float(recon_error),
@@ -404,6 +390,9 @@ class AnomalyDetector:
             extractor=self.extractor.kind,
             calibration_source=self.calibration.source,
             provenance=dict(self.provenance),
+            peak_deviation=None if peak_deviation is None else round(float(peak_deviation), 4),
+            deviation_threshold=None if limit is None else round(limit, 4),
+            deviation_unusual=None if limit is None else float(peak_deviation) >= limit,
         )
 
     def to(self, device: str | torch.device) -> "AnomalyDetector":
