@@ -210,3 +210,22 @@ def test_patch_model_of_another_extractor_is_not_attached(medsight_home):
         registry.clear_cache()
     assert detector.patch_model is None and "patch_model" not in detector.provenance
     assert "deviation map unavailable" in detector.provenance["registry"]["notes"]
+
+
+def test_batched_statistics_fit_the_same_model_as_one_batch(monkeypatch):
+    """Fitting batch by batch (as the CLI does for large data sets) gives the in-memory fit."""
+    from medsight.models.anomaly import patch
+    from training import fit_patch_model
+
+    maps = _normal_maps(120, 5)
+    monkeypatch.setattr(fit_patch_model, "BASIS_IMAGES", 40)  # basis from the first 40, then streamed
+    monkeypatch.setattr(patch, "BASIS_IMAGES", 40)
+    streamed = PatchDeviationModel.from_statistics(
+        fit_patch_model.fit_statistics((maps[i:i + 16] for i in range(0, 120, 16)), n_components=6),
+        extractor_sha256="a")
+    assert streamed.meta["n_images"] == 120
+    reference = PatchDeviationModel.fit(maps, extractor_sha256="a", n_components=6)  # basis from the first 40
+    assert torch.allclose(streamed.basis, reference.basis, atol=1e-6)
+    assert torch.allclose(streamed.distances(maps[:4]), reference.distances(maps[:4]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no normal training images"):
+        fit_patch_model.fit_statistics(iter([]))

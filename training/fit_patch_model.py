@@ -22,14 +22,21 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from medsight.config import SHIPPED_MODELS_DIR
-from medsight.models.anomaly.patch import DEFAULT_COMPONENTS, DEFAULT_EPS, PatchDeviationModel
+from medsight.models.anomaly.patch import (
+    BASIS_IMAGES,
+    DEFAULT_COMPONENTS,
+    DEFAULT_EPS,
+    NormalCellStatistics,
+    PatchDeviationModel,
+    principal_axes,
+)
 from training.datasets import Sample, load_image
 from training.evaluate_anomaly import bootstrap_auroc
 from training.evaluate_maps import load_detector_for_eval
@@ -38,27 +45,59 @@ from training.train_anomaly import add_data_arguments, describe_data, resolve_sp
 DEMO_OUT = SHIPPED_MODELS_DIR / "anomaly_patch_demo.pt"
 
 
-def activations_of(detector: Any, samples: Sequence[Sample], batch_size: int = 8, desc: str = "images",
-                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last-block activation maps (N, 512, 14, 14) and fused scores (N,) of the detector for `samples`."""
-    maps, scores = [], []
+def activation_batches(detector: Any, samples: Sequence[Sample], batch_size: int = 8, desc: str = "images",
+                       progress: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch: last-block activation maps (B, 512, 14, 14) and fused scores (B,) of the detector."""
     bar = tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, file=sys.stderr)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         x = torch.cat([detector.preprocess(load_image(s)) for s in chunk]).to(detector.device)
         with torch.inference_mode():
             pooled, acts = detector.extractor.forward_with_activations(x)
-            scores.append(detector.components_from_features(pooled)["fused"].cpu())
-        maps.append(acts.cpu())
+            fused = detector.components_from_features(pooled)["fused"].cpu()
         bar.update(len(chunk))
+        yield acts.cpu(), fused
     bar.close()
-    return torch.cat(maps), torch.cat(scores)
+
+
+def fit_statistics(batches: Iterable[torch.Tensor], n_components: int = DEFAULT_COMPONENTS) -> NormalCellStatistics:
+    """Per-cell sums over normal activation batches; the principal axes come from the first `BASIS_IMAGES`.
+
+    Only those first images are held in memory at once, so any number of normal images can be fitted.
+
+    Raises:
+        ValueError: no images.
+    """
+    first: list[torch.Tensor] = []
+    stats: NormalCellStatistics | None = None
+    for acts in batches:
+        if stats is not None:
+            stats.add(acts)
+            continue
+        first.append(acts)
+        if sum(len(a) for a in first) >= BASIS_IMAGES:
+            stats = _start_statistics(first, n_components)
+            first = []
+    if stats is None:
+        if not first:
+            raise ValueError("no normal training images to fit")
+        stats = _start_statistics(first, n_components)
+    return stats
+
+
+def _start_statistics(first: list[torch.Tensor], n_components: int) -> NormalCellStatistics:
+    acts = torch.cat(first)
+    stats = NormalCellStatistics(principal_axes(acts[:BASIS_IMAGES], n_components), tuple(acts.shape[2:]))
+    stats.add(acts)
+    return stats
 
 
 def fit_and_evaluate(detector: Any, train: Sequence[Sample], val: Sequence[Sample], test: Sequence[Sample], *,
                      n_components: int = DEFAULT_COMPONENTS, eps: float = DEFAULT_EPS, progress: bool = True,
                      meta: dict[str, Any] | None = None) -> tuple[PatchDeviationModel, dict[str, Any]]:
     """Fit on normal training images, calibrate on normal validation images, evaluate on the test split.
+
+    Images are processed in batches; only per-cell sums, distances and scores are kept.
 
     Returns:
         (model as stored — fp16-rounded and calibrated, evaluation dict).
@@ -71,23 +110,28 @@ def fit_and_evaluate(detector: Any, train: Sequence[Sample], val: Sequence[Sampl
     val_normal = [s for s in val if s.is_normal]
     if len(val_normal) < 5:
         raise ValueError(f"only {len(val_normal)} normal validation images; at least 5 are needed to set the scale")
-    acts, _ = activations_of(detector, train_normal, desc="fit (normal train)", progress=progress)
-    model = PatchDeviationModel.fit(acts, extractor_sha256=detector.extractor.sha256, n_components=n_components,
-                                    eps=eps, meta=meta)
-    del acts
+    batches = (acts for acts, _ in activation_batches(detector, train_normal, desc="fit (normal train)",
+                                                      progress=progress))
+    model = PatchDeviationModel.from_statistics(fit_statistics(batches, n_components),
+                                                extractor_sha256=detector.extractor.sha256, eps=eps, meta=meta)
     model = model.rounded()
-    val_acts, _ = activations_of(detector, val_normal, desc="scale (normal val)", progress=progress)
-    model = model.calibrate(val_acts)
+    val_distances = torch.cat([model.distances(acts) for acts, _ in activation_batches(
+        detector, val_normal, desc="scale (normal val)", progress=progress)])
+    model = model.calibrate_distances(val_distances)
     evaluation: dict[str, Any] = {"n_train_normal": len(train_normal), "n_val_normal": len(val_normal),
                                   "scale": model.scale.to_dict()}
     if test:
-        test_acts, fused = activations_of(detector, list(test), desc="evaluate (test)", progress=progress)
-        peaks = model.distances(test_acts).reshape(len(test_acts), -1).max(1).values.numpy()
+        peaks, fused = [], []
+        for acts, scores in activation_batches(detector, list(test), desc="evaluate (test)", progress=progress):
+            peaks.append(model.distances(acts).amax(dim=(1, 2)))
+            fused.append(scores)
+        peak = torch.cat(peaks).numpy()
+        fused_scores = torch.cat(fused).numpy()
         targets = np.array([0 if s.is_normal else 1 for s in test])
         if 0 < targets.sum() < len(targets):
-            auc, low, high = bootstrap_auroc(targets, peaks)
-            f_auc, f_low, f_high = bootstrap_auroc(targets, fused.numpy())
-            flagged = peaks >= model.scale.peak_threshold
+            auc, low, high = bootstrap_auroc(targets, peak)
+            f_auc, f_low, f_high = bootstrap_auroc(targets, fused_scores)
+            flagged = peak >= model.scale.peak_threshold
             evaluation["test"] = {
                 "n": len(test), "n_anomalous": int(targets.sum()),
                 "auroc_peak_deviation": round(auc, 4),

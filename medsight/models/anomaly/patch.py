@@ -44,6 +44,7 @@ DEFAULT_EPS = 0.01
 NORMAL_PATCH_PERCENTILE = 99.0  # a cell above this share of normal cells is "unusual"
 NORMAL_IMAGE_PERCENTILE = 95.0  # image-level threshold: 95 % of normal images stay below it
 NORMAL_RANGE_HEAT = 0.1  # display value at the top of the normal range (dark; transparent in the overlay)
+BASIS_IMAGES = 512  # the principal axes come from (up to) the first 512 normal training images
 
 
 @dataclass
@@ -66,6 +67,53 @@ class NormalScale:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def principal_axes(activations: torch.Tensor, n_components: int = DEFAULT_COMPONENTS) -> torch.Tensor:
+    """(C, d) float64 principal axes of the cells of normal activation maps (N, C, H, W), pooled over positions.
+
+    Raises:
+        ValueError: a wrong shape, or fewer channels than components.
+    """
+    acts = torch.as_tensor(activations, dtype=torch.float64)
+    if acts.ndim != 4:
+        raise ValueError(f"expected activation maps (N, C, H, W); got shape {tuple(acts.shape)}")
+    if acts.shape[1] < n_components:
+        raise ValueError(f"{acts.shape[1]} channels cannot give {n_components} components")
+    cells = acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
+    centred = cells - cells.mean(0)
+    # A strided subset of the cells keeps the SVD small.
+    step = max(1, len(centred) // 20_000)
+    _, _, vh = torch.linalg.svd(centred[::step], full_matrices=False)
+    return vh[:n_components].T.contiguous()
+
+
+class NormalCellStatistics:
+    """Running per-cell sums of projected normal features, so any number of images can be fitted in batches.
+
+    Args:
+        basis: (C, d) projection (`principal_axes` of a first set of normal images).
+        grid: (H, W) of the activation maps.
+    """
+
+    def __init__(self, basis: torch.Tensor, grid: tuple[int, int]) -> None:
+        self.basis = torch.as_tensor(basis, dtype=torch.float64)
+        self.grid = (int(grid[0]), int(grid[1]))
+        cells, d = self.grid[0] * self.grid[1], self.basis.shape[1]
+        self.n = 0
+        self.total = torch.zeros(cells, d, dtype=torch.float64)
+        self.outer = torch.zeros(cells, d, d, dtype=torch.float64)
+
+    def add(self, activations: torch.Tensor) -> None:
+        """Add a batch of normal activation maps (B, C, H, W)."""
+        acts = torch.as_tensor(activations, dtype=torch.float64)
+        if acts.ndim != 4 or tuple(acts.shape[2:]) != self.grid or acts.shape[1] != self.basis.shape[0]:
+            raise ValueError(f"activation maps of shape {tuple(acts.shape)} do not match the basis "
+                             f"({self.basis.shape[0]} channels, grid {self.grid})")
+        projected = torch.einsum("bchw,cd->hwbd", acts, self.basis).reshape(-1, len(acts), self.basis.shape[1])
+        self.total += projected.sum(1)
+        self.outer += projected.transpose(1, 2) @ projected
+        self.n += len(acts)
 
 
 @dataclass
@@ -94,36 +142,47 @@ class PatchDeviationModel:
     @classmethod
     def fit(cls, activations: torch.Tensor, *, extractor_sha256: str, n_components: int = DEFAULT_COMPONENTS,
             eps: float = DEFAULT_EPS, meta: dict[str, Any] | None = None) -> "PatchDeviationModel":
-        """Fit on the activation maps (N, C, H, W) of normal training images.
+        """Fit on the activation maps (N, C, H, W) of normal training images held in memory.
+
+        For more images than fit in memory, feed `NormalCellStatistics` batch by batch and call
+        `from_statistics` (what `training.fit_patch_model` does).
 
         Raises:
             ValueError: too few images for the number of components, or a wrong shape.
         """
-        acts = torch.as_tensor(activations, dtype=torch.float64)
+        acts = torch.as_tensor(activations)
         if acts.ndim != 4:
             raise ValueError(f"expected activation maps (N, C, H, W); got shape {tuple(acts.shape)}")
-        n, channels, height, width = acts.shape
-        if n <= n_components:
-            raise ValueError(f"{n} normal images cannot fit {n_components} components; use more images")
-        cells = acts.permute(0, 2, 3, 1).reshape(-1, channels)
-        centred = cells - cells.mean(0)
-        # Principal axes of the pooled normal cells; a strided subset keeps the SVD small.
-        step = max(1, len(centred) // 20_000)
-        _, _, vh = torch.linalg.svd(centred[::step], full_matrices=False)
-        basis = vh[:n_components].T.contiguous()  # (C, d)
-        projected = torch.einsum("nchw,cd->hwnd", acts, basis).reshape(height * width, n, n_components)
-        mean = projected.mean(1)
-        dev = projected - mean[:, None]
-        cov = dev.transpose(1, 2) @ dev / (n - 1) + eps * torch.eye(n_components, dtype=torch.float64)
-        precision = torch.linalg.inv(cov)
-        info = {"n_images": n, "n_components": n_components, "eps": eps, "layer": LAYER_NAME,
+        stats = NormalCellStatistics(principal_axes(acts[:BASIS_IMAGES], n_components), tuple(acts.shape[2:]))
+        stats.add(acts)
+        return cls.from_statistics(stats, extractor_sha256=extractor_sha256, eps=eps, meta=meta)
+
+    @classmethod
+    def from_statistics(cls, stats: "NormalCellStatistics", *, extractor_sha256: str, eps: float = DEFAULT_EPS,
+                        meta: dict[str, Any] | None = None) -> "PatchDeviationModel":
+        """The model of accumulated per-cell sums: mean and inverse of (covariance + eps·I) for each cell.
+
+        Raises:
+            ValueError: too few images for the number of components.
+        """
+        n, d = stats.n, stats.basis.shape[1]
+        if n <= d:
+            raise ValueError(f"{n} normal images cannot fit {d} components; use more images")
+        mean = stats.total / n
+        cov = (stats.outer - n * mean[:, :, None] * mean[:, None, :]) / (n - 1)
+        precision = torch.linalg.inv(cov + eps * torch.eye(d, dtype=torch.float64))
+        info = {"n_images": n, "n_components": d, "eps": eps, "layer": LAYER_NAME,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
-        return cls(basis=basis.float(), mean=mean.float(), precision=precision.float(), grid=(height, width),
+        return cls(basis=stats.basis.float(), mean=mean.float(), precision=precision.float(), grid=stats.grid,
                    extractor_sha256=extractor_sha256, meta=info)
 
     def calibrate(self, normal_activations: torch.Tensor) -> "PatchDeviationModel":
         """A copy with `scale` measured on activation maps of held-out normal images."""
-        dist = self.distances(normal_activations).reshape(len(normal_activations), -1).numpy()
+        return self.calibrate_distances(self.distances(normal_activations))
+
+    def calibrate_distances(self, normal_distances: torch.Tensor | np.ndarray) -> "PatchDeviationModel":
+        """A copy with `scale` measured on the distance grids (N, H, W) of held-out normal images."""
+        dist = np.asarray(normal_distances, dtype=np.float64).reshape(len(normal_distances), -1)
         peaks = dist.max(1)
         scale = NormalScale(
             patch_median=float(np.median(dist)),
