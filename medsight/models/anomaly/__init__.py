@@ -250,7 +250,9 @@ SLOT = registry.register(registry.ModelSlot(
         "cache (~/.cache/torch/hub/checkpoints), or set MEDSIGHT_ALLOW_DOWNLOADS=1 to let torchvision download "
         "it. (2) Checkpoint: put medsight_anomaly.pt (from `python -m training.train_anomaly --extractor imagenet` "
         "on real normal radiographs, e.g. the COVID-19 Radiography Database) or the published "
-        "pulmonary_anomaly_detector.pth in the models folder."
+        "pulmonary_anomaly_detector.pth in the models folder. (3) Deviation map: fit its model of normal "
+        "features on the same extractor with `python -m training.fit_patch_model --data <dataset> --out "
+        "<data dir>/models/anomaly_patch.pt`."
     ),
 ))
 
