@@ -229,3 +229,22 @@ def test_batched_statistics_fit_the_same_model_as_one_batch(monkeypatch):
     assert torch.allclose(streamed.distances(maps[:4]), reference.distances(maps[:4]), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="no normal training images"):
         fit_patch_model.fit_statistics(iter([]))
+
+
+def test_unreadable_patch_model_file_leaves_the_detector_working(medsight_home):
+    """A broken user file is skipped with a note; the shipped model behind it is used instead."""
+    from medsight import registry
+    from medsight.models.anomaly import load_detector
+
+    (medsight_home / "models").mkdir(parents=True, exist_ok=True)
+    (medsight_home / "models" / "anomaly_patch.pt").write_bytes(b"truncated download")
+    registry.clear_cache()
+    try:
+        detector = load_detector()
+    except registry.ModelUnavailable as exc:
+        pytest.skip(f"no anomaly detector weights in this build: {exc}")
+    finally:
+        registry.clear_cache()
+    assert "anomaly_patch.pt is not a readable patch deviation file" in detector.provenance["patch_model_errors"][0]
+    assert detector.patch_model is not None
+    assert detector.provenance["patch_model"]["file"].endswith("anomaly_patch_demo.pt")

@@ -85,8 +85,8 @@ PATCH_MODEL_NAMES = ("anomaly_patch.pt", "anomaly_patch_demo.pt")
 def attach_patch_model(ctx: registry.LoadContext, detector: AnomalyDetector) -> None:
     """Give the detector the first patch model fitted on its own extractor, if any (else leave it None).
 
-    A file fitted on another extractor is skipped (e.g. the demo file next to real ImageNet weights);
-    the detector and its other maps work without one.
+    A file fitted on another extractor is skipped (e.g. the demo file next to real ImageNet weights), and
+    so is an unreadable one (noted in the provenance): the detector and its other maps work without one.
     """
     for name in PATCH_MODEL_NAMES:
         path = ctx.find_file(name)
@@ -95,6 +95,9 @@ def attach_patch_model(ctx: registry.LoadContext, detector: AnomalyDetector) -> 
         try:
             model = PatchDeviationModel.load(path, extractor_sha256=detector.extractor.sha256)
         except ExtractorMismatchError:
+            continue
+        except CheckpointError as exc:
+            detector.provenance.setdefault("patch_model_errors", []).append(str(exc))
             continue
         detector.patch_model = model
         detector.provenance["patch_model"] = {"file": str(path), **model.summary()}
@@ -105,7 +108,9 @@ def patch_model_note(detector: AnomalyDetector) -> str:
     """One line for the System page: whether the deviation-from-normal map is available, and from what."""
     info = detector.provenance.get("patch_model")
     if detector.patch_model is None or not info:
-        return "deviation map unavailable (no model of normal features fitted on this extractor)"
+        errors = detector.provenance.get("patch_model_errors")
+        return "deviation map unavailable (" + ("; ".join(errors) if errors else
+                                                "no model of normal features fitted on this extractor") + ")"
     return f"deviation map: {Path(info['file']).name}, fitted on {info.get('n_images')} normal images"
 
 
