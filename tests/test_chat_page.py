@@ -33,14 +33,19 @@ def _markdown(at) -> str:
     return "\n".join(m.value for m in at.markdown)
 
 
-def test_chat_page_refuses_dosing_saves_and_reopens_thread(logged_in_app, small_default_corpus):
-    at = logged_in_app()
+def _open_chat_without_study(at) -> None:
+    """Open the Chat page with no study in context; the cloud model cannot be switched on without a key."""
     at.switch_page("pages/chat.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "No study in context" in " ".join(c.value for c in at.caption)
     cloud = at.toggle(key="chat_cloud")
     assert cloud.value is False and cloud.disabled  # no GEMINI_API_KEY: cannot be switched on
     assert any("GEMINI_API_KEY is not set" in c.value for c in at.caption)
+
+
+def test_chat_page_refuses_dosing_saves_and_reopens_thread(logged_in_app, small_default_corpus):
+    at = logged_in_app()
+    _open_chat_without_study(at)
     assert at.toggle(key="chat_local").value is False
 
     at.chat_input[0].set_value("How much furosemide should I give?").run()
@@ -69,12 +74,7 @@ def test_chat_page_refuses_dosing_saves_and_reopens_thread(logged_in_app, small_
 @pytest.mark.slow
 def test_chat_page_builds_corpus_on_first_use_and_answers_with_citations(logged_in_app, small_default_corpus):
     at = logged_in_app(timeout=300)
-    at.switch_page("pages/chat.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert "No study in context" in " ".join(c.value for c in at.caption)
-    cloud = at.toggle(key="chat_cloud")
-    assert cloud.value is False and cloud.disabled  # no GEMINI_API_KEY: cannot be switched on
-    assert any("GEMINI_API_KEY is not set" in c.value for c in at.caption)
+    _open_chat_without_study(at)
 
     at.session_state["analysis"] = ANALYSIS
     at.chat_input[0].set_value("What does the anomaly score mean?").run()
