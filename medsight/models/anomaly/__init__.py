@@ -238,13 +238,13 @@ SLOT = registry.register(registry.ModelSlot(
     task="Unsupervised anomaly score of a chest radiograph against normal anatomy",
     sources=[
         registry.Source(registry.SourceKind.FILE, "checkpoint + ImageNet VGG16 weights in models folder",
-                        registry.Tier.REAL, _load_file),
+                        registry.Tier.REAL, _load_file, registry.Domain.CHEST_XR),
         registry.Source(registry.SourceKind.CACHE, "checkpoint + ImageNet VGG16 from torch hub cache",
-                        registry.Tier.REAL, _load_cache),
+                        registry.Tier.REAL, _load_cache, registry.Domain.CHEST_XR),
         registry.Source(registry.SourceKind.DOWNLOAD, "checkpoint + ImageNet VGG16 downloaded by torchvision",
-                        registry.Tier.REAL, _load_download),
+                        registry.Tier.REAL, _load_download, registry.Domain.CHEST_XR),
         registry.Source(registry.SourceKind.BUILTIN, "demo weights trained on synthetic phantoms (models/anomaly_demo.pt)",
-                        registry.Tier.DEMO, _load_builtin),
+                        registry.Tier.DEMO, _load_builtin, registry.Domain.PHANTOM),
     ],
     labels=("normal", "anomalous"),
     input_spec="greyscale chest radiograph, H×W float in [0, 1]; resized to 224×224 (Lanczos), 3 channels, "

@@ -461,10 +461,10 @@ SLOT = registry.register(registry.ModelSlot(
     title="Pathology classifier (DenseNet)",
     task="Multi-label chest X-ray findings with operating thresholds and per-label Grad-CAM",
     sources=[
-        registry.Source(registry.SourceKind.FILE, "torchxrayvision densenet121-res224-all weights in the models folder", registry.Tier.REAL, _file_source),
-        registry.Source(registry.SourceKind.CACHE, "torchxrayvision cache (~/.torchxrayvision/models_data)", registry.Tier.REAL, _cache_source),
-        registry.Source(registry.SourceKind.DOWNLOAD, "torchxrayvision download (GitHub release)", registry.Tier.REAL, _download_source),
-        registry.Source(registry.SourceKind.BUILTIN, f"demo weights {DEMO_WEIGHTS_FILE} (synthetic phantoms)", registry.Tier.DEMO, _demo_source),
+        registry.Source(registry.SourceKind.FILE, "torchxrayvision densenet121-res224-all weights in the models folder", registry.Tier.REAL, _file_source, registry.Domain.CHEST_XR),
+        registry.Source(registry.SourceKind.CACHE, "torchxrayvision cache (~/.torchxrayvision/models_data)", registry.Tier.REAL, _cache_source, registry.Domain.CHEST_XR),
+        registry.Source(registry.SourceKind.DOWNLOAD, "torchxrayvision download (GitHub release)", registry.Tier.REAL, _download_source, registry.Domain.CHEST_XR),
+        registry.Source(registry.SourceKind.BUILTIN, f"demo weights {DEMO_WEIGHTS_FILE} (synthetic phantoms)", registry.Tier.DEMO, _demo_source, registry.Domain.PHANTOM),
     ],
     labels=XRV_LABELS,
     input_spec="greyscale HxW in [0, 1]; torchxrayvision normalisation to [-1024, 1024], centre crop, resize to 224 "
