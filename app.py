@@ -12,7 +12,7 @@ import sys
 import streamlit as st
 
 from medsight.auth import ensure_first_account
-from pages import _shared as ui
+from views import _shared as ui
 
 st.set_page_config(
     page_title="MedSight Workstation",
@@ -125,7 +125,7 @@ def main() -> None:
 
     session = _active_session()
     if session is None:
-        login = st.Page("pages/login.py", title="Sign in", icon=":material/login:", url_path="login", default=True)
+        login = st.Page("views/login.py", title="Sign in", icon=":material/login:", url_path="login", default=True)
         _run_page(st.navigation([login], position="hidden"))
         return
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -32,26 +31,9 @@ def account(medsight_home) -> tuple[str, str]:
 
 
 @pytest.fixture
-def app_test(monkeypatch):
-    """Factory: a fresh `AppTest` of app.py (not yet run), run the way the live server runs it.
-
-    AppTest forgets between runs that the app uses `st.navigation`, and because a `pages/` folder sits
-    next to app.py it would then execute page files directly, skipping app.py's sign-in gate. A live
-    server only does that before its first `st.navigation` call (see `require_login`), so here the
-    entry point is always executed, as the server does from then on.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
+def app_test():
+    """Factory: a fresh `AppTest` of app.py (not yet run); app.py's `st.navigation` routes every page."""
     from streamlit.testing.v1 import AppTest
-
-    def run_entry_point(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        path = str(main_script_path)
-        module = types.ModuleType("__main__")
-        module.__dict__["__file__"] = path
-        exec(compile(Path(path).read_text(encoding="utf-8"), path, "exec"), module.__dict__)
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", run_entry_point)
 
     def make(timeout: float = 60) -> AppTest:
         return AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
@@ -78,7 +60,7 @@ def logged_in_app(account, app_test):
 
     Usage:
         at = logged_in_app()
-        at.switch_page("pages/history.py").run()
+        at.switch_page("views/history.py").run()
         assert not at.exception
     """
     def make(timeout: float = 60):

@@ -17,7 +17,7 @@ def phantom_study(tmp_path):
 
 def test_analyze_runs_end_to_end(logged_in_app, phantom_study):
     at = logged_in_app(timeout=240)
-    at.switch_page("pages/analyze.py").run()
+    at.switch_page("views/analyze.py").run()
     assert not at.exception, [e.value for e in at.exception]
     analyze = next(b for b in at.button if b.label == "Analyze")
     assert analyze.disabled, "nothing to analyse before a study is open"

@@ -16,13 +16,13 @@ from medsight.storage import History
 ROOT = Path(__file__).resolve().parent.parent
 
 PAGES = {
-    "pages/analyze.py": "Analyze",
-    "pages/heatmap.py": "Heatmap",
-    "pages/verify.py": "Report Verification",
-    "pages/voice.py": "Voice Entry",
-    "pages/chat.py": "Chat",
-    "pages/history.py": "History",
-    "pages/system.py": "System",
+    "views/analyze.py": "Analyze",
+    "views/heatmap.py": "Heatmap",
+    "views/verify.py": "Report Verification",
+    "views/voice.py": "Voice Entry",
+    "views/chat.py": "Chat",
+    "views/history.py": "History",
+    "views/system.py": "System",
 }
 
 
@@ -103,7 +103,7 @@ def test_idle_session_expires(logged_in_app):
     assert any("without activity" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("page", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py")
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "views").glob("*.py")
                                         if not p.name.startswith("_") and p.name != "login.py"))
 def test_pages_refuse_to_render_without_sign_in(page):
     """Run each page file on its own, as Streamlit does for a page URL before st.navigation is known."""
@@ -123,7 +123,7 @@ def test_unexpected_error_shows_a_reference_not_a_traceback(logged_in_app, monke
 
     monkeypatch.setattr(History, "list_records", broken)
     at = logged_in_app()
-    at.switch_page("pages/history.py").run()
+    at.switch_page("views/history.py").run()
     assert not at.exception
     message = " ".join(e.value for e in at.error)
     ref = re.search(r"Reference \*\*([0-9A-F]{8})\*\*", message)
@@ -139,7 +139,7 @@ def test_history_lists_only_own_records_and_reopens_one(logged_in_app, account):
     mine = history.save_record(account[0], "analysis", None, "My effusion analysis", payload)
     history.save_record("someone-else", "analysis", None, "Other user's analysis", {"x": 1})
     at = logged_in_app()
-    at.switch_page("pages/history.py").run()
+    at.switch_page("views/history.py").run()
     text = _texts(at)
     assert "My effusion analysis" in text and "Other user's analysis" not in text
     at.text_input(key="history_text").input("nothing-matches-this").run()
@@ -153,7 +153,7 @@ def test_history_lists_only_own_records_and_reopens_one(logged_in_app, account):
 
 def test_sample_study_opens_and_is_saved(logged_in_app, account, tmp_path, monkeypatch):
     from medsight.synthetic import generate_phantom, write_png
-    from pages import _shared
+    from views import _shared
 
     samples = tmp_path / "samples"
     write_png(generate_phantom(seed=3, size=256, findings=("effusion",)), samples / "effusion.png")
@@ -175,7 +175,7 @@ def test_sample_study_opens_and_is_saved(logged_in_app, account, tmp_path, monke
 
 
 def test_missing_or_broken_sample_manifest_is_harmless(tmp_path):
-    from pages._shared import sample_studies
+    from views._shared import sample_studies
 
     assert sample_studies(tmp_path / "absent") == []
     (tmp_path / "manifest.json").write_text("{not json")
@@ -197,7 +197,7 @@ def test_system_page_loads_models_and_shows_their_tier(logged_in_app, monkeypatc
         sources=[registry.Source(registry.SourceKind.FILE, "weights file", registry.Tier.REAL, lambda ctx: None)],
         how_to_get_real="put weights.pt in the models folder"))
     at = logged_in_app()
-    at.switch_page("pages/system.py").run(timeout=120)
+    at.switch_page("views/system.py").run(timeout=120)
     assert "not installed in this build" in _texts(at)
     at.button(key="system_load_all").click().run(timeout=120)
     assert not at.exception

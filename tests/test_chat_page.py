@@ -35,7 +35,7 @@ def _markdown(at) -> str:
 
 def _open_chat_without_study(at) -> None:
     """Open the Chat page with no study in context; the cloud model cannot be switched on without a key."""
-    at.switch_page("pages/chat.py").run()
+    at.switch_page("views/chat.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "No study in context" in " ".join(c.value for c in at.caption)
     cloud = at.toggle(key="chat_cloud")

@@ -7,7 +7,7 @@ import torch
 
 from medsight.synthetic import generate_phantom, write_png
 
-PAGE = "pages/heatmap.py"
+PAGE = "views/heatmap.py"
 
 
 @pytest.fixture

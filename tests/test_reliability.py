@@ -90,10 +90,10 @@ def deflated_dicom(padding_mb: int) -> bytes:
 
 @pytest.fixture
 def app_ingest(monkeypatch):
-    """`pages._shared._ingest` (what the study picker calls), with the messages it shows captured."""
+    """`views._shared._ingest` (what the study picker calls), with the messages it shows captured."""
     import streamlit as st
 
-    from pages import _shared as ui
+    from views import _shared as ui
 
     shown: list[str] = []
     monkeypatch.setattr(st, "error", lambda body, **kwargs: shown.append(str(body)))
@@ -308,12 +308,12 @@ def test_server_log_handler_is_added_once(logged_in_app):
 def test_every_bundled_sample_opens_on_analyze_without_an_error(logged_in_app):
     """The shipped demo studies (PNG, JPEG and DICOM in several encodings) open on Analyze and show their
     window/level control when they keep modality values; no error box, no exception."""
-    from pages import _shared
+    from views import _shared
 
     samples = _shared.sample_studies()
     assert {s.path.suffix for s in samples} >= {".png", ".dcm"}
     at = logged_in_app()
-    at.switch_page("pages/analyze.py").run()
+    at.switch_page("views/analyze.py").run()
     at.radio(key="analyze_source").set_value("Sample study").run()
     for sample in samples:
         at.selectbox(key="analyze_sample").set_value(sample.title).run()

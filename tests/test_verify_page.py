@@ -47,7 +47,7 @@ def test_verify_page_end_to_end(logged_in_app, phantom_case):
     build.add_phantoms(CaseBase(settings=settings), 6, size=128, image_dir=settings.home / "casebase" / "images",
                        quiet=True)
     at = logged_in_app(timeout=240)
-    at.switch_page("pages/verify.py").run()
+    at.switch_page("views/verify.py").run()
     assert not at.exception, [e.value for e in at.exception]
     at.session_state["study"] = study
     at.session_state["analysis"] = analysis
@@ -100,7 +100,7 @@ def test_verify_page_end_to_end(logged_in_app, phantom_case):
 
 def test_verify_page_without_study_and_empty_case_base(logged_in_app):
     at = logged_in_app(timeout=240)
-    at.switch_page("pages/verify.py").run()
+    at.switch_page("views/verify.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert _button(at, "Verify").disabled, "nothing to verify before a report is typed"
     assert any("No study is open" in i.value for i in at.info)

@@ -3,7 +3,7 @@
 
 def test_voice_page_renders_and_sends_transcript(logged_in_app):
     at = logged_in_app()
-    at.switch_page("pages/voice.py").run()
+    at.switch_page("views/voice.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert [s.label for s in at.selectbox] == ["Whisper model"]
     assert at.selectbox[0].value == "tiny.en"

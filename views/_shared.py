@@ -35,13 +35,13 @@ SAMPLES_DIR = SHIPPED_MODELS_DIR / "samples"
 
 # Page files, so pages can `st.switch_page(PAGES["analyze"])`.
 PAGES = {
-    "analyze": "pages/analyze.py",
-    "heatmap": "pages/heatmap.py",
-    "verify": "pages/verify.py",
-    "voice": "pages/voice.py",
-    "chat": "pages/chat.py",
-    "history": "pages/history.py",
-    "system": "pages/system.py",
+    "analyze": "views/analyze.py",
+    "heatmap": "views/heatmap.py",
+    "verify": "views/verify.py",
+    "voice": "views/voice.py",
+    "chat": "views/chat.py",
+    "history": "views/history.py",
+    "system": "views/system.py",
 }
 
 _TIER_STYLE = {
@@ -85,8 +85,8 @@ def current_session() -> Session | None:
 def require_login() -> Session:
     """Stop the page unless a signed-in, unexpired session exists. Call it first on every page.
 
-    app.py already gates every page, but Streamlit runs a file in `pages/` directly when the first
-    request after a server start addresses that page's URL; this check closes that path.
+    app.py already gates every page through `st.navigation`; this second check keeps a page safe if it is
+    ever run some other way (a session that expired between two reruns, a page opened from a test).
 
     Returns:
         The current session.

@@ -9,7 +9,7 @@ from medsight.chat import (ChatEngine, CorpusError, KnowledgeBase, build_default
                            default_corpus_complete, user_message)
 from medsight.config import Settings
 from medsight.llm import LanguageModel, RulesEngine, gemini_backend
-from pages import _shared as ui
+from views import _shared as ui
 
 CHAT_CLOUD_NOTICE = ("When on, each question is sent to Google Gemini together with the conversation so far, this "
                      "study's results (scores, flagged findings, risk level, verification discrepancies), the report "

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from pages import _shared as ui
+from views import _shared as ui
 
 BOX = "verify_report_box"
 RESULT = "verification_result"

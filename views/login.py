@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import _shared as ui
+from views import _shared as ui
 
 
 def _sign_in(username: str, password: str) -> None:

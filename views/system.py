@@ -15,7 +15,7 @@ import streamlit as st
 
 from medsight import registry
 from medsight.config import Settings
-from pages import _shared as ui
+from views import _shared as ui
 
 KEY_LIBRARIES = (
     "streamlit", "torch", "torchvision", "numpy", "pydicom", "pylibjpeg", "torchxrayvision", "scikit-learn",

@@ -12,7 +12,7 @@ import streamlit as st
 
 from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
 from medsight.report.figures import components_bars, score_gauge
-from pages import _shared as ui
+from views import _shared as ui
 
 ANOMALY_SLOT = "anomaly.detector"
 PATHOLOGY_SLOT = "pathology.classifier"

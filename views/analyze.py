@@ -11,7 +11,7 @@ from medsight import registry
 from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
 from medsight.report import build_pdf
 from medsight.report.figures import pathology_bars, score_gauge
-from pages import _shared as ui
+from views import _shared as ui
 
 RISK_COLOURS = {"High": "red", "Moderate": "orange", "Low": "green"}
 

@@ -7,7 +7,7 @@ import datetime as _dt
 import streamlit as st
 
 from medsight.storage import RECORD_KINDS
-from pages import _shared as ui
+from views import _shared as ui
 
 KIND_LABELS = {"analysis": "Analysis", "report": "Report", "verification": "Verification", "chat": "Chat"}
 KIND_ICONS = {"analysis": ":material/radiology:", "report": ":material/description:",

@@ -6,7 +6,7 @@ import streamlit as st
 
 from medsight import registry
 from medsight.voice import ACCEPTED_FORMATS, DEFAULT_SIZE, SIZES, AudioError, apply_voice_commands, decode, slot_name, transcribe
-from pages import _shared as ui
+from views import _shared as ui
 
 ui.require_login()
 ui.page_header(
