@@ -1,10 +1,19 @@
 """Analysis orchestrator: one study (plus optional clinical text) in, one serialisable result out.
 
-Stages, in order: validate input → vision (anomaly, pathology, maps) → free accelerator memory → NLP →
-fusion → clinical reasoning (when a language-model backend is wanted) → report assembly → status.
-Each stage is isolated: a failure is recorded with its message and the rest still runs. The overall status
-is COMPLETE when every stage that ran succeeded, PARTIAL when some failed or were skipped for lack of a
-model, FAILED when nothing useful came out (no image result and no text result).
+Stages, in order: validate input → input gate → vision (anomaly, pathology, maps) → domain rule → free
+accelerator memory → NLP → fusion → clinical reasoning (when a language-model backend is wanted) → report
+assembly → status. Each stage is isolated: a failure is recorded with its message and the rest still runs.
+
+The input gate (`medsight.gate`) decides whether the study is a frontal chest radiograph; a refused study is
+not shown to any image model unless the radiologist overrides the refusal. The domain rule
+(`medsight.domain`) then withholds the outputs of every image model whose weights were not trained on images
+like this one: withheld outputs never reach the result's findings, fusion, risk, summary, History or PDF; the
+result records what was withheld and why, and keeps the raw outputs only among its live objects.
+
+The overall status is COMPLETE when every stage that ran succeeded and nothing was withheld; PARTIAL when
+some stage failed or was skipped for lack of a model, or some image outputs were withheld while others
+stand; WITHHELD when every image output was withheld; REFUSED when the gate refused the study; FAILED when
+nothing useful came out (no image result and no text result).
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from medsight.device import free_accelerator_memory
 log = logging.getLogger(__name__)
 
 STATUS_COMPLETE, STATUS_PARTIAL, STATUS_FAILED = "COMPLETE", "PARTIAL", "FAILED"
+STATUS_REFUSED, STATUS_WITHHELD = "REFUSED", "WITHHELD"
+
+# Which maps come from which image-model slot (withheld together with that slot's scores).
+ANOMALY_MAPS = ("patch_deviation", "spatial_anomaly", "paper_attention")
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 # Maps are the slowest part of a warm analysis; by default only the maps a reader needs first are computed
@@ -66,6 +79,9 @@ class AnalysisResult:
     nlp: dict | None = None
     fusion: dict | None = None
     reasoning: dict | None = None
+    gate: dict | None = None
+    domain: dict | None = None
+    withheld: dict[str, dict] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     models: dict[str, dict] = field(default_factory=dict)
     # Live objects for the UI (heatmap arrays, loaded models); never serialised.
@@ -140,6 +156,66 @@ def _validate(image: np.ndarray) -> None:
         raise ValueError("the image is blank (every pixel has the same value)")
 
 
+def _gate_decision(study: Any, given: Any, override_by: str | None) -> dict:
+    """The gate's decision as a dict: the caller's, else the gate's own; a refusal becomes an override on request."""
+    decision = given
+    if decision is None:
+        from medsight.gate import check_study
+
+        decision = check_study(study)
+    if isinstance(decision, dict):
+        decision = dict(decision)
+        if override_by and decision.get("decision") == "refused":
+            decision.update(decision="overridden", overridden_by=override_by)
+        return decision
+    if override_by and decision.decision == "refused":
+        decision = decision.overridden(override_by)
+    return decision.to_dict()
+
+
+def _gate_allows(gate: dict | None) -> bool:
+    return gate is None or gate.get("decision") in ("accepted", "overridden")
+
+
+def _map_slot(key: str) -> str:
+    """The image-model slot whose weights drew a map."""
+    return "anomaly.detector" if key in ANOMALY_MAPS else "pathology.classifier"
+
+
+def apply_domain_rule(result: "AnalysisResult", study: Any) -> list[str]:
+    """Withhold the outputs of image models whose weights cannot speak about this input.
+
+    For every image-model slot that ran, decides (`medsight.domain.assess`, with the gate's decision) whether
+    the study lies inside the domain its weights were trained on. Outside: its scores and maps leave the result and go to
+    `result.objects["withheld"][slot]` (live only, for a greyed "show anyway" view); `result.withheld[slot]`
+    records what and why, never the numbers. Returns the withheld outputs' descriptions.
+    """
+    from medsight import domain
+
+    slots = [slot for slot in ("anomaly.detector", "pathology.classifier") if slot in result.models]
+    assessment = domain.assess(study, {slot: result.models[slot] for slot in slots}, gate=result.gate or {})
+    phantom = assessment.phantom
+    result.domain = {"phantom": phantom.to_dict() if phantom else None,
+                     "slots": {slot: v.to_dict() for slot, v in assessment.verdicts.items()}}
+    described = []
+    heatmaps = result.objects.get("heatmaps", {})
+    for slot, verdict in assessment.verdicts.items():
+        if verdict.inside:
+            continue
+        field_name = "anomaly" if slot == "anomaly.detector" else "pathology"
+        owned = [k for k in dict.fromkeys([*result.maps, *heatmaps]) if _map_slot(k) == slot]
+        result.objects.setdefault("withheld", {})[slot] = {
+            "output": getattr(result, field_name),
+            "maps": {k: heatmaps.pop(k) for k in owned if k in heatmaps},
+        }
+        for key in owned:
+            result.maps.pop(key, None)
+        setattr(result, field_name, None)
+        result.withheld[slot] = domain.withheld_entry(verdict, result.models[slot])
+        described.append(result.withheld[slot]["what"])
+    return described
+
+
 def run_analysis(
     study: Any,
     symptoms: str = "",
@@ -149,6 +225,8 @@ def run_analysis(
     maps: str = "key",
     reasoning_backend: Any = None,
     progress: ProgressFn | None = None,
+    gate: Any = None,
+    override_by: str | None = None,
 ) -> AnalysisResult:
     """Analyse one study.
 
@@ -162,6 +240,10 @@ def run_analysis(
         reasoning_backend: a language-model backend for the optional clinical reasoning stage; None runs the
             deterministic reasoning rules when that module is present.
         progress: called as progress(stage_name, index, total) before each stage.
+        gate: the input gate's decision (a `GateDecision` or its dict) when the caller already has it; else
+            the pipeline runs the gate.
+        override_by: user name of a radiologist who chose "analyse anyway" for a study the gate refused; the
+            override is recorded in the result (and by the caller in the audit log).
 
     Returns:
         AnalysisResult with status COMPLETE / PARTIAL / FAILED and a record per stage.
@@ -173,7 +255,7 @@ def run_analysis(
         study=study.to_dict() if hasattr(study, "to_dict") else {},
         symptoms=symptoms or "",
     )
-    runner = _Runner(result, progress, total=10)
+    runner = _Runner(result, progress, total=12)
     image = getattr(study, "image", None)
 
     def validate():
@@ -181,9 +263,26 @@ def run_analysis(
 
     valid = runner.run("validate input", validate)
 
-    def anomaly_stage():
+    def gate_stage():
         if not valid:
             return SKIPPED, "no valid image", ""
+        result.gate = _gate_decision(study, gate, override_by)
+        if result.gate.get("decision") == "refused":
+            return OK, f"refused: {result.gate.get('reason', '')}", ""
+        if result.gate.get("decision") == "overridden":
+            return OK, f"refusal overridden by {result.gate.get('overridden_by') or 'the radiologist'}", ""
+        return None
+
+    runner.run("input gate", gate_stage)
+    if valid and not _gate_allows(result.gate):
+        valid = False
+        no_image = f"input gate: {(result.gate or {}).get('reason') or 'not a frontal chest radiograph'}"
+    else:
+        no_image = "no valid image"
+
+    def anomaly_stage():
+        if not valid:
+            return SKIPPED, no_image, ""
         model, prov = _load("anomaly.detector", detector)
         result.objects["detector"] = model
         result.models["anomaly.detector"] = prov
@@ -201,7 +300,7 @@ def run_analysis(
 
     def pathology_stage():
         if not valid:
-            return SKIPPED, "no valid image", ""
+            return SKIPPED, no_image, ""
         model, prov = _load("pathology.classifier", classifier)
         result.objects["classifier"] = model
         result.models["pathology.classifier"] = prov
@@ -210,7 +309,7 @@ def run_analysis(
 
     def maps_stage():
         if maps == "none" or not valid:
-            return SKIPPED, "maps not requested" if maps == "none" else "no valid image", ""
+            return SKIPPED, "maps not requested" if maps == "none" else no_image, ""
         reused = "spatial_anomaly" in result.objects.get("heatmaps", {}) or "anomaly_pass" in result.objects
         computed = compute_maps(result, image, which=maps)
         if not computed:
@@ -220,6 +319,16 @@ def run_analysis(
     runner.run("vision: anomaly detector", anomaly_stage)
     runner.run("vision: pathology classifier", pathology_stage)
     runner.run("vision: heatmaps", maps_stage)
+
+    def domain_stage():
+        if not result.models:
+            return SKIPPED, "no image model ran", ""
+        withheld = apply_domain_rule(result, study)
+        if withheld:
+            return OK, "withheld: " + ", ".join(withheld), ""
+        return None
+
+    runner.run("domain rule", domain_stage)
 
     def free_memory():
         free_accelerator_memory()
@@ -361,20 +470,35 @@ def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", 
 
 
 def overall_status(result: AnalysisResult) -> str:
-    """COMPLETE / PARTIAL / FAILED from the stage records."""
-    useful = bool(result.anomaly or result.pathology or result.nlp)
+    """COMPLETE / PARTIAL / WITHHELD / REFUSED / FAILED from the stage records and the gate and domain rule."""
+    if result.gate and result.gate.get("decision") == "refused":
+        return STATUS_REFUSED
+    image_shown = bool(result.anomaly or result.pathology)
+    if result.withheld and not image_shown:
+        return STATUS_WITHHELD
+    useful = bool(image_shown or result.nlp)
     if not useful:
         return STATUS_FAILED
     problems = [
         s for s in result.stages
         if s.status == FAILED or (s.status == SKIPPED and s.name.startswith("vision: ") and s.message != "maps not requested")
     ]
-    return STATUS_PARTIAL if problems else STATUS_COMPLETE
+    return STATUS_PARTIAL if problems or result.withheld else STATUS_COMPLETE
 
 
 def summarise(result: AnalysisResult) -> dict:
     """Headline facts for the results view, History list and PDF."""
     summary: dict[str, Any] = {"headline": [], "tiers": {}}
+    gate = result.gate or {}
+    if gate.get("decision") == "refused":
+        summary["headline"].append(f"Not analysed: {gate.get('reason') or 'the input gate refused this image'}")
+    elif gate.get("decision") == "overridden":
+        summary["headline"].append(f"Analysed against the input gate's advice (overridden by "
+                                   f"{gate.get('overridden_by') or 'the radiologist'}): {gate.get('reason', '')}")
+    if result.withheld:
+        summary["withheld"] = sorted(result.withheld)
+        summary["headline"].append("Withheld: " + "; ".join(w["what"] for w in result.withheld.values())
+                                   + " — the loaded weights cannot speak about this image")
     if result.anomaly:
         a = result.anomaly
         verdict = "outside normal range" if a.get("is_anomalous") else "within normal range"
@@ -402,5 +526,5 @@ def summarise(result: AnalysisResult) -> dict:
     for slot, prov in result.models.items():
         if prov:
             summary["tiers"][slot] = prov.get("tier", "")
-    summary["demo_models"] = sorted(k for k, v in summary["tiers"].items() if v == "demo")
+    summary["demo_models"] = sorted(k for k, v in summary["tiers"].items() if v == "demo" and k not in result.withheld)
     return summary

@@ -245,6 +245,29 @@ def sample_studies(samples_dir: Path | None = None) -> list[SampleStudy]:
     return samples
 
 
+def gate_decision(study: Any) -> dict:
+    """The input gate's decision for `study` (computed once per study), with the user's override applied."""
+    from medsight.gate import check_study
+
+    decisions = st.session_state.setdefault("gate_decisions", {})
+    if study.study_id not in decisions:
+        decisions.clear()  # only the current study's decision is kept
+        decisions[study.study_id] = check_study(study).to_dict()
+    decision = dict(decisions[study.study_id])
+    by = st.session_state.get("gate_overrides", {}).get(study.study_id)
+    if by and decision.get("decision") == "refused":
+        decision.update(decision="overridden", overridden_by=by)
+    return decision
+
+
+def override_gate(study: Any) -> None:
+    """Record the radiologist's "analyse anyway" for a refused study (session and audit log)."""
+    decision = gate_decision(study)
+    user = current_user() or "radiologist"
+    st.session_state.setdefault("gate_overrides", {})[study.study_id] = user
+    audit("gate_override", {"study_id": study.study_id, "code": decision.get("code"), "reason": decision.get("reason")})
+
+
 def set_current_study(study: Any, *, save: bool = True) -> None:
     """Make `study` the current one (dropping an analysis of another study) and store it in History."""
     previous = st.session_state.get("analysis")

@@ -46,7 +46,25 @@ def _window_controls(study: Any) -> Any:
     return study
 
 
-def _run(study: Any, symptoms: str, maps: str) -> dict:
+def _gate_block(study: Any, gate: dict) -> None:
+    """Say what the gate decided; for a refusal, offer "analyse anyway"."""
+    if gate.get("decision") == "accepted":
+        st.caption(":material/verified: Input gate: accepted as a frontal chest radiograph.")
+        return
+    if gate.get("decision") == "overridden":
+        st.warning(f"**Not a frontal chest radiograph?** {gate.get('reason', '')} You chose to analyse it anyway; "
+                   "this is recorded and printed on the result.", icon=":material/gpp_maybe:")
+        return
+    st.error(f"**Not analysed: {gate.get('reason', '')}** The study is kept; nothing was lost.",
+             icon=":material/block:")
+    if st.button("Analyse anyway", icon=":material/gpp_maybe:", key=f"override_{study.study_id}",
+                 help="For a chest film the gate refused by mistake. Your choice is recorded in the audit log and "
+                      "printed on the result and the PDF."):
+        ui.override_gate(study)
+        st.rerun()
+
+
+def _run(study: Any, symptoms: str, maps: str, gate: dict) -> dict:
     detector = _model_or_none("anomaly.detector")
     classifier = _model_or_none("pathology.classifier")
     with st.status("Analysing…", expanded=True) as status:
@@ -55,7 +73,8 @@ def _run(study: Any, symptoms: str, maps: str) -> dict:
         def progress(name: str, index: int, total: int) -> None:
             bar.progress(index / total, text=f"Stage {index}/{total}: {name}")
 
-        result = run_analysis(study, symptoms, detector=detector, classifier=classifier, maps=maps, progress=progress)
+        result = run_analysis(study, symptoms, detector=detector, classifier=classifier, maps=maps, progress=progress,
+                              gate=gate)
         state = "complete" if result.status == STATUS_COMPLETE else ("error" if result.status == STATUS_FAILED else "complete")
         status.update(label=f"Analysis {result.status.lower()} in {sum(s.seconds for s in result.stages):.1f} s",
                       state=state, expanded=False)
@@ -72,8 +91,48 @@ def _run(study: Any, symptoms: str, maps: str) -> dict:
     return data
 
 
-def _anomaly_block(anomaly: dict | None, stage: dict | None) -> None:
+def _withheld_block(analysis: dict) -> None:
+    """What the domain rule withheld, why, the one step to real weights, and the demo output behind a fold."""
+    withheld = analysis.get("withheld") or {}
+    if not withheld:
+        return
+    for entry in withheld.values():
+        st.warning(f"**Withheld: {entry.get('what')}** ({str(entry.get('tier', '')).upper()} weights). "
+                   f"{str(entry.get('reason', '')).capitalize()}.", icon=":material/visibility_off:")
+    st.info(f"To read real chest films: {next(iter(withheld.values())).get('how_to_get_real')}.",
+            icon=":material/download:")
+    st.page_link(ui.PAGES["system"], label="Install real weights on the System page", icon=":material/settings:")
+    live = (st.session_state.get("analysis_objects") or {}).get("withheld") or {}
+    if not live:
+        return
+    with st.expander("Show the withheld output anyway (not meaningful for this image)", icon=":material/science:"):
+        st.caption("These numbers come from weights that cannot speak about this image. They are not findings, "
+                   "are not stored, and are not used anywhere else.")
+        for slot, kept in live.items():
+            output = kept.get("output") or {}
+            if slot == "anomaly.detector" and output:
+                st.caption(f"Anomaly score {float(output.get('fused_score', 0)):.3f} (threshold "
+                           f"{float(output.get('threshold', 0)):.3f}) — not meaningful for this image.")
+            elif output:
+                probs = output.get("probabilities") or {}
+                st.caption("Pathology probabilities — not meaningful for this image: "
+                           + ", ".join(f"{k} {float(v):.2f}" for k, v in probs.items()))
+            for key, heatmap in (kept.get("maps") or {}).items():
+                st.image(heatmap.png(), caption=f"{heatmap.caption or key} — not meaningful for this image",
+                         width="stretch")
+
+
+def _withheld_note(slot: str, withheld: dict) -> bool:
+    entry = withheld.get(slot)
+    if entry:
+        st.info(f"Withheld: {entry.get('what')} (see above).", icon=":material/visibility_off:")
+    return bool(entry)
+
+
+def _anomaly_block(anomaly: dict | None, stage: dict | None, withheld: dict) -> None:
     st.subheader("Anomaly detector", anchor=False)
+    if _withheld_note("anomaly.detector", withheld):
+        return
     if not anomaly:
         st.info(f"Not run: {(stage or {}).get('message') or 'no anomaly detector available'}", icon=":material/info:")
         return
@@ -93,8 +152,10 @@ def _anomaly_block(anomaly: dict | None, stage: dict | None) -> None:
                        f"{float(anomaly['deviation_threshold']):.1f}.")
 
 
-def _pathology_block(pathology: dict | None, stage: dict | None) -> None:
+def _pathology_block(pathology: dict | None, stage: dict | None, withheld: dict) -> None:
     st.subheader("Pathology classifier", anchor=False)
+    if _withheld_note("pathology.classifier", withheld):
+        return
     if not pathology:
         st.info(f"Not run: {(stage or {}).get('message') or 'no classifier available'}", icon=":material/info:")
         return
@@ -215,9 +276,13 @@ def main() -> None:
     left, right = st.columns([1, 1], gap="large")
     with left:
         study = ui.study_picker("analyze")
+        refused = False
         if study is not None:
             study = _window_controls(study)
             st.image(study.image, clamp=True, width="stretch", caption="Image as it will be analysed")
+            gate = ui.gate_decision(study)
+            _gate_block(study, gate)
+            refused = gate.get("decision") == "refused"
     with right:
         if "symptoms_box" not in st.session_state or st.session_state.get("_symptoms_synced") != st.session_state.get("symptoms"):
             st.session_state["symptoms_box"] = st.session_state.get("symptoms", "")
@@ -230,20 +295,24 @@ def main() -> None:
                                     format_func={"key": "Key maps", "all": "All maps", "none": "No maps"}.get,
                                     help="Key maps: anomaly map (deviation from normal, or Grad-CAM without a model of "
                                          "normal features) and Grad-CAM of positive labels.")
-        run = st.button("Analyze", type="primary", icon=":material/play_arrow:", disabled=study is None)
+        run = st.button("Analyze", type="primary", icon=":material/play_arrow:", disabled=study is None or refused,
+                        help="The input gate refused this image; use “Analyse anyway” to override." if refused else None)
         st.caption("Decision support, not a diagnosis.")
     if study is None:
         return
     analysis = st.session_state.get("analysis")
     if run:
-        analysis = _run(study, symptoms, maps or "key")
+        analysis = _run(study, symptoms, maps or "key", gate)
     if not analysis or analysis.get("study_id") != study.study_id:
         return
 
     st.divider()
     status = analysis.get("status")
     message = " · ".join((analysis.get("summary") or {}).get("headline", []))
-    {"COMPLETE": st.success, "PARTIAL": st.warning}.get(status, st.error)(f"**{status}** — {message}")
+    {"COMPLETE": st.success, "PARTIAL": st.warning, "WITHHELD": st.warning,
+     "REFUSED": st.warning}.get(status, st.error)(f"**{status}** — {message}")
+    _withheld_block(analysis)
+    withheld = analysis.get("withheld") or {}
     demo = (analysis.get("summary") or {}).get("demo_models") or []
     if demo:
         st.warning("Demo-tier models were used (" + ", ".join(demo) + "): trained on synthetic phantoms, for "
@@ -252,9 +321,9 @@ def main() -> None:
     stages = {s["name"]: s for s in analysis.get("stages", [])}
     c1, c2 = st.columns(2, gap="large")
     with c1:
-        _anomaly_block(analysis.get("anomaly"), stages.get("vision: anomaly detector"))
+        _anomaly_block(analysis.get("anomaly"), stages.get("vision: anomaly detector"), withheld)
     with c2:
-        _pathology_block(analysis.get("pathology"), stages.get("vision: pathology classifier"))
+        _pathology_block(analysis.get("pathology"), stages.get("vision: pathology classifier"), withheld)
     c3, c4 = st.columns(2, gap="large")
     with c3:
         _fusion_block(analysis.get("fusion"))

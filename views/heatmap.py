@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from medsight import domain
 from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
 from medsight.report.figures import components_bars, score_gauge
 from views import _shared as ui
@@ -167,6 +168,20 @@ def main() -> None:
         opacity = st.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="heatmap_opacity",
                             help="Maximum opacity of the map; the weakest 30 % of the map is always transparent.")
         st.caption(KIND_HELP[kind])
+
+    slot = PATHOLOGY_SLOT if kind == "pathology_gradcam" else ANOMALY_SLOT
+    loaded = pathology if slot == PATHOLOGY_SLOT else anomaly
+    if loaded is not None:
+        verdict = domain.assess(study, {slot: loaded.provenance.to_dict()}, gate=ui.gate_decision(study)).verdicts[slot]
+        if not verdict.inside:
+            with preview:
+                st.warning(f"**Withheld: {domain.SLOT_OUTPUTS.get(slot, 'this map')}** "
+                           f"({str(loaded.provenance.tier).upper()} weights). {verdict.reason.capitalize()}.",
+                           icon=":material/visibility_off:")
+                st.info(f"To read real chest films: {domain.HOW_TO_GET_REAL}.", icon=":material/download:")
+                st.page_link(ui.PAGES["system"], label="Install real weights on the System page",
+                             icon=":material/settings:")
+            return
 
     label = ""
     classifier = None

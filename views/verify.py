@@ -47,6 +47,11 @@ def _similar_cases(study: Any, text: str, k: int, notes: list[str]) -> list[dict
                      "(Reference data) or with `python -m medsight.retrieval.build`.")
         return []
     image = getattr(study, "image", None) if counts.get("case_images") else None
+    if image is not None:
+        verdict = base.image_verdict(study, ui.gate_decision(study))
+        if not verdict.inside:
+            notes.append(f"Similar cases by image withheld: {verdict.reason}. Similar cases by report text only.")
+            image = None
     try:
         cases = base.query(image=image, text=text, k=k)
     except CaseBaseError as exc:

@@ -99,6 +99,26 @@ class _ReportPDF(FPDF):
                     r.cell(f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def _gate_and_withheld(pdf: "_ReportPDF", analysis: dict) -> None:
+    """What the input gate decided and which model outputs were withheld, and why (never their numbers)."""
+    gate = analysis.get("gate") or {}
+    withheld = analysis.get("withheld") or {}
+    if not gate and not withheld:
+        return
+    pdf.heading("Input gate and withheld outputs")
+    decision = gate.get("decision")
+    if decision == "accepted":
+        pdf.para("Input gate: accepted as a frontal chest radiograph.", size=9)
+    elif decision == "refused":
+        pdf.para(f"Input gate: REFUSED — {gate.get('reason', '')} No image model was run.", style="B", size=9)
+    elif decision == "overridden":
+        pdf.para(f"Input gate: refused, then OVERRIDDEN by {gate.get('overridden_by') or 'the radiologist'} "
+                 f"(\"analyse anyway\"). The gate's reason: {gate.get('reason', '')}", style="B", size=9)
+    for entry in withheld.values():
+        pdf.para(f"Withheld — {entry.get('what')} ({entry.get('slot')}, {str(entry.get('tier', '')).upper()} "
+                 f"weights): {entry.get('reason')}. {entry.get('how_to_get_real', '')}.", size=9)
+
+
 def build_pdf(
     analysis: dict,
     *,
@@ -165,6 +185,7 @@ def build_pdf(
     summary = analysis.get("summary") or {}
     pdf.heading("Summary")
     pdf.bullets(summary.get("headline") or ["No result was produced."])
+    _gate_and_withheld(pdf, analysis)
 
     # Images
     if images:

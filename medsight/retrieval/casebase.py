@@ -373,6 +373,15 @@ class CaseBase:
             self._image_embedder, self.image_provenance = load_image_embedder(self.settings)
         return self._image_embedder
 
+    def image_verdict(self, study: Any, gate: dict | None = None):
+        """Domain verdict of the image embedder for `study`: outside it, similar cases by image are withheld."""
+        from medsight import domain
+        from medsight.retrieval import IMAGE_SLOT
+
+        _ = self.image_embedder  # loads it and its provenance
+        provenance = self.image_provenance.to_dict() if self.image_provenance is not None else {}
+        return domain.assess(study, {IMAGE_SLOT: provenance}, gate=gate).verdicts[IMAGE_SLOT]
+
     # -- collections -------------------------------------------------------------------------------------
     def _collection(self, name: str, space: str | None, create: bool = True):
         if name in self._collections:
