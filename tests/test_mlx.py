@@ -118,13 +118,15 @@ def test_garbage_from_mlx_is_rejected_and_the_next_tier_answers(mlx_from_registr
                                                 "seconds": answer.attempts[-1].seconds, "error": ""}
 
 
+@pytest.mark.slow  # the reasoning task asks for up to 768 tokens, twice
 def test_clinical_reasoning_rejects_mlx_garbage_and_records_why(mlx_from_registry):
     from medsight.llm.reasoning import clinical_reasoning
 
     analysis = {"pathology": {"labels": ["Effusion"], "probabilities": {"Effusion": 0.8},
                               "thresholds": {"Effusion": 0.5}, "positives": ["Effusion"], "tier": "demo"}}
-    result = clinical_reasoning(analysis, "dyspnoea", llm=LanguageModel([mlx_from_registry.model]))
-    assert result.backend == "rules" and result.tier == "rules"
+    radiograph = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    result = clinical_reasoning(analysis, "dyspnoea", image=radiograph, llm=LanguageModel([mlx_from_registry.model]))
+    assert result.backend == "rules" and result.tier == "rules" and not result.used_image
     assert [a["backend"] for a in result.attempts] == ["medgemma-mlx", "medgemma-mlx", "rules"]
     assert all(a["error"] for a in result.attempts[:2])
 
