@@ -162,3 +162,20 @@ def test_this_machine_probe_follows_the_simulated_platform(monkeypatch):
     assert here.apple_silicon and here.mps and here.macos == (14, 5)
     assert device.pick_device("auto").torch_device == "mps"
     assert device.placements(["anomaly.detector"])[0].processor == "Apple GPU (MPS)"
+
+
+def test_system_page_shows_what_would_run_on_a_mac(logged_in_app):
+    at = logged_in_app()
+    at.switch_page("views/system.py").run(timeout=120)
+    assert not at.exception
+    choice = at.radio(key="system_placement_platform")
+    assert choice.value == "This machine"
+    here = next(d.value for d in at.dataframe if "Runs on" in d.value.columns)
+    assert "Apple GPU (MPS)" not in set(here["Runs on"]), "this Linux machine has no MPS"
+    at = choice.set_value(device.APPLE_SILICON_MAC.label).run(timeout=120)
+    assert not at.exception
+    mac = next(d.value for d in at.dataframe if "Runs on" in d.value.columns)
+    where = dict(zip(mac["Model"], mac["Runs on"]))
+    assert where["Language model (local)"] == "Apple GPU (MLX)"
+    assert where["Anomaly detector (VGG16 → VAE → ViT)"] == "Apple GPU (MPS)"
+    assert any("PYTORCH_ENABLE_MPS_FALLBACK" in c.value for c in at.caption)
