@@ -181,3 +181,19 @@ def test_unloading_frees_the_mlx_memory(mlx_from_registry):
     assert freed >= 0.9 * backend.load_memory_mb > 0, (freed, backend.load_memory_mb)
     assert mx.get_active_memory() / 2**20 <= held - freed + 0.01
     assert mx.get_cache_memory() == 0, "MLX's buffer cache was released too"
+
+
+@pytest.mark.slow  # loads SmolLM2 as the real next tier
+def test_real_chain_mlx_then_smollm2_then_rules(mlx_from_registry, monkeypatch):
+    import medsight.llm as llm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(llm, "_NEXT_LOCAL", {})
+    lm = get_language_model(use_local=True)
+    assert lm.names == ["medgemma-mlx", "smollm2-135m-instruct", "rules"]
+    answer = lm.generate_json(Verdict, PROMPT, max_tokens=24, rules=lambda: Verdict(consistent=False, confidence=0))
+    tried = [a.backend for a in answer.attempts]
+    assert tried[:2] == ["medgemma-mlx", "medgemma-mlx"] and "smollm2-135m-instruct" in tried
+    assert not any(a.ok for a in answer.attempts if a.backend == "medgemma-mlx")
+    assert answer.backend in ("smollm2-135m-instruct", "rules") and isinstance(answer.value, Verdict)
