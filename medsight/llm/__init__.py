@@ -131,9 +131,10 @@ registry.register(registry.ModelSlot(
         registry.Source(registry.SourceKind.BUILTIN, "deterministic rule engine", registry.Tier.RULES, _rules),
     ],
     input_spec="text prompt (+ radiograph for MedGemma / Gemini)",
-    how_to_get_real=("On Apple Silicon: pip install mlx-vlm, then place an MLX MedGemma 4B build "
-                     "(e.g. mlx-community/medgemma-4b-it-4bit) in the Hugging Face cache or in "
-                     "<data dir>/models/medgemma-4b-it-mlx/. Elsewhere: set MEDSIGHT_LOCAL_LLM to a local "
+    how_to_get_real=("On Apple Silicon (mlx and mlx-vlm come with `make run` there): "
+                     "`.venv/bin/hf download mlx-community/medgemma-4b-it-4bit` puts MedGemma 4B in the Hugging "
+                     "Face cache (REAL tier); a build copied to <data dir>/models/medgemma-4b-it-mlx/ loads as "
+                     "USER tier. Elsewhere: set MEDSIGHT_LOCAL_LLM to a local "
                      "transformers model folder. Cloud: set GEMINI_API_KEY and switch cloud use on."),
 ))
 
