@@ -78,7 +78,8 @@ def _stats(result: Any, seconds: float, first_chunk_s: float | None = None) -> d
              "generation_tokens": int(getattr(result, "generation_tokens", 0) or 0),
              "prompt_tokens_per_s": round(float(getattr(result, "prompt_tps", 0.0) or 0.0), 1),
              "generation_tokens_per_s": round(float(getattr(result, "generation_tps", 0.0) or 0.0), 1),
-             "peak_memory_mb": round(float(getattr(result, "peak_memory", 0.0) or 0.0) * 1024, 1)}
+             # mlx-vlm reports decimal GB; MB here are MiB, like every other memory figure in the product.
+             "peak_memory_mb": round(float(getattr(result, "peak_memory", 0.0) or 0.0) * 1e9 / 2**20, 1)}
     if first_chunk_s is not None:
         stats["first_chunk_seconds"] = round(first_chunk_s, 3)
     return stats
