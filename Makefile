@@ -25,8 +25,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 install-dev: $(DEVSTAMP)
 
-$(DEVSTAMP): $(STAMP) requirements-dev.txt
+$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-dev-nodeps.txt
 	$(PIP) install -r requirements-dev.txt
+	$(PIP) install --no-deps -r requirements-dev-nodeps.txt
 	touch $@
 
 # Fast tests first, then the slow and real-browser ones; both must pass.

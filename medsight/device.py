@@ -1,14 +1,18 @@
 """Compute device choice: CUDA, else Apple MPS, else CPU for torch; MLX availability reported apart.
 
-The probes are module-level functions so tests can fake availability with monkeypatch.
+The probes are module-level functions so tests can fake availability with monkeypatch. `placements` says
+which processor each model slot would use on a given platform (the System page shows it for this machine
+and for a Mac with Apple Silicon), so the Apple branches are testable where they cannot run.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
+from typing import Iterable, MutableMapping
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -32,6 +36,13 @@ def mps_available() -> bool:
 
 def is_apple_silicon() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+def macos_version() -> tuple[int, int] | None:
+    """(major, minor) of macOS, None elsewhere."""
+    release = platform.mac_ver()[0] if sys.platform == "darwin" else ""
+    parts = [int(p) for p in release.split(".")[:2] if p.isdigit()]
+    return (parts[0], parts[1] if len(parts) > 1 else 0) if parts else None
 
 
 def mlx_available() -> bool:
@@ -67,10 +78,23 @@ def pick_device(preference: str = "auto") -> DeviceInfo:
     Raises:
         ValueError: on an unknown device name.
     """
+    cuda, mps = cuda_available(), mps_available()
+    device, reason = _choose(preference, cuda, mps)
+    return DeviceInfo(
+        torch_device=device,
+        reason=reason,
+        cuda=cuda,
+        mps=mps,
+        mlx=mlx_available(),
+        mlx_vlm=mlx_vlm_available(),
+        apple_silicon=is_apple_silicon(),
+    )
+
+
+def _choose(preference: str, cuda: bool, mps: bool) -> tuple[str, str]:
     preference = (preference or "auto").strip().lower()
     if preference not in VALID_DEVICES:
         raise ValueError(f"Unknown device {preference!r}; choose one of {', '.join(VALID_DEVICES)}.")
-    cuda, mps = cuda_available(), mps_available()
     if preference == "auto":
         if cuda:
             device, reason = "cuda", "CUDA GPU found"
@@ -84,15 +108,7 @@ def pick_device(preference: str = "auto") -> DeviceInfo:
         device, reason = "cpu", "MPS requested but not available; using CPU"
     else:
         device, reason = preference, f"{preference} set by MEDSIGHT_DEVICE"
-    return DeviceInfo(
-        torch_device=device,
-        reason=reason,
-        cuda=cuda,
-        mps=mps,
-        mlx=mlx_available(),
-        mlx_vlm=mlx_vlm_available(),
-        apple_silicon=is_apple_silicon(),
-    )
+    return device, reason
 
 
 def free_accelerator_memory() -> None:
@@ -106,3 +122,163 @@ def free_accelerator_memory() -> None:
     mps = getattr(torch, "mps", None)
     if mps is not None and mps_available() and hasattr(mps, "empty_cache"):
         mps.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------- Apple Silicon
+
+MPS_FALLBACK_ENV = "PYTORCH_ENABLE_MPS_FALLBACK"
+
+
+@dataclass(frozen=True)
+class MPSFallback:
+    """Whether torch operators that MPS lacks run on the CPU (True) or raise NotImplementedError (False)."""
+
+    enabled: bool
+    note: str
+
+
+def enable_mps_fallback(environ: MutableMapping[str, str] | None = None, *, apple_silicon: bool | None = None,
+                        torch_imported: bool | None = None) -> MPSFallback:
+    """Set `PYTORCH_ENABLE_MPS_FALLBACK=1` on Apple Silicon unless the user chose otherwise.
+
+    torch reads the variable once, when it loads its MPS kernels, so this must run before `import torch`
+    (`medsight/__init__.py` calls it). Without it, an operator MPS lacks stops the analysis with an error.
+    """
+    environ = os.environ if environ is None else environ
+    apple = is_apple_silicon() if apple_silicon is None else apple_silicon
+    imported = ("torch" in sys.modules) if torch_imported is None else torch_imported
+    if not apple:
+        return MPSFallback(False, "not an Apple Silicon Mac: MPS is not used")
+    value = environ.get(MPS_FALLBACK_ENV)
+    if value is not None and value.strip() == "0":
+        return MPSFallback(False, f"{MPS_FALLBACK_ENV}=0 set by the user: operators MPS lacks raise an error")
+    if value is None:
+        if imported:
+            return MPSFallback(False, f"torch was imported before {MPS_FALLBACK_ENV} could be set: operators MPS "
+                                      f"lacks raise an error (start the app with {MPS_FALLBACK_ENV}=1)")
+        environ[MPS_FALLBACK_ENV] = "1"
+    return MPSFallback(True, "operators MPS lacks run on the CPU (slower, but the analysis completes)")
+
+
+def model_dtype(device: str, kind: str, macos: tuple[int, int] | None = None) -> str:
+    """Weights dtype for a torch model on `device`.
+
+    Args:
+        device: "cpu", "cuda" or "mps".
+        kind: "image" (classifiers, detectors, embedders) or "llm" (transformers language model).
+        macos: macOS version (defaults to this machine's); MPS has bfloat16 only from macOS 14.
+
+    Image models stay float32 everywhere: their thresholds were calibrated in float32. Language models use
+    bfloat16 (half the memory, float32's range) where the device has it, float16 on MPS before macOS 14.
+    MPS has no float64 at all, so nothing here ever asks for it.
+    """
+    if kind == "image":
+        return "float32"
+    if kind != "llm":
+        raise ValueError(f"unknown model kind {kind!r}; use 'image' or 'llm'")
+    if device == "mps":
+        version = macos if macos is not None else macos_version()
+        return "bfloat16" if version is None or version >= (14, 0) else "float16"
+    return "bfloat16"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What a machine offers, for `placements`. `Platform.this_machine()` probes; the constants describe others."""
+
+    label: str
+    apple_silicon: bool = False
+    cuda: bool = False
+    mps: bool = False
+    mlx_vlm: bool = False
+    macos: tuple[int, int] | None = None
+
+    @classmethod
+    def this_machine(cls) -> "Platform":
+        system = "macOS" if sys.platform == "darwin" else platform.system()
+        label = f"this machine ({system} {platform.machine()})"
+        return cls(label, is_apple_silicon(), cuda_available(), mps_available(), mlx_vlm_available(), macos_version())
+
+
+# A Mac with an M-series chip, macOS 14+, installed with requirements.txt (mlx and mlx-vlm come with it there).
+APPLE_SILICON_MAC = Platform("Mac with Apple Silicon (macOS 14+)", apple_silicon=True, mps=True, mlx_vlm=True,
+                             macos=(14, 0))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one model slot runs on a platform."""
+
+    slot: str
+    processor: str
+    framework: str
+    dtype: str
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PROCESSOR = {"cuda": "NVIDIA GPU (CUDA)", "mps": "Apple GPU (MPS)", "cpu": "CPU"}
+
+# Slot name (or prefix ending in ".") → how its model runs. Kept next to the device logic so the System page
+# and the README table come from one place; a test checks every registered slot is covered.
+SLOT_RUNTIMES = {
+    "anomaly.": "torch",
+    "pathology.": "torch",
+    "retrieval.image_embedder": "torch",
+    "retrieval.text_embedder": "sentence-transformers",
+    "nlp.entities": "spacy",
+    "nlp.conditions": "zero-shot",
+    "llm.text": "llm",
+    "voice.": "ctranslate2",
+}
+
+
+def _runtime(slot: str) -> str | None:
+    for key, runtime in SLOT_RUNTIMES.items():
+        if slot == key or (key.endswith(".") and slot.startswith(key)):
+            return runtime
+    return None
+
+
+def placements(slots: Iterable[str], target: Platform | None = None, preference: str = "auto") -> list[Placement]:
+    """Which processor, framework and dtype each slot would use on `target` (this machine by default)."""
+    target = target or Platform.this_machine()
+    device, _ = _choose(preference, target.cuda, target.mps)
+    rows = []
+    for slot in slots:
+        runtime = _runtime(slot)
+        if runtime == "torch":
+            note = "operators MPS lacks fall back to the CPU" if device == "mps" else ""
+            rows.append(Placement(slot, _PROCESSOR[device], "PyTorch", model_dtype(device, "image"), note))
+        elif runtime == "sentence-transformers":
+            rows.append(Placement(slot, "CPU", "PyTorch (sentence-transformers)", "float32",
+                                  "small encoder pinned to the CPU: same vectors as the stored case base"))
+        elif runtime == "zero-shot":
+            on_gpu = device == "cuda"
+            rows.append(Placement(slot, _PROCESSOR["cuda" if on_gpu else "cpu"], "PyTorch (transformers pipeline)",
+                                  "float32", "" if on_gpu else "the zero-shot pipeline uses a GPU only with CUDA"))
+        elif runtime == "spacy":
+            rows.append(Placement(slot, "CPU", "spaCy", "-", "rules and a small CPU pipeline"))
+        elif runtime == "ctranslate2":
+            on_gpu = device == "cuda"
+            rows.append(Placement(slot, _PROCESSOR["cuda" if on_gpu else "cpu"], "CTranslate2 (faster-whisper)",
+                                  "float16" if on_gpu else "int8",
+                                  "" if on_gpu else "CTranslate2 has no Metal backend; int8 on the CPU"
+                                  + (" (Apple Accelerate)" if target.apple_silicon else "")))
+        elif runtime == "llm":
+            fallback = (f"otherwise SmolLM2 / MEDSIGHT_LOCAL_LLM with transformers on {_PROCESSOR[device]}, "
+                        f"{model_dtype(device, 'llm', target.macos)}")
+            if target.mlx_vlm:
+                # On Linux mlx[cpu] runs the same code on the CPU (used by the test suite).
+                rows.append(Placement(slot, "Apple GPU (MLX)" if target.apple_silicon else "CPU (mlx[cpu])",
+                                      "MLX (mlx-vlm)", "4-bit weights",
+                                      "MedGemma 4B when its MLX build is present; " + fallback))
+            else:
+                rows.append(Placement(slot, _PROCESSOR[device], "PyTorch (transformers)",
+                                      model_dtype(device, "llm", target.macos),
+                                      "MedGemma via MLX needs Apple Silicon; " + fallback.removeprefix("otherwise ")))
+        else:
+            rows.append(Placement(slot, "-", "-", "-", "no placement rule for this slot"))
+    return rows

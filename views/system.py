@@ -177,6 +177,25 @@ def _device_section(current: Settings) -> None:
     _facts([("Torch device", info.torch_device), ("CUDA", "yes" if info.cuda else "no"),
             ("Apple MPS", "yes" if info.mps else "no"), ("MLX", "yes" if info.mlx else "no")])
     st.caption(f"{info.reason}. Override with MEDSIGHT_DEVICE (auto, cpu, cuda, mps).")
+    _placement_section(current)
+
+
+def _placement_section(current: Settings) -> None:
+    """Which processor each model slot uses, here or on a Mac with Apple Silicon (medsight.device.placements)."""
+    import medsight
+    from medsight.device import APPLE_SILICON_MAC, Platform, placements
+
+    where = st.radio("Show where models run on", ["This machine", APPLE_SILICON_MAC.label], horizontal=True,
+                     key="system_placement_platform")
+    target = Platform.this_machine() if where == "This machine" else APPLE_SILICON_MAC
+    titles = {slot.name: slot.title for slot in known_slots()}
+    rows = [{"Model": titles.get(p.slot, p.slot), "Runs on": p.processor, "Framework": p.framework,
+             "Weights": p.dtype, "Note": p.note} for p in placements(titles, target, current.device)]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if target.apple_silicon:
+        fallback = (medsight.MPS_FALLBACK.note if where == "This machine"
+                    else "set at start-up, so operators MPS lacks run on the CPU")
+        st.caption(f"PYTORCH_ENABLE_MPS_FALLBACK: {fallback}. MLX runs MedGemma on the GPU apart from PyTorch.")
 
 
 def _settings_section(current: Settings) -> None:

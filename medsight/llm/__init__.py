@@ -2,7 +2,8 @@
 
 Tiers, in order: Google Gemini (only with `GEMINI_API_KEY` and the user's cloud consent) → MedGemma via
 mlx-vlm on Apple Silicon → a local transformers model (`MEDSIGHT_LOCAL_LLM`, else the offline
-SmolLM2-135M-Instruct) → the deterministic rule engine. The local part is the registry slot "llm.text";
+SmolLM2-135M-Instruct) → the deterministic rule engine. When MedGemma is the slot's model, the next local
+model stays in the chain behind it, so a failed or invalid MedGemma answer falls through to it. The local part is the registry slot "llm.text";
 Gemini is added per request because it depends on consent, not on what is installed.
 
 Example:
@@ -37,6 +38,23 @@ class RulesEngine:
         return "Deterministic rule engine (no language model)"
 
 
+def _mlx_found(backend, path, *, recognised: bool) -> registry.Found:
+    notes = (f"mlx-vlm on {_mlx_device()}; loaded in {backend.load_seconds:.1f} s, "
+             f"{backend.load_memory_mb:.0f} MB of MLX memory")
+    if not recognised:
+        # A folder someone placed by hand may hold any weights: its answers get the checks a small model's get.
+        backend.tier, backend.weak = registry.Tier.USER.value, True
+        notes += "; folder not recognised as a published build, so every answer is checked before it is shown"
+    return registry.Found(backend, path=str(path), version=path.name, notes=notes,
+                          tier=None if recognised else registry.Tier.USER)
+
+
+def _mlx_device() -> str:
+    import mlx.core as mx
+
+    return str(mx.default_device())
+
+
 def _mlx_from_file(ctx: registry.LoadContext):
     if not mlx_vlm_available():
         return None
@@ -45,7 +63,7 @@ def _mlx_from_file(ctx: registry.LoadContext):
     path = find_mlx_model(ctx.settings.models_dir) if ctx.settings.models_dir.exists() else None
     if path is None or ctx.settings.models_dir not in path.parents:
         return None
-    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name)
+    return _mlx_found(MLXMedGemmaBackend(path), path, recognised=False)
 
 
 def _mlx_from_cache(ctx: registry.LoadContext):
@@ -54,7 +72,7 @@ def _mlx_from_cache(ctx: registry.LoadContext):
     from medsight.llm.mlx_backend import MLXMedGemmaBackend, find_mlx_model
 
     path = find_mlx_model(None)
-    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name) if path else None
+    return _mlx_found(MLXMedGemmaBackend(path), path, recognised=True) if path else None
 
 
 def _mlx_download(ctx: registry.LoadContext):
@@ -63,7 +81,7 @@ def _mlx_download(ctx: registry.LoadContext):
     from medsight.llm.mlx_backend import MLXMedGemmaBackend, find_mlx_model
 
     path = find_mlx_model(None, allow_download=True)
-    return registry.Found(MLXMedGemmaBackend(path), path=str(path), version=path.name) if path else None
+    return _mlx_found(MLXMedGemmaBackend(path), path, recognised=True) if path else None
 
 
 def _configured_local(ctx: registry.LoadContext):
@@ -113,9 +131,10 @@ registry.register(registry.ModelSlot(
         registry.Source(registry.SourceKind.BUILTIN, "deterministic rule engine", registry.Tier.RULES, _rules),
     ],
     input_spec="text prompt (+ radiograph for MedGemma / Gemini)",
-    how_to_get_real=("On Apple Silicon: pip install mlx-vlm, then place an MLX MedGemma 4B build "
-                     "(e.g. mlx-community/medgemma-4b-it-4bit) in the Hugging Face cache or in "
-                     "<data dir>/models/medgemma-4b-it-mlx/. Elsewhere: set MEDSIGHT_LOCAL_LLM to a local "
+    how_to_get_real=("On Apple Silicon (mlx and mlx-vlm come with `make run` there): "
+                     "`.venv/bin/hf download mlx-community/medgemma-4b-it-4bit` puts MedGemma 4B in the Hugging "
+                     "Face cache (REAL tier); a build copied to <data dir>/models/medgemma-4b-it-mlx/ loads as "
+                     "USER tier. Elsewhere: set MEDSIGHT_LOCAL_LLM to a local "
                      "transformers model folder. Cloud: set GEMINI_API_KEY and switch cloud use on."),
 ))
 
@@ -128,6 +147,34 @@ def local_backend(settings: Settings | None = None) -> tuple[LLMBackend | None, 
         return None, None
     model = loaded.model
     return (None if isinstance(model, RulesEngine) else model), loaded.provenance
+
+
+_NEXT_LOCAL: dict[tuple, LLMBackend | None] = {}
+
+
+def next_local_backend(settings: Settings | None = None) -> LLMBackend | None:
+    """The local model that answers when MedGemma (MLX) fails: the `MEDSIGHT_LOCAL_LLM` model, else SmolLM2.
+
+    Loaded once per process and data directory; None when neither is present (the rules tier then answers).
+    """
+    from medsight.device import pick_device
+
+    settings = settings or get_settings()
+    key = (str(settings.home), pick_device(settings.device).torch_device)
+    with registry._LOCK:
+        if key not in _NEXT_LOCAL:
+            ctx = registry.LoadContext(settings=settings, device=key[1])
+            backend = None
+            for loader in (_configured_local, _smollm2):
+                try:
+                    found = loader(ctx)
+                except Exception:  # noqa: BLE001 - a broken fallback must not hide the rules tier
+                    found = None
+                if found is not None:
+                    backend = found.model
+                    break
+            _NEXT_LOCAL[key] = backend
+        return _NEXT_LOCAL[key]
 
 
 def get_language_model(settings: Settings | None = None, *, consent: bool | None = None, use_local: bool = True,
@@ -150,8 +197,11 @@ def get_language_model(settings: Settings | None = None, *, consent: bool | None
         backends.append(cloud)
     if use_local:
         backend, _ = local_backend(settings)
-        if backend is not None and (include_weak or not getattr(backend, "weak", False)):
-            backends.append(backend)
+        local = [backend]
+        if backend is not None and backend.name == "medgemma-mlx":
+            # MedGemma can fail (memory, a broken build, invalid answers): the next local model stands behind it.
+            local.append(next_local_backend(settings))
+        backends += [b for b in local if b is not None and (include_weak or not getattr(b, "weak", False))]
     return LanguageModel(backends, timeout_s=timeout_s)
 
 
@@ -159,5 +209,5 @@ __all__ = [
     "Attempt", "CLOUD_NOTICE", "DISCLAIMER", "GeminiBackend", "LLMBackend", "LLMError", "LLMTimeout",
     "LanguageModel", "Message", "Prompt", "RulesEngine", "SLOT", "SchemaError", "StructuredAnswer", "TextAnswer",
     "cloud_allowed", "deidentify_text", "detect_drug_dosing", "extract_json", "get_language_model",
-    "local_backend", "parse_structured", "screen_injection",
+    "local_backend", "next_local_backend", "parse_structured", "screen_injection",
 ]

@@ -123,8 +123,12 @@ def load_smollm2(device: str = "cpu") -> TransformersBackend | None:
     folder = smollm2_dir()
     if folder is None:
         return None
+    from medsight.device import model_dtype
+
+    # bfloat16 where the device has it (CPU, CUDA, MPS from macOS 14), float16 on older macOS.
+    dtype = model_dtype(device, "llm") if device == "mps" else SMOLLM2_DTYPE
     backend = load_transformers_backend(folder, device=device, gguf_file=SMOLLM2_GGUF, name="smollm2-135m-instruct",
-                                        dtype=SMOLLM2_DTYPE)
+                                        dtype=dtype)
     backend.max_time_s = 30.0
     backend.timeout_s = 45.0
     return backend

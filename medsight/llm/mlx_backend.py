@@ -9,8 +9,10 @@ cache for the MLX community builds listed in `MLX_REPOS`; downloads happen only 
 
 from __future__ import annotations
 
+import gc
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,6 +64,27 @@ def parse_mlx_output(result: Any) -> str:
     return text.strip()
 
 
+def mlx_memory_mb() -> float:
+    """Memory held by MLX arrays in this process, in MB (Metal buffers on a Mac, RAM with mlx[cpu])."""
+    import mlx.core as mx
+
+    return mx.get_active_memory() / 2**20
+
+
+def _stats(result: Any, seconds: float, first_chunk_s: float | None = None) -> dict:
+    """Timings and memory of one generation, from mlx-vlm's `GenerationResult` (missing fields stay 0)."""
+    stats = {"seconds": round(seconds, 3),
+             "prompt_tokens": int(getattr(result, "prompt_tokens", 0) or 0),
+             "generation_tokens": int(getattr(result, "generation_tokens", 0) or 0),
+             "prompt_tokens_per_s": round(float(getattr(result, "prompt_tps", 0.0) or 0.0), 1),
+             "generation_tokens_per_s": round(float(getattr(result, "generation_tps", 0.0) or 0.0), 1),
+             # mlx-vlm reports decimal GB; MB here are MiB, like every other memory figure in the product.
+             "peak_memory_mb": round(float(getattr(result, "peak_memory", 0.0) or 0.0) * 1e9 / 2**20, 1)}
+    if first_chunk_s is not None:
+        stats["first_chunk_seconds"] = round(first_chunk_s, 3)
+    return stats
+
+
 def find_mlx_model(models_dir: Path | None = None, allow_download: bool = False) -> Path | None:
     """Folder of an MLX MedGemma build: user models dir → local HF cache → download (only when allowed)."""
     if models_dir is not None:
@@ -89,6 +112,10 @@ class MLXMedGemmaBackend(LLMBackend):
     Args:
         model_path: folder with the MLX weights.
         model, processor: already loaded objects (loaded from `model_path` when omitted).
+
+    Attributes:
+        load_seconds, load_memory_mb: time and MLX memory taken by loading (0 when objects were passed in).
+        last_stats: timings, token counts and peak memory of the latest generation (see `_stats`).
     """
 
     name = "medgemma-mlx"
@@ -99,11 +126,34 @@ class MLXMedGemmaBackend(LLMBackend):
 
     def __init__(self, model_path: str | Path, model: Any = None, processor: Any = None):
         self.model_path = Path(model_path)
+        self.load_seconds = self.load_memory_mb = 0.0
+        self.last_stats: dict = {}
         if model is None or processor is None:
-            from mlx_vlm import load  # Apple Silicon only
+            from mlx_vlm import load  # Apple Silicon (mlx[cpu] elsewhere)
 
+            before, start = mlx_memory_mb(), time.perf_counter()
             model, processor = load(str(self.model_path))
+            self.load_seconds = round(time.perf_counter() - start, 3)
+            self.load_memory_mb = round(mlx_memory_mb() - before, 1)
         self.model, self.processor = model, processor
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def unload(self) -> float:
+        """Drop the weights and MLX's buffer cache; returns the MLX memory freed, in MB (measured)."""
+        import mlx.core as mx
+
+        before = mlx_memory_mb()
+        self.model = self.processor = None
+        gc.collect()
+        mx.clear_cache()
+        return round(before - mlx_memory_mb(), 1)
+
+    def _require_loaded(self) -> None:
+        if self.model is None:
+            raise LLMError(f"{self.name} was unloaded; load the language model again")
 
     def describe(self) -> str:
         return f"MedGemma via MLX ({self.model_path.name}, on this machine)"
@@ -137,26 +187,40 @@ class MLXMedGemmaBackend(LLMBackend):
                   schema=None) -> str:
         from mlx_vlm import generate
 
+        self._require_loaded()
         images = [self._image_file(image)] if image is not None else None
+        start = time.perf_counter()
         try:
             result = generate(self.model, self.processor, self._formatted(prompt, images is not None),
                               image=images, max_tokens=max_tokens, temperature=0.0, verbose=False)
         finally:
             for path in images or []:
                 Path(path).unlink(missing_ok=True)
+        self.last_stats = _stats(result, time.perf_counter() - start)
         return parse_mlx_output(result)
 
     def _stream(self, prompt: Prompt, *, image: Any = None, max_tokens: int = 512) -> Iterator[str]:
         from mlx_vlm import stream_generate
 
+        self._require_loaded()
         images = [self._image_file(image)] if image is not None else None
+        start, first, last = time.perf_counter(), None, None
         try:
             for chunk in stream_generate(self.model, self.processor, self._formatted(prompt, images is not None),
                                          image=images, max_tokens=max_tokens, temperature=0.0):
+                last = chunk
                 text = getattr(chunk, "text", chunk)
-                if any(stop in text for stop in _STOP_TOKENS):
+                cut = min((i for i in (text.find(stop) for stop in _STOP_TOKENS) if i != -1), default=-1)
+                if cut != -1:
+                    if text[:cut]:
+                        yield text[:cut]
                     break
+                if not text:
+                    continue  # the detokenizer holds partial words back; nothing to show yet
+                if first is None:
+                    first = time.perf_counter() - start
                 yield text
+            self.last_stats = _stats(last, time.perf_counter() - start, first)
         finally:
             for path in images or []:
                 Path(path).unlink(missing_ok=True)
