@@ -46,6 +46,7 @@ PAGES = {
 
 _TIER_STYLE = {
     "real": ("REAL — published weights", "green", ":material/verified:"),
+    "user": ("USER — weights of unknown provenance", "violet", ":material/help:"),
     "demo": ("DEMO — trained on synthetic phantoms", "orange", ":material/science:"),
     "rules": ("RULES — deterministic engine, no learned model", "gray", ":material/rule:"),
 }
