@@ -51,7 +51,7 @@ HIST_BINS = 16
 SLOT_OUTPUTS = {
     "anomaly.detector": "anomaly score and anomaly maps",
     "pathology.classifier": "pathology probabilities and Grad-CAM maps",
-    "retrieval.image": "similar cases found by image",
+    "retrieval.image_embedder": "similar cases found by image",
 }
 
 HOW_TO_GET_REAL = "python -m medsight.weights fetch (or the System page's Fetch buttons) installs the published weights"

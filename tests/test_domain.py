@@ -97,7 +97,7 @@ def test_demo_provenance_without_a_domain_field_is_treated_as_phantom_trained(re
 
 
 def test_every_image_slot_declares_the_domain_of_each_source():
-    for name in ("anomaly.detector", "pathology.classifier", "retrieval.image"):
+    for name in ("anomaly.detector", "pathology.classifier", "retrieval.image_embedder"):
         for source in registry.get_slot(name).sources:
             expected = {registry.Tier.REAL: registry.Domain.CHEST_XR, registry.Tier.DEMO: registry.Domain.PHANTOM}
             if source.tier in expected:
