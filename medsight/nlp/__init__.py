@@ -225,6 +225,16 @@ class NLPResult:
         """{canonical finding: "present" | "negated" | "uncertain"}."""
         return {f["name"]: f["status"] for f in self.findings}
 
+    def reads_normal(self) -> bool:
+        """True when the text states no finding (present or uncertain) and no device.
+
+        Findings outside the image label set (spine, aorta, lung volumes, scarring, ...) count, so a report
+        is not called normal over them.
+        """
+        if any(f["status"] != "negated" for f in self.findings):
+            return False
+        return not any(e["label"] == "DEVICE" and e["status"] == "present" for e in self.entities)
+
 
 def analyze_text(text: str, *, classify_conditions: bool = True) -> NLPResult:
     """Extract entities, sections and conditions from clinical text.
