@@ -263,12 +263,53 @@ UNCERTAINTY_PRECEDING: list[str] = [
     "suspicious for", "suspected", "concerning for", "suggestive of", "suggests", "suggesting",
     "worrisome for", "differential includes", "versus", "vs", "or possibly", "equivocal", "borderline",
     "presumed", "presumably", "consider", "compatible with", "consistent with", "cannot be ruled out",
-    "rule out", "r/o", "evaluate for", "?",
+    "rule out", "r/o", "evaluate for", "?", "suggest", "raises concern for", "raise concern for",
+    "may relate to", "may be related to", "could reflect", "may indicate", "could indicate", "favored to be",
+    "question", "cannot be entirely excluded", "difficult to exclude", "difficult to completely exclude",
+    "not entirely excluded", "can't exclude", "suspicion for", "suspicion of", "vs.",
+]
+# Conditional, hypothetical and differential contexts (ConText "hypothetical"): the mention is named but not
+# asserted. These triggers reach to the end of their clause ("the differential diagnosis includes round
+# pneumonia and parenchymal mass").
+HYPOTHETICAL_PRECEDING: list[str] = [
+    "if", "if there is", "in case of", "whether", "concern for", "clinical concern for", "evaluation for",
+    "evaluation of possible", "to evaluate", "to evaluate for", "to assess for", "assess for", "to exclude",
+    "exclude", "excluding", "to rule out", "rule-out", "to identify", "identify", "could obscure", "obscure",
+    "may obscure", "limits evaluation for", "limits evaluation of", "limited for evaluation of",
+    "limited evaluation for", "correlate clinically for", "correlate for", "clinical correlation for",
+    "differential", "differential diagnosis", "differential diagnosis includes", "differential includes",
+    "differential considerations include", "differential considerations", "considerations include",
+    "considerations would include", "diagnostic considerations", "would include",
+    "in the appropriate clinical setting", "in the correct clinical setting", "clinical setting",
+    "recommend", "recommended", "consider", "considered", "screening for", "followup", "follow-up",
+    "to ensure resolution", "to document resolution", "monitor for", "risk of", "risk for", "unclear whether",
+    "is another consideration", "another consideration",
+]
+HYPOTHETICAL_FOLLOWING: list[str] = [
+    "may not be demonstrated", "may not be visible", "may not be seen", "may not be detected",
+    "may be missed", "could be missed", "is limited", "are limited", "not well evaluated",
+    "cannot be assessed", "cannot be evaluated", "is another consideration", "not excluded",
+    "is a possibility", "is also possible", "is not entirely excluded", "is difficult to exclude",
+    "could also be considered", "is considered", "would be difficult to exclude", "is more likely",
+    "are not excluded", "is in the differential", "may be present",
+]
+# Words that end a hedge's or condition's scope (ConText terminations). NegEx's own list also ends scope
+# at "with" and "secondary to", which would lose the hedge in "may be compatible with mild edema".
+CONTEXT_TERMINATIONS: list[str] = [
+    ";", ".", "but", "however", "although", "though", "otherwise", "there is", "there are", "there has been",
+    "and there", "no", "not", "without", "negative for", "except", "apart from", "other than",
+]
+# Phrases that contain trigger words but are not triggers.
+CONTEXT_PSEUDO_TRIGGERS: list[str] = [
+    "no change", "without doubt", "not only", "question of change", "considered stable", "if any",
+    "recommend comparison", "possible interval", "or more", "more or less", "either side", "and/or",
+    "one or more", "or greater", "no longer",
 ]
 UNCERTAINTY_FOLLOWING: list[str] = [
     "cannot be excluded", "can not be excluded", "not excluded", "is not excluded", "cannot be ruled out",
     "not ruled out", "is not ruled out", "is possible", "is suspected", "not entirely excluded", "?",
-    "versus", "vs", "is likely", "is questioned", "could be considered",
+    "versus", "vs", "is likely", "is questioned", "could be considered", "is suspected", "are suspected",
+    "is questionable", "is not entirely excluded", "are possible", "vs.",
 ]
 # Cues that assert presence with high confidence; they do NOT make a mention uncertain.
 ASSERTIVE_CUES = {"compatible with", "consistent with"}
@@ -290,7 +331,11 @@ EXTRA_FOLLOWING_NEGATIONS = [
     "has resolved", "have resolved", "resolved", "has cleared", "have cleared", "is no longer seen",
     "are no longer seen", "no longer visible", "is not seen", "are not seen", "not identified",
     "is not identified", "are not identified", "is absent", "are absent", "not present", "removed",
-    "has been removed",
+    "has been removed", "not well seen", "is not well seen", "not well-seen", "is not well-seen",
+    "are not well seen", "not visualized", "is not visualized", "are not visualized", "not definitely seen",
+    "no longer seen", "are smaller and not definitely seen", "not evident", "is not evident", "not appreciated",
+    "is not appreciated", "not demonstrated", "is not demonstrated", "not as well demonstrated",
+    "not as well seen", "has cleared", "have been removed", "is not identified on today's study",
 ]
 EXTRA_PSEUDO_NEGATIONS = [
     "no change", "no significant change", "no interval change", "not changed", "unchanged",

@@ -21,7 +21,7 @@ NEGEX_PIPE = "negex"
 NEGATABLE_LABELS = [lexicon.FINDING, lexicon.DISEASE, lexicon.DEVICE, lexicon.SYMPTOM, lexicon.MEDICATION]
 # How far (in tokens, within the same clause) an uncertainty cue may sit from the entity it qualifies.
 UNCERTAINTY_WINDOW_BEFORE = 8
-UNCERTAINTY_WINDOW_AFTER = 5
+UNCERTAINTY_WINDOW_AFTER = 6
 
 PRESENT, NEGATED, UNCERTAIN = "present", "negated", "uncertain"
 
@@ -59,39 +59,49 @@ def add_negex(nlp: Language) -> None:
 
 @dataclass
 class UncertaintyRules:
-    """Phrase matchers for uncertainty cues and clause terminations, built once per pipeline."""
+    """ConText-style triggers for uncertain and hypothetical mentions, with pseudo-triggers and terminations.
+
+    A preceding trigger ("possible", "if there is concern for", "differential diagnosis includes") qualifies
+    the mentions after it up to the next termination word ("but", "however", ";", a new "there is", a
+    negation) and, for hedges, within `UNCERTAINTY_WINDOW_BEFORE` tokens; conditional and differential
+    triggers reach to the end of the clause. A following trigger ("cannot be excluded", "may not be
+    demonstrated") qualifies the mention just before it. Pseudo-triggers ("no change", "without doubt")
+    contain trigger words but are not triggers. Unlike NegEx's termination list, "with", "and" and
+    "secondary to" do not end a hedge's scope, so "may be compatible with mild pulmonary edema" and
+    "findings may be secondary to pulmonary edema" stay hedged.
+    """
 
     before: PhraseMatcher
     after: PhraseMatcher
     terminations: PhraseMatcher
+    pseudo: PhraseMatcher
+    wide: frozenset
 
     @classmethod
     def build(cls, nlp: Language) -> "UncertaintyRules":
         def matcher(name: str, phrases: list[str]) -> PhraseMatcher:
             m = PhraseMatcher(nlp.vocab, attr="LOWER")
-            m.add(name, list(nlp.tokenizer.pipe(phrases)))
+            m.add(name, list(nlp.tokenizer.pipe(sorted(set(phrases)))))
             return m
 
         cues_before = [c for c in lexicon.UNCERTAINTY_PRECEDING if c not in lexicon.ASSERTIVE_CUES]
-        terminations = clinical_termset()["termination"] + [".", "and", ","]
         return cls(
-            before=matcher("UNCERTAIN_BEFORE", cues_before),
-            after=matcher("UNCERTAIN_AFTER", lexicon.UNCERTAINTY_FOLLOWING),
-            terminations=matcher("TERMINATION", terminations),
+            before=matcher("UNCERTAIN_BEFORE", cues_before + lexicon.HYPOTHETICAL_PRECEDING),
+            after=matcher("UNCERTAIN_AFTER", lexicon.UNCERTAINTY_FOLLOWING + lexicon.HYPOTHETICAL_FOLLOWING),
+            terminations=matcher("TERMINATION", lexicon.CONTEXT_TERMINATIONS),
+            pseudo=matcher("PSEUDO", lexicon.CONTEXT_PSEUDO_TRIGGERS),
+            wide=frozenset(lexicon.HYPOTHETICAL_PRECEDING),
         )
 
     def clause_bounds(self, doc: Doc, span: Span) -> tuple[int, int]:
-        """Token range of the clause holding `span`: its sentence cut at termination words.
-
-        "and" and "," bound a clause only for following cues; preceding cues reach across them so that
-        "possible effusion and atelectasis" qualifies both.
-        """
+        """Token range of the clause holding `span`: its sentence cut at termination words."""
         sent = span.sent
         start, end = sent.start, sent.end
-        # PhraseMatcher on a Span returns Doc-level token indices.
-        for _, s, e in self.terminations(doc[sent.start : sent.end]):
-            word = doc[s:e].text.lower()
-            if word in {"and", ","}:
+        sentence = doc[sent.start : sent.end]
+        # a termination word inside a trigger ("not" in "cannot exclude") does not end the trigger's scope
+        in_trigger = {i for m in (self.before, self.after) for _, s, e in m(sentence) for i in range(s, e)}
+        for _, s, e in self.terminations(sentence):
+            if in_trigger & set(range(s, e)):
                 continue
             if e <= span.start:
                 start = max(start, e)
@@ -99,14 +109,26 @@ class UncertaintyRules:
                 end = min(end, s)
         return start, end
 
+    def _pseudo_tokens(self, doc: Doc, lo: int, hi: int) -> set[int]:
+        return {i for _, s, e in self.pseudo(doc[lo:hi]) for i in range(s, e)}
+
     def cue(self, doc: Doc, span: Span) -> str | None:
-        """The uncertainty cue qualifying `span`, or None."""
+        """The uncertainty or hypothetical trigger qualifying `span`, or None."""
         start, end = self.clause_bounds(doc, span)
-        lo = max(start, span.start - UNCERTAINTY_WINDOW_BEFORE)
-        for _, s, e in self.before(doc[lo : span.start]):
-            return doc[s:e].text.lower()
-        hi = min(end, span.end + UNCERTAINTY_WINDOW_AFTER)
+        pseudo = self._pseudo_tokens(doc, span.sent.start, span.sent.end)
+        candidates = []
+        for _, s, e in self.before(doc[start : span.start]):
+            if pseudo & set(range(s, e)) or e > span.start:
+                continue
+            text = doc[s:e].text.lower()
+            if text in self.wide or span.start - e <= UNCERTAINTY_WINDOW_BEFORE:
+                candidates.append((e, e - s, text))
+        if candidates:
+            return max(candidates)[2]  # the nearest trigger, and of those the longest ("cannot exclude")
+        hi = min(span.sent.end, span.end + UNCERTAINTY_WINDOW_AFTER)
         for _, s, e in self.after(doc[span.end : hi]):
+            if pseudo & set(range(s, e)) or s > end:
+                continue  # a termination ("but", ";") lies between the mention and this trigger
             # a following cue must not belong to a later clause ("effusion, and possibly atelectasis")
             between = doc[span.end : s].text
             if "," in between or " and " in f" {between} ":
