@@ -226,14 +226,20 @@ class NLPResult:
         return {f["name"]: f["status"] for f in self.findings}
 
     def reads_normal(self) -> bool:
-        """True when the text states no finding (present or uncertain) and no device.
+        """True when the text states no finding (present or hedged) and no device.
 
         Findings outside the image label set (spine, aorta, lung volumes, scarring, ...) count, so a report
         is not called normal over them.
         """
-        if any(f["status"] != "negated" for f in self.findings):
+        from medsight.nlp.lexicon import HYPOTHETICAL_CUES
+
+        for e in self.entities:
+            if e["label"] not in ("FINDING", "DISEASE", "DEVICE") or e["status"] == "negated":
+                continue
+            if e["status"] == "uncertain" and (e["label"] == "DEVICE" or e.get("cue") in HYPOTHETICAL_CUES):
+                continue  # named only in a condition ("if there is concern for fracture"), not reported
             return False
-        return not any(e["label"] == "DEVICE" and e["status"] == "present" for e in self.entities)
+        return True
 
 
 def analyze_text(text: str, *, classify_conditions: bool = True) -> NLPResult:

@@ -269,6 +269,21 @@ def _device_fracture(doc: Doc, ent: Span) -> bool:
 
 
 NODULAR_CUE = "nodular (a shape, not called a nodule)"
+_NEGATION_WORD = re.compile(r"\b(?:no|not|without|negative for)\b", re.IGNORECASE)
+
+
+def _negation_governs(ent: Span, cue: str) -> bool:
+    """True when NegEx's denial comes before the hedge in the sentence ("no opacity to suggest pneumonia").
+
+    Hedges that are themselves denials of certainty ("cannot exclude") always win over NegEx.
+    """
+    if cue in lexicon.UNCERTAIN_OVERRIDES_NEGATION:
+        return False
+    before = ent.sent.text[: ent.start_char - ent.sent.start_char].lower()
+    at = before.rfind(cue)
+    if at < 0:
+        return False
+    return bool(_NEGATION_WORD.search(before[:at]))
 
 
 def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = None) -> list[Entity]:
@@ -301,6 +316,8 @@ def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = No
             # "nodular opacity / density": a nodule-like shape the reader did not call a nodule
             if canonical == "nodule" and ent[0].lower_ == "nodular" and cue is None and not negated:
                 cue = NODULAR_CUE
+        if negated and cue and _negation_governs(ent, cue):
+            cue = None  # "no focal opacity to suggest pneumonia": the hedge sits inside a denial
         uncertain = cue is not None
         own = set(range(ent.start, ent.end))
         lat_words = _attribute(doc, ent, lexicon.LATERALITY_WORDS, LATERALITY_WINDOW, finding_tokens - own)

@@ -381,6 +381,8 @@ HYPOTHETICAL_FOLLOWING: list[str] = [
     "could also be considered", "is considered", "would be difficult to exclude", "is more likely",
     "are not excluded", "is in the differential", "may be present",
 ]
+HYPOTHETICAL_CUES = frozenset(HYPOTHETICAL_PRECEDING + HYPOTHETICAL_FOLLOWING)
+
 # Words that end a hedge's or condition's scope (ConText terminations). NegEx's own list also ends scope
 # at "with" and "secondary to", which would lose the hedge in "may be compatible with mild edema".
 CONTEXT_TERMINATIONS: list[str] = [
@@ -412,7 +414,7 @@ EXTRA_PRECEDING_NEGATIONS = [
     "no evidence for", "no radiographic evidence of", "no findings of", "no typical findings of",
     "no signs", "without evidence of", "resolution of", "resolved", "interval resolution of",
     "no longer", "no longer seen", "negative for", "clear of", "free of", "removal of", "no new",
-    "no visible", "no definite", "no discrete", "no large", "no significant", "no focal", "no acute",
+    "no visible", "no definite", "no discrete", "clear airspace", "clear of airspace", "no large", "no significant", "no focal", "no acute",
     "not seen", "none",
 ]
 EXTRA_FOLLOWING_NEGATIONS = [
@@ -422,7 +424,8 @@ EXTRA_FOLLOWING_NEGATIONS = [
     "has been removed", "not well seen", "is not well seen", "not well-seen", "is not well-seen",
     "are not well seen", "not visualized", "is not visualized", "are not visualized", "not definitely seen",
     "no longer seen", "are smaller and not definitely seen", "not evident", "is not evident", "not appreciated",
-    "is not appreciated", "not demonstrated", "is not demonstrated", "not as well demonstrated",
+    "is not appreciated", "not demonstrated", "appear within limits of normal", "appears within limits of normal",
+    "appear within normal limits", "are within normal limits", "is not demonstrated", "not as well demonstrated",
     "not as well seen", "has cleared", "have been removed", "is not identified on today's study",
 ]
 EXTRA_PSEUDO_NEGATIONS = [
