@@ -326,6 +326,9 @@ DESCRIBED_FINDINGS: dict[str, list[str]] = {
 }
 # Of the described findings, those that are borderline and therefore uncertain.
 BORDERLINE_PATTERNS: list[str] = [r"upper limits? of normal", r"top normal", r"borderline"]
+# Borderline cues that still describe a size within normal limits (the Indiana indexers code "heart size upper
+# limits of normal" as normal in 29 of 30 development reports): hedged, but not an abnormality of the report.
+WITHIN_NORMAL_CUES = frozenset({"upper limits of normal", "upper limit of normal", "top normal"})
 
 # Laterality words and what they mean (patient side).
 LATERALITY_WORDS: dict[str, str] = {
