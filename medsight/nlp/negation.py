@@ -93,15 +93,26 @@ class UncertaintyRules:
             wide=frozenset(lexicon.HYPOTHETICAL_PRECEDING),
         )
 
+    def _matches(self, doc: Doc) -> dict[str, list[tuple[int, int]]]:
+        """All trigger, termination and pseudo-trigger matches of `doc`, computed once per doc."""
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] is doc:
+            return cached[1]
+        found = {name: [(s, e) for _, s, e in m(doc)] for name, m in
+                 (("before", self.before), ("after", self.after), ("term", self.terminations), ("pseudo", self.pseudo))}
+        self._cache = (doc, found)
+        return found
+
     def clause_bounds(self, doc: Doc, span: Span) -> tuple[int, int]:
         """Token range of the clause holding `span`: its sentence cut at termination words."""
         sent = span.sent
         start, end = sent.start, sent.end
-        sentence = doc[sent.start : sent.end]
+        found = self._matches(doc)
         # a termination word inside a trigger ("not" in "cannot exclude") does not end the trigger's scope
-        in_trigger = {i for m in (self.before, self.after) for _, s, e in m(sentence) for i in range(s, e)}
-        for _, s, e in self.terminations(sentence):
-            if in_trigger & set(range(s, e)):
+        in_trigger = {i for name in ("before", "after") for s, e in found[name]
+                      if start <= s and e <= end for i in range(s, e)}
+        for s, e in found["term"]:
+            if s < sent.start or e > sent.end or in_trigger & set(range(s, e)):
                 continue
             if e <= span.start:
                 start = max(start, e)
@@ -109,26 +120,25 @@ class UncertaintyRules:
                 end = min(end, s)
         return start, end
 
-    def _pseudo_tokens(self, doc: Doc, lo: int, hi: int) -> set[int]:
-        return {i for _, s, e in self.pseudo(doc[lo:hi]) for i in range(s, e)}
-
     def cue(self, doc: Doc, span: Span) -> str | None:
         """The uncertainty or hypothetical trigger qualifying `span`, or None."""
         start, end = self.clause_bounds(doc, span)
-        pseudo = self._pseudo_tokens(doc, span.sent.start, span.sent.end)
+        found = self._matches(doc)
+        sent = span.sent
+        pseudo = {i for s, e in found["pseudo"] if sent.start <= s and e <= sent.end for i in range(s, e)}
         candidates = []
-        for _, s, e in self.before(doc[start : span.start]):
-            if pseudo & set(range(s, e)) or e > span.start:
+        for s, e in found["before"]:
+            if s < start or e > span.start or pseudo & set(range(s, e)):
                 continue
             text = doc[s:e].text.lower()
             if text in self.wide or span.start - e <= UNCERTAINTY_WINDOW_BEFORE:
                 candidates.append((e, e - s, text))
         if candidates:
             return max(candidates)[2]  # the nearest trigger, and of those the longest ("cannot exclude")
-        hi = min(span.sent.end, span.end + UNCERTAINTY_WINDOW_AFTER)
-        for _, s, e in self.after(doc[span.end : hi]):
-            if pseudo & set(range(s, e)) or s > end:
-                continue  # a termination ("but", ";") lies between the mention and this trigger
+        hi = min(sent.end, span.end + UNCERTAINTY_WINDOW_AFTER)
+        for s, e in sorted(found["after"]):
+            if s < span.end or e > hi or pseudo & set(range(s, e)) or s > end:
+                continue  # outside the window, or a termination ("but", ";") lies before this trigger
             # a following cue must not belong to a later clause ("effusion, and possibly atelectasis")
             between = doc[span.end : s].text
             if "," in between or " and " in f" {between} ":
