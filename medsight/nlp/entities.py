@@ -280,10 +280,10 @@ def _negation_governs(ent: Span, cue: str) -> bool:
     if cue in lexicon.UNCERTAIN_OVERRIDES_NEGATION:
         return False
     before = ent.sent.text[: ent.start_char - ent.sent.start_char].lower()
-    at = before.rfind(cue)
-    if at < 0:
-        return False
-    return bool(_NEGATION_WORD.search(before[:at]))
+    found = list(re.finditer(rf"(?<!\w){re.escape(cue)}(?!\w)", before))
+    if not found:
+        return True  # a following hedge: NegEx's denial before the mention governs it
+    return bool(_NEGATION_WORD.search(before[: found[-1].start()]))
 
 
 def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = None) -> list[Entity]:

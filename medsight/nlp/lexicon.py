@@ -98,7 +98,7 @@ FINDINGS: dict[str, list[str]] = {
         # "airspace opacity" is not consolidation: it is what atelectasis, pneumonia, edema or overlapping
         # soft tissue look like (CheXpert and the Indiana indexers file it as opacity).
         "airspace opacity", "airspace opacities", "air space opacity", "air space opacities", "alveolar opacity",
-        "alveolar opacities", "density", "densities",
+        "alveolar opacities",
         "interstitial opacities", "interstitial markings", "increased interstitial markings",
         "reticular opacities", "streaky opacities",
     ],
@@ -179,6 +179,8 @@ FINDINGS: dict[str, list[str]] = {
         "elevated left diaphragm", "elevated right diaphragm",
     ],
     "costophrenic_blunting": ["blunting", "blunted"],
+    # "density" is said of lung, bone, soft tissue and foreign bodies alike: a finding, but no lung label.
+    "density": ["density", "densities"],
     "pulmonary_hypertension": [
         "pulmonary hypertension", "pulmonary arterial hypertension", "pulmonary artery hypertension",
         "enlarged pulmonary arteries", "prominent pulmonary arteries", "prominence of the pulmonary arteries",
@@ -375,6 +377,9 @@ HYPOTHETICAL_PRECEDING: list[str] = [
     "recommend", "recommended", "consider", "considered", "screening for", "followup", "follow-up",
     "to ensure resolution", "to document resolution", "monitor for", "risk of", "risk for", "unclear whether",
     "is another consideration", "another consideration",
+    # historical: named as a past state, not as today's finding
+    "history of", "with history of", "on a previous", "on the previous", "on previous", "on the prior",
+    "on a prior",
 ]
 HYPOTHETICAL_FOLLOWING: list[str] = [
     "may not be demonstrated", "may not be visible", "may not be seen", "may not be detected",
