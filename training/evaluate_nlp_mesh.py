@@ -38,6 +38,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LABELLED = PROJECT_ROOT / "tests" / "data" / "indiana_labelled.jsonl"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "nlp_mesh.json"
 CONDITION_TIMING_REPORTS = 100
+# Each report is timed this many times and its fastest run kept (timeit practice), so that other processes on
+# a shared machine do not inflate the figure; the single-pass median is reported beside it.
+TIMING_REPEAT = 3
 
 
 def report_number(report_id: str) -> int:
@@ -83,7 +86,7 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
             "support": tp + fn, "tp": tp, "fp": fp, "fn": fn}
 
 
-def evaluate(reports: list[dict], keep_errors: bool = True) -> dict:
+def evaluate(reports: list[dict], keep_errors: bool = True, repeat: int = TIMING_REPEAT) -> dict:
     """Score `analyze_text` on `reports` against their MeSH terms; returns metrics (and errors if kept)."""
     from medsight.nlp import analyze_text
     from medsight.nlp.mesh import MESH_FINDINGS, MESH_MAPPING_VERSION, mesh_findings, mesh_normal
@@ -124,6 +127,13 @@ def evaluate(reports: list[dict], keep_errors: bool = True) -> dict:
                            "mesh": report["mesh"], "text": report["text"],
                            "positive": sorted(n for n, s in status.items() if s != "negated")})
     cpu_ms = (time.process_time() - cpu0) * 1000 / len(reports)
+    best = list(samples)
+    for _ in range(max(0, repeat - 1)):
+        for i, report in enumerate(reports):
+            start = time.perf_counter()
+            analyze_text(report["text"], classify_conditions=False)
+            best[i] = min(best[i], (time.perf_counter() - start) * 1000)
+    best.sort()
     per_mode = {}
     for mode, table in counts.items():
         per = {f: _prf(*c) for f, c in table.items()}
@@ -140,9 +150,11 @@ def evaluate(reports: list[dict], keep_errors: bool = True) -> dict:
         "normal_reports": {**_prf(*normal), "indexed_normal": normal[0] + normal[2],
                            "read_normal": normal[0] + normal[1]},
         "runtime_ms": {
-            "what": "analyze_text(text, classify_conditions=False), warm, wall clock per report",
-            "median": round(statistics.median(samples), 2), "mean": round(statistics.mean(samples), 2),
-            "p95": round(samples[int(0.95 * (len(samples) - 1))], 2), "cpu_mean": round(cpu_ms, 2),
+            "what": f"analyze_text(text, classify_conditions=False), warm, wall clock per report; median/p95 of "
+                    f"each report's fastest of {max(1, repeat)} runs, single_pass_* of the first run",
+            "median": round(statistics.median(best), 2), "p95": round(best[int(0.95 * (len(best) - 1))], 2),
+            "single_pass_median": round(statistics.median(samples), 2),
+            "single_pass_p95": round(samples[int(0.95 * (len(samples) - 1))], 2), "cpu_mean": round(cpu_ms, 2),
         },
     }
     if keep_errors:
@@ -187,7 +199,8 @@ def print_table(metrics: dict, out=sys.stdout) -> None:
     print(f"normal reports: precision {n['precision']:.3f} recall {n['recall']:.3f} "
           f"({n['indexed_normal']} indexed normal, {n['read_normal']} read normal)", file=out)
     r = metrics["runtime_ms"]
-    print(f"runtime: median {r['median']} ms, p95 {r['p95']} ms, cpu mean {r['cpu_mean']} ms per report", file=out)
+    print(f"runtime per report: median {r['median']} ms, p95 {r['p95']} ms (fastest of repeated runs); single pass "
+          f"median {r['single_pass_median']} ms; cpu mean {r['cpu_mean']} ms", file=out)
 
 
 def record(half: str, metrics: dict, path: Path = RESULTS) -> None:
@@ -211,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-errors", metavar="FINDING",
                         help="even half only: print the disagreements for one finding, 'normal', or 'all'")
     parser.add_argument("--limit", type=int, help="score only the first N reports of the half")
+    parser.add_argument("--repeat", type=int, default=TIMING_REPEAT,
+                        help="timing runs per report, fastest kept (default: %(default)s)")
     parser.add_argument("--with-conditions", action="store_true",
                         help=f"also time the full analyze_text on {CONDITION_TIMING_REPORTS} reports")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
@@ -232,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         reports = reports[: args.limit]
     keep = args.half == "even"
-    metrics = evaluate(reports, keep_errors=keep)
+    metrics = evaluate(reports, keep_errors=keep, repeat=args.repeat)
     if args.with_conditions:
         metrics["runtime_with_conditions_ms"] = time_with_conditions(reports)
     if args.json:

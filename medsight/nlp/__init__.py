@@ -231,12 +231,12 @@ class NLPResult:
         Findings outside the image label set (spine, aorta, lung volumes, scarring, ...) count, so a report
         is not called normal over them.
         """
-        from medsight.nlp.lexicon import HYPOTHETICAL_CUES, WITHIN_NORMAL_CUES
+        from medsight.nlp.lexicon import CONDITIONAL_CUES, WITHIN_NORMAL_CUES
 
         for e in self.entities:
             if e["label"] not in ("FINDING", "DISEASE", "DEVICE") or e["status"] == "negated":
                 continue
-            if e["status"] == "uncertain" and (e["label"] == "DEVICE" or e.get("cue") in HYPOTHETICAL_CUES
+            if e["status"] == "uncertain" and (e["label"] == "DEVICE" or e.get("cue") in CONDITIONAL_CUES
                                                or e.get("cue") in WITHIN_NORMAL_CUES):
                 # named only in a condition ("if there is concern for fracture"), or at the edge of normal
                 # ("heart size is upper limits of normal"): not a reported abnormality

@@ -364,32 +364,43 @@ UNCERTAINTY_PRECEDING: list[str] = [
 # Conditional, hypothetical and differential contexts (ConText "hypothetical"): the mention is named but not
 # asserted. These triggers reach to the end of their clause ("the differential diagnosis includes round
 # pneumonia and parenchymal mass").
-HYPOTHETICAL_PRECEDING: list[str] = [
+# Conditional and historical triggers: the finding is named only as a condition, a question to the reader or a
+# past state ("if there is concern for fracture", "to exclude an underlying mass", "history of fracture").
+CONDITIONAL_PRECEDING: list[str] = [
     "if", "if there is", "in case of", "whether", "concern for", "clinical concern for", "evaluation for",
     "evaluation of possible", "to evaluate", "to evaluate for", "to assess for", "assess for", "to exclude",
     "exclude", "excluding", "to rule out", "rule-out", "to identify", "identify", "could obscure", "obscure",
     "may obscure", "limits evaluation for", "limits evaluation of", "limited for evaluation of",
     "limited evaluation for", "correlate clinically for", "correlate for", "clinical correlation for",
+    "recommend", "recommended", "consider", "considered", "screening for", "followup", "follow-up",
+    "to ensure resolution", "to document resolution", "monitor for", "risk of", "risk for", "unclear whether",
+    "history of", "with history of", "on a previous", "on the previous", "on previous", "on the prior",
+    "on a prior",
+]
+CONDITIONAL_FOLLOWING: list[str] = [
+    "may not be demonstrated", "may not be visible", "may not be seen", "may not be detected",
+    "may be missed", "could be missed", "is limited", "are limited", "not well evaluated",
+    "cannot be assessed", "cannot be evaluated",
+]
+# Differential triggers: an abnormality is reported, its cause is open ("differential diagnosis includes
+# round pneumonia and parenchymal mass").
+DIFFERENTIAL_PRECEDING: list[str] = [
     "differential", "differential diagnosis", "differential diagnosis includes", "differential includes",
     "differential considerations include", "differential considerations", "considerations include",
     "considerations would include", "diagnostic considerations", "would include",
     "in the appropriate clinical setting", "in the correct clinical setting", "clinical setting",
-    "recommend", "recommended", "consider", "considered", "screening for", "followup", "follow-up",
-    "to ensure resolution", "to document resolution", "monitor for", "risk of", "risk for", "unclear whether",
     "is another consideration", "another consideration",
-    # historical: named as a past state, not as today's finding
-    "history of", "with history of", "on a previous", "on the previous", "on previous", "on the prior",
-    "on a prior",
 ]
-HYPOTHETICAL_FOLLOWING: list[str] = [
-    "may not be demonstrated", "may not be visible", "may not be seen", "may not be detected",
-    "may be missed", "could be missed", "is limited", "are limited", "not well evaluated",
-    "cannot be assessed", "cannot be evaluated", "is another consideration", "not excluded",
-    "is a possibility", "is also possible", "is not entirely excluded", "is difficult to exclude",
-    "could also be considered", "is considered", "would be difficult to exclude", "is more likely",
-    "are not excluded", "is in the differential", "may be present",
+DIFFERENTIAL_FOLLOWING: list[str] = [
+    "is another consideration", "not excluded", "is a possibility", "is also possible", "is not entirely excluded",
+    "is difficult to exclude", "could also be considered", "is considered", "would be difficult to exclude",
+    "is more likely", "are not excluded", "is in the differential", "may be present",
 ]
-HYPOTHETICAL_CUES = frozenset(HYPOTHETICAL_PRECEDING + HYPOTHETICAL_FOLLOWING)
+# Both kinds reach to the end of their clause (ConText "hypothetical").
+HYPOTHETICAL_PRECEDING: list[str] = CONDITIONAL_PRECEDING + DIFFERENTIAL_PRECEDING
+HYPOTHETICAL_FOLLOWING: list[str] = CONDITIONAL_FOLLOWING + DIFFERENTIAL_FOLLOWING
+# Cues under which a mention is not a reported abnormality at all (used when deciding a report reads normal).
+CONDITIONAL_CUES = frozenset(CONDITIONAL_PRECEDING + CONDITIONAL_FOLLOWING)
 
 # Words that end a hedge's or condition's scope (ConText terminations). NegEx's own list also ends scope
 # at "with" and "secondary to", which would lose the hedge in "may be compatible with mild edema".
