@@ -183,7 +183,9 @@ def summary(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "errors"}
 
 
-def print_table(metrics: dict, out=sys.stdout) -> None:
+def print_table(metrics: dict, out=None) -> None:
+    """The figures as a table (per finding strict and lenient P/R/F1, micro, normal reports, runtime)."""
+    out = out or sys.stdout
     strict, lenient = metrics["strict"], metrics["lenient"]
     print(f"{metrics['reports']} reports, MeSH mapping v{metrics['mesh_mapping_version']}, "
           f"entities tier {metrics['entities_tier']}", file=out)
