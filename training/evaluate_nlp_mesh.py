@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -211,7 +212,8 @@ def record(half: str, metrics: dict, path: Path = RESULTS) -> None:
     data.setdefault("description", "Report reading (medsight.nlp rules tier) vs the MeSH major terms of the "
                                    "Indiana/OpenI reports; produced by python -m training.evaluate_nlp_mesh")
     data[half] = {**summary(metrics), "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "machine": f"{platform.machine()}, Python {platform.python_version()}"}
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                  "load_average_1min": round(os.getloadavg()[0], 2)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
