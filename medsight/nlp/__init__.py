@@ -4,8 +4,12 @@ Public API:
     analyze_text(text) -> NLPResult      entities (with negation/uncertainty, laterality, section),
                                          findings summary, sections, 20 pulmonary conditions, tiers, timings
     split_sections(text) -> dict         INDICATION / HISTORY / TECHNIQUE / COMPARISON / FINDINGS / IMPRESSION
+    NLPResult.reads_normal() -> bool     nothing present or hedged, no device (conditional mentions do not count)
     canonical_finding(name) -> str       synonyms → the product's finding label set
     CONDITIONS                           the 20 conditions with names and descriptions
+
+Measured against the Indiana/OpenI indexers' MeSH terms by `python -m training.evaluate_nlp_mesh` (mapping and
+definitions in `medsight.nlp.mesh`; figures in models/nlp_report_reading.card.json).
 
 Registry slots (registered at import):
     "nlp.entities"   scispaCy model + radiology EntityRuler + NegEx (real tier, when scispaCy is installed),

@@ -6,7 +6,9 @@ The pipeline is built once per process (through the registry slot "nlp.entities"
     → EntityRuler over the radiology lexicon (findings, diseases, anatomy, devices, symptoms, medications)
     → NegEx (negspacy, en_clinical termset + radiology additions)
 
-then, in Python: uncertainty cues (which win over NegEx for "cannot exclude"), statements of normality
+then, in Python: ConText-style hedge, conditional and differential triggers (`negation.UncertaintyRules`; they
+win over NegEx for "cannot exclude", a denial before a hedge wins over it), anatomical qualifiers that move a
+mention to another organ ("soft tissue edema"), fractures of device parts, statements of normality
 ("heart size is normal" → cardiomegaly negated), findings described without their name ("heart size is
 mildly enlarged" → cardiomegaly), laterality, severity and the report section of each mention.
 """
