@@ -1,9 +1,12 @@
-"""Negation (NegEx via negspacy) and uncertainty (own rules) for clinical entities.
+"""Negation (NegEx via negspacy) and ConText-style uncertainty / hypothetical scope for clinical entities.
 
 negspacy 1.1.0 runs NegEx with the `en_clinical` termset, extended with radiology wording from
-`lexicon` ("has resolved", "no typical findings of", "no change" as a pseudo-negation, ...). NegEx treats
-"cannot exclude X" as a negation; the uncertainty rules here run afterwards and, for the cues listed in
-`lexicon.UNCERTAIN_OVERRIDES_NEGATION`, turn such a mention into "uncertain" rather than "negated".
+`lexicon` ("has resolved", "is not well seen", "no change" as a pseudo-negation, ...). NegEx treats
+"cannot exclude X" as a negation; the ConText-style rules here (`UncertaintyRules`: hedges, conditional,
+historical and differential triggers, with their own terminations and pseudo-triggers) run afterwards. A hedge
+wins over NegEx when it is itself a denial of certainty (`lexicon.UNCERTAIN_OVERRIDES_NEGATION`) or comes
+before the denial; a denial before a hedge ("no opacity to suggest pneumonia") keeps the mention negated
+(`entities._negation_governs`). medspaCy's ConText is not used: installing it would downgrade numpy and spaCy.
 """
 
 from __future__ import annotations
