@@ -4,8 +4,12 @@ Public API:
     analyze_text(text) -> NLPResult      entities (with negation/uncertainty, laterality, section),
                                          findings summary, sections, 20 pulmonary conditions, tiers, timings
     split_sections(text) -> dict         INDICATION / HISTORY / TECHNIQUE / COMPARISON / FINDINGS / IMPRESSION
+    NLPResult.reads_normal() -> bool     nothing present or hedged, no device (conditional mentions do not count)
     canonical_finding(name) -> str       synonyms → the product's finding label set
     CONDITIONS                           the 20 conditions with names and descriptions
+
+Measured against the Indiana/OpenI indexers' MeSH terms by `python -m training.evaluate_nlp_mesh` (mapping and
+definitions in `medsight.nlp.mesh`; figures in models/nlp_report_reading.card.json).
 
 Registry slots (registered at import):
     "nlp.entities"   scispaCy model + radiology EntityRuler + NegEx (real tier, when scispaCy is installed),
@@ -224,6 +228,25 @@ class NLPResult:
     def finding_status(self) -> dict[str, str]:
         """{canonical finding: "present" | "negated" | "uncertain"}."""
         return {f["name"]: f["status"] for f in self.findings}
+
+    def reads_normal(self) -> bool:
+        """True when the text states no finding (present or hedged) and no device.
+
+        Findings outside the image label set (spine, aorta, lung volumes, scarring, ...) count, so a report
+        is not called normal over them.
+        """
+        from medsight.nlp.lexicon import CONDITIONAL_CUES, WITHIN_NORMAL_CUES
+
+        for e in self.entities:
+            if e["label"] not in ("FINDING", "DISEASE", "DEVICE") or e["status"] == "negated":
+                continue
+            if e["status"] == "uncertain" and (e["label"] == "DEVICE" or e.get("cue") in CONDITIONAL_CUES
+                                               or e.get("cue") in WITHIN_NORMAL_CUES):
+                # named only in a condition ("if there is concern for fracture"), or at the edge of normal
+                # ("heart size is upper limits of normal"): not a reported abnormality
+                continue
+            return False
+        return True
 
 
 def analyze_text(text: str, *, classify_conditions: bool = True) -> NLPResult:

@@ -6,7 +6,9 @@ The pipeline is built once per process (through the registry slot "nlp.entities"
     → EntityRuler over the radiology lexicon (findings, diseases, anatomy, devices, symptoms, medications)
     → NegEx (negspacy, en_clinical termset + radiology additions)
 
-then, in Python: uncertainty cues (which win over NegEx for "cannot exclude"), statements of normality
+then, in Python: ConText-style hedge, conditional and differential triggers (`negation.UncertaintyRules`; they
+win over NegEx for "cannot exclude", a denial before a hedge wins over it), anatomical qualifiers that move a
+mention to another organ ("soft tissue edema"), fractures of device parts, statements of normality
 ("heart size is normal" → cardiomegaly negated), findings described without their name ("heart size is
 mildly enlarged" → cardiomegaly), laterality, severity and the report section of each mention.
 """
@@ -201,10 +203,12 @@ def _sentence_rules(doc: Doc, sections: list[tuple[str, int, int]]) -> list[Enti
                         cue=_NORMAL_WORDS.search(text).group(0).lower(), section=_section_of(base + m.start(), sections),
                         sentence=text.strip(), rule="normal-statement",
                     ))
+        described: set[str] = set()
         for canonical, pattern in _DESCRIBED:
             m = pattern.search(text)
-            if not m:
+            if not m or canonical in described:
                 continue
+            described.add(canonical)
             negated = bool(_NEGATION_BEFORE.search(text[: m.start()])) or " not " in f" {m.group(0).lower()} "
             borderline = _BORDERLINE.search(m.group(0))
             out.append(Entity(
@@ -213,8 +217,75 @@ def _sentence_rules(doc: Doc, sections: list[tuple[str, int, int]]) -> list[Enti
                 status=assertion(negated, bool(borderline)), cue=borderline.group(0).lower() if borderline else None,
                 section=_section_of(base + m.start(), sections), sentence=text.strip(), rule="description",
             ))
-            break
     return out
+
+
+# The same word in another organ ("soft tissue edema", "subcutaneous emphysema"): a qualifier this close
+# before the finding, or in an "of the ..." phrase after it, moves the mention to the other finding.
+_ORGAN_QUALIFIERS: dict[str, tuple[re.Pattern, str]] = {
+    "edema": (re.compile(r"\b(?:soft[- ]tissues?|subcutaneous|chest wall|extremit\w*|scalp|neck|breasts?|"
+                         r"facial|periorbital|abdominal wall|flank)\b", re.IGNORECASE), "soft_tissue_edema"),
+    "emphysema": (re.compile(r"\b(?:subcutaneous|soft[- ]tissues?|chest wall|mediastinal|neck|interstitial "
+                             r"soft tissue)\b", re.IGNORECASE), "subcutaneous_emphysema"),
+    "effusion": (re.compile(r"\b(?:pericardial|pericardium|joint|knee|subpulmonic pericardial)\b", re.IGNORECASE),
+                 "pericardial_effusion"),
+}
+QUALIFIER_WINDOW = 4
+# A fracture of a device part (a screw, a lead, a wire) is not a bone fracture.
+_DEVICE_PARTS = re.compile(r"^(?:screws?|wires?|leads?|catheters?|hardware|fixation|pacemaker|plates?|prosthes[ie]s|"
+                           r"tubes?|lines?|stents?|clips?|generator|devices?)$", re.IGNORECASE)
+_BONE_WORDS = re.compile(r"^(?:ribs?|bones?|bony|osseous|clavicles?|vertebra\w*|spine|spinous|humer\w*|femur|"
+                         r"femoral|scapula\w*|sternum|sternal|hip|skeletal|compression|scaphoid|wrist|transverse)$",
+                         re.IGNORECASE)
+FRACTURE_WINDOW = 8
+
+
+def _organ_of(doc: Doc, ent: Span, canonical: str) -> str:
+    """The finding a mention names once its anatomical qualifier is read ("soft tissue edema")."""
+    rule = _ORGAN_QUALIFIERS.get(canonical)
+    if rule is None:
+        return canonical
+    pattern, other = rule
+    sent = ent.sent
+    before = doc[max(sent.start, ent.start - QUALIFIER_WINDOW) : ent.start].text
+    after = doc[ent.end : min(sent.end, ent.end + QUALIFIER_WINDOW + 1)].text
+    if pattern.search(before) or (re.match(r"\s*(?:of|in|within|along|over)\b", after) and pattern.search(after)):
+        return other
+    return canonical
+
+
+def _device_fracture(doc: Doc, ent: Span) -> bool:
+    """True when a fracture mention is about a device part rather than a bone (nearest word decides)."""
+    sent = ent.sent
+    device = bone = None
+    for i in range(max(sent.start, ent.start - FRACTURE_WINDOW), min(sent.end, ent.end + FRACTURE_WINDOW)):
+        if ent.start <= i < ent.end:
+            continue
+        distance = ent.start - i if i < ent.start else i - ent.end + 1
+        word = doc[i].text
+        if _DEVICE_PARTS.match(word) and (device is None or distance < device):
+            device = distance
+        if _BONE_WORDS.match(word) and (bone is None or distance < bone):
+            bone = distance
+    return device is not None and (bone is None or device < bone)
+
+
+NODULAR_CUE = "nodular (a shape, not called a nodule)"
+_NEGATION_WORD = re.compile(r"\b(?:no|not|without|negative for)\b", re.IGNORECASE)
+
+
+def _negation_governs(ent: Span, cue: str) -> bool:
+    """True when NegEx's denial comes before the hedge in the sentence ("no opacity to suggest pneumonia").
+
+    Hedges that are themselves denials of certainty ("cannot exclude") always win over NegEx.
+    """
+    if cue in lexicon.UNCERTAIN_OVERRIDES_NEGATION:
+        return False
+    before = ent.sent.text[: ent.start_char - ent.sent.start_char].lower()
+    found = list(re.finditer(rf"(?<!\w){re.escape(cue)}(?!\w)", before))
+    if not found:
+        return True  # a following hedge: NegEx's denial before the mention governs it
+    return bool(_NEGATION_WORD.search(before[: found[-1].start()]))
 
 
 def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = None) -> list[Entity]:
@@ -239,14 +310,24 @@ def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = No
             continue  # a statistical NER's other labels (scispaCy "ENTITY") are kept out of the findings
         negated = bool(getattr(ent._, "negex", False))
         cue = pipeline.uncertainty.cue(doc, ent) if ent.label_ != lexicon.ANATOMY else None
+        label, canonical = ent.label_, ent.ent_id_ or ent.text.lower()
+        if label == lexicon.FINDING:
+            canonical = _organ_of(doc, ent, canonical)
+            if canonical == "fracture" and _device_fracture(doc, ent):
+                label, canonical = lexicon.DEVICE, "device_fracture"
+            # "nodular opacity / density": a nodule-like shape the reader did not call a nodule
+            if canonical == "nodule" and ent[0].lower_ == "nodular" and cue is None and not negated:
+                cue = NODULAR_CUE
+        if negated and cue and _negation_governs(ent, cue):
+            cue = None  # "no focal opacity to suggest pneumonia": the hedge sits inside a denial
         uncertain = cue is not None
         own = set(range(ent.start, ent.end))
         lat_words = _attribute(doc, ent, lexicon.LATERALITY_WORDS, LATERALITY_WINDOW, finding_tokens - own)
         sev_words = _attribute(doc, ent, lexicon.SEVERITY_WORDS, SEVERITY_WINDOW, finding_tokens - own)
         entities.append(Entity(
-            text=ent.text, label=ent.label_, canonical=ent.ent_id_ or ent.text.lower(),
+            text=ent.text, label=label, canonical=canonical,
             start=ent.start_char, end=ent.end_char, negated=negated and not uncertain, uncertain=uncertain,
-            status=assertion(negated, uncertain) if ent.label_ != lexicon.ANATOMY else PRESENT,
+            status=assertion(negated, uncertain) if label != lexicon.ANATOMY else PRESENT,
             cue=cue if uncertain else ("negation" if negated else None),
             laterality=_laterality(lat_words), severity=_severity(sev_words),
             section=_section_of(ent.start_char, sections), sentence=ent.sent.text.strip(),
@@ -257,8 +338,14 @@ def extract_entities(pipeline: ClinicalPipeline, text: str, doc: Doc | None = No
         overlaps = any(
             e.canonical == extra.canonical and e.start < extra.end and extra.start < e.end for e in entities
         )
-        if not overlaps:
-            entities.append(extra)
+        if overlaps:
+            continue
+        if extra.status == PRESENT:  # a described finding takes the hedges and conditions of its sentence
+            span = doc.char_span(extra.start, extra.end, alignment_mode="expand")
+            cue = pipeline.uncertainty.cue(doc, span) if span is not None else None
+            if cue:
+                extra.uncertain, extra.status, extra.cue = True, UNCERTAIN, cue
+        entities.append(extra)
     entities.sort(key=lambda e: (e.start, e.end))
     return entities
 

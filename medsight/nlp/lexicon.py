@@ -35,9 +35,8 @@ FINDINGS: dict[str, list[str]] = {
     "consolidation": [
         "consolidation", "consolidations", "consolidative opacity", "consolidative opacities",
         "airspace disease", "air space disease", "airspace consolidation", "air space consolidation",
-        "airspace consolidations", "alveolar consolidation", "focal consolidation", "airspace opacity",
-        "airspace opacities", "air space opacity", "air space opacities", "alveolar opacity",
-        "alveolar opacities", "air bronchograms",
+        "airspace consolidations", "alveolar consolidation", "focal consolidation", "air bronchograms",
+        "consolidative changes", "consolidated",
     ],
     "pneumonia": [
         "pneumonia", "pneumonias", "bronchopneumonia", "pneumonitis", "aspiration pneumonia",
@@ -55,11 +54,20 @@ FINDINGS: dict[str, list[str]] = {
         "blunting of the costophrenic angles", "blunted costophrenic angle", "blunted costophrenic angles",
         "costophrenic blunting",
     ],
-    "pneumothorax": ["pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air", "hydropneumothorax"],
+    "pneumothorax": [
+        "pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air", "hydropneumothorax", "hemopneumothorax",
+    ],
     "edema": [
         "edema", "pulmonary edema", "interstitial edema", "alveolar edema", "vascular congestion",
         "pulmonary vascular congestion", "pulmonary congestion", "cephalization", "kerley b lines",
-        "fluid overload", "heart failure", "congestive heart failure", "chf",
+        "fluid overload", "heart failure", "congestive heart failure", "chf", "congestion", "congestive changes",
+        "vascular congestive changes", "central vascular congestion", "pulmonary venous congestion",
+        "venous congestion", "vascular engorgement", "pulmonary vascular engorgement", "engorged", "engorgement",
+        "increased lung vascularity", "increased pulmonary vascularity", "increased vascularity",
+        "pulmonary venous hypertension", "vascular prominence", "central vascular prominence",
+        "pulmonary vascular prominence", "central pulmonary vascular prominence", "prominence of the central vasculature",
+        "prominent central vasculature", "prominence of the pulmonary vascularity", "prominence of the pulmonary vasculature",
+        "indistinct vascular margination", "vascular redistribution", "failure", "interstitial pulmonary edema",
     ],
     "emphysema": [
         "emphysema", "emphysematous", "emphysematous changes", "bullous emphysema", "bulla", "bullae",
@@ -76,6 +84,8 @@ FINDINGS: dict[str, list[str]] = {
     "nodule": [
         "nodule", "nodules", "nodular opacity", "nodular opacities", "nodular density", "pulmonary nodule",
         "pulmonary nodules", "lung nodule", "lung nodules", "micronodules", "nodular",
+        # a calcified nodule is a nodule (the indexers code it Nodule + Calcinosis more often than granuloma)
+        "calcified nodule", "calcified nodules", "nodular opacities", "nodular densities",
     ],
     "mass": ["mass", "masses", "lung mass", "pulmonary mass", "mass lesion", "mass lesions", "tumor", "tumour"],
     "lung_lesion": ["lesion", "lesions", "lung lesion", "pulmonary lesion", "cavitary lesion", "cavitation", "cavity"],
@@ -85,6 +95,10 @@ FINDINGS: dict[str, list[str]] = {
         "opacity", "opacities", "opacification", "pulmonary opacity", "pulmonary opacities", "lung opacity",
         "hazy opacity", "ground glass", "ground-glass", "ground glass opacity", "ground-glass opacity",
         "ground glass opacities", "ground-glass opacities",
+        # "airspace opacity" is not consolidation: it is what atelectasis, pneumonia, edema or overlapping
+        # soft tissue look like (CheXpert and the Indiana indexers file it as opacity).
+        "airspace opacity", "airspace opacities", "air space opacity", "air space opacities", "alveolar opacity",
+        "alveolar opacities",
         "interstitial opacities", "interstitial markings", "increased interstitial markings",
         "reticular opacities", "streaky opacities",
     ],
@@ -101,17 +115,77 @@ FINDINGS: dict[str, list[str]] = {
     "granuloma": [
         "granuloma", "granulomas", "granulomata", "calcified granuloma", "calcified granulomas",
         "granulomatous disease", "old granulomatous disease", "prior granulomatous disease",
-        "granulomatous", "calcified nodule", "calcified nodules",
+        "granulomatous", "granulomatous process", "granulomatous infection", "healed granulomatous disease",
     ],
     "scarring": ["scarring", "scar", "scars", "fibrotic scarring", "apical scarring", "parenchymal scarring"],
     "hyperinflation": [
         "hyperinflation", "hyperinflated", "hyperexpanded", "hyperexpansion", "hyperaeration",
-        "flattening of the diaphragms", "flattened diaphragms", "flattened hemidiaphragms",
+        "flattening of the diaphragms", "flattened diaphragms", "flattened hemidiaphragms", "hyperaerated",
+        "hyperlucent", "hyperlucency", "increased retrosternal airspace", "flattening of hemidiaphragms",
+        "flattening of the hemidiaphragms", "overinflated", "overinflation",
     ],
     "adenopathy": ["adenopathy", "lymphadenopathy", "hilar adenopathy", "mediastinal adenopathy", "hilar enlargement"],
     "pneumoperitoneum": ["pneumoperitoneum", "free air", "free intraperitoneal air", "free air under the diaphragm"],
     "bronchiectasis": ["bronchiectasis", "bronchiectatic", "bronchiectatic changes"],
     "bronchial_thickening": ["bronchial wall thickening", "peribronchial thickening", "peribronchial cuffing"],
+    # The same words in another organ: kept apart so they are not read as the lung finding.
+    "pericardial_effusion": ["pericardial effusion", "pericardial effusions", "pericardial fluid", "cardiac fluid"],
+    "subcutaneous_emphysema": [
+        "subcutaneous emphysema", "subcutaneous air", "soft tissue emphysema", "soft tissue air",
+        "mediastinal emphysema", "pneumomediastinum",
+    ],
+    "soft_tissue_edema": [
+        "soft tissue edema", "soft tissue swelling", "subcutaneous edema", "chest wall edema", "anasarca",
+        "soft tissue thickening",
+    ],
+    # Findings outside the lungs that make a study not normal (spine, aorta, lung volumes, diaphragm).
+    "degenerative_changes": [
+        "degenerative changes", "degenerative change", "degenerative disease", "degenerative disc disease",
+        "degenerative joint disease", "degeneration", "degenerative", "spondylosis", "spondylotic", "osteophyte",
+        "osteophytes", "osteophytosis", "spurring", "arthritic changes", "arthritis", "osteoarthritis", "dish",
+        "diffuse idiopathic skeletal hyperostosis", "hyperostosis", "endplate changes", "arthropathy",
+    ],
+    "scoliosis": [
+        "scoliosis", "dextroscoliosis", "levoscoliosis", "rotatory scoliosis", "kyphoscoliosis",
+        "curvature of the spine", "curvature of the thoracic spine", "spine curvature", "spinal curvature",
+        "dextrocurvature", "levocurvature", "dextroconvex", "levoconvex",
+    ],
+    "kyphosis": ["kyphosis", "kyphotic", "increased kyphosis", "exaggerated kyphosis", "thoracic kyphosis"],
+    "deformity": [
+        "deformity", "deformities", "compression deformity", "compression deformities", "wedge deformity",
+        "wedging", "height loss", "loss of height", "endplate depression", "endplate depressions",
+        "pectus excavatum", "pectus carinatum", "pectus deformity", "vertebral body height loss",
+    ],
+    "aortic_atherosclerosis": [
+        "atherosclerosis", "atherosclerotic", "atherosclerotic changes", "atherosclerotic disease",
+        "atherosclerotic calcification", "atherosclerotic calcifications", "aortic calcification",
+        "aortic calcifications", "vascular calcification", "vascular calcifications", "calcified aorta",
+    ],
+    "calcification": ["calcification", "calcifications", "calcified", "calcific", "calcified lymph nodes"],
+    "aortic_tortuosity": [
+        "tortuous", "tortuosity", "ectatic", "ectasia", "unfolding", "unfolded", "aortic ectasia",
+        "dilated aorta", "aortic aneurysm", "aneurysm", "aneurysmal", "dilatation of the aorta",
+    ],
+    "low_lung_volumes": [
+        "low lung volumes", "low lung volume", "low volumes", "low volume", "hypoinflation", "hypoinflated",
+        "hypoventilation", "hypoventilatory", "underinflated", "underinflation", "poor inspiration",
+        "poor inspiratory effort", "shallow inspiration", "diminished lung volumes", "decreased lung volumes",
+        "reduced lung volumes", "bronchovascular crowding", "vascular crowding", "crowding",
+    ],
+    "elevated_hemidiaphragm": [
+        "elevated hemidiaphragm", "elevated right hemidiaphragm", "elevated left hemidiaphragm",
+        "elevation of the right hemidiaphragm", "elevation of the left hemidiaphragm",
+        "elevation of the hemidiaphragm", "diaphragm elevation", "elevated diaphragm", "eventration",
+        "elevated left diaphragm", "elevated right diaphragm",
+    ],
+    "costophrenic_blunting": ["blunting", "blunted"],
+    # "density" is said of lung, bone, soft tissue and foreign bodies alike: a finding, but no lung label.
+    "density": ["density", "densities"],
+    "pulmonary_hypertension": [
+        "pulmonary hypertension", "pulmonary arterial hypertension", "pulmonary artery hypertension",
+        "enlarged pulmonary arteries", "prominent pulmonary arteries", "prominence of the pulmonary arteries",
+        "enlarged pulmonary artery", "pulmonary artery enlargement",
+    ],
 }
 
 # Clinical diagnoses (not image labels) → phrases.
@@ -158,15 +232,22 @@ DEVICES: dict[str, list[str]] = {
     "central_line": [
         "central venous catheter", "central line", "central venous line", "picc", "picc line",
         "ij catheter", "subclavian catheter", "dual-lumen central venous catheter", "catheter", "venous catheter",
-        "port", "mediport", "port-a-cath", "power port",
+        "port", "mediport", "port-a-cath", "power port", "catheter tip", "tip", "svc", "cavoatrial junction",
+        "caval atrial junction", "cavoatrial", "dialysis catheter", "swan-ganz",
     ],
     "chest_tube": ["chest tube", "chest tubes", "pleural drain", "pigtail catheter", "thoracostomy tube"],
     "cardiac_device": ["pacemaker", "aicd", "icd", "defibrillator", "pacer", "pacing leads", "pacemaker leads", "cardiac device"],
     "surgical_material": [
         "sternotomy wires", "sternotomy sutures", "sternotomy", "surgical clips", "clips", "coronary bypass clips",
         "cabg", "surgical staples", "staples", "prosthetic valve", "valve replacement", "stent", "stents",
-        "fixation hardware", "hardware", "foreign body", "projectile fragment",
+        "fixation hardware", "hardware", "foreign body", "projectile fragment", "sutures", "suture material",
+        "suture", "postoperative changes", "postsurgical changes", "post-surgical changes", "surgical changes",
+        "prosthesis", "prosthetic", "screw", "screws", "fixation", "spinal fusion", "fusion hardware",
+        "arthroplasty", "cholecystectomy clips", "shunt", "shunt tubing", "vp shunt", "stimulator",
+        "nerve stimulator", "nipple ring", "piercing", "piercings", "wires", "wire",
     ],
+    "monitoring": ["monitor leads", "telemetry leads", "ecg leads", "ekg leads", "leads", "electrodes", "telemetry"],
+    "tube": ["gastrostomy tube", "g-tube", "tube", "tubes", "drain", "drains"],
 }
 
 SYMPTOMS: dict[str, list[str]] = {
@@ -234,10 +315,22 @@ DESCRIBED_FINDINGS: dict[str, list[str]] = {
         r"\b(?:enlargement|enlarged) of (?:the )?(?:cardiac silhouette|heart)\b",
         r"\bheart size is (?:at )?(?:the )?upper limits? of normal\b",
         r"\bheart is (?:top|upper limits of) normal in size\b",
+        r"\b(?:interval )?increase(?:d)? in (?:the )?(?:heart size|cardiac size|size of the (?:heart|cardiac silhouette))\b",
+        r"\b(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:mildly |moderately |markedly |slightly |severely )?increased in size\b",
+    ],
+    "low_lung_volumes": [
+        r"\blung volumes (?:are |remain |appear )?(?:low|decreased|diminished|reduced)\b",
+    ],
+    "elevated_hemidiaphragm": [
+        r"\b(?:hemi)?diaphragm (?:is |remains |appears )?(?:mildly |moderately |markedly |slightly )?elevated\b",
+        r"\belevation of the (?:right |left )?(?:hemi)?diaphragm\b",
     ],
 }
 # Of the described findings, those that are borderline and therefore uncertain.
 BORDERLINE_PATTERNS: list[str] = [r"upper limits? of normal", r"top normal", r"borderline"]
+# Borderline cues that still describe a size within normal limits (the Indiana indexers code "heart size upper
+# limits of normal" as normal in 29 of 30 development reports): hedged, but not an abnormality of the report.
+WITHIN_NORMAL_CUES = frozenset({"upper limits of normal", "upper limit of normal", "top normal"})
 
 # Laterality words and what they mean (patient side).
 LATERALITY_WORDS: dict[str, str] = {
@@ -263,12 +356,69 @@ UNCERTAINTY_PRECEDING: list[str] = [
     "suspicious for", "suspected", "concerning for", "suggestive of", "suggests", "suggesting",
     "worrisome for", "differential includes", "versus", "vs", "or possibly", "equivocal", "borderline",
     "presumed", "presumably", "consider", "compatible with", "consistent with", "cannot be ruled out",
-    "rule out", "r/o", "evaluate for", "?",
+    "rule out", "r/o", "evaluate for", "?", "suggest", "raises concern for", "raise concern for",
+    "may relate to", "may be related to", "could reflect", "may indicate", "could indicate", "favored to be",
+    "question", "cannot be entirely excluded", "difficult to exclude", "difficult to completely exclude",
+    "not entirely excluded", "can't exclude", "suspicion for", "suspicion of", "vs.",
+]
+# Conditional, hypothetical and differential contexts (ConText "hypothetical"): the mention is named but not
+# asserted. These triggers reach to the end of their clause ("the differential diagnosis includes round
+# pneumonia and parenchymal mass").
+# Conditional and historical triggers: the finding is named only as a condition, a question to the reader or a
+# past state ("if there is concern for fracture", "to exclude an underlying mass", "history of fracture").
+CONDITIONAL_PRECEDING: list[str] = [
+    "if", "if there is", "in case of", "whether", "concern for", "clinical concern for", "evaluation for",
+    "evaluation of possible", "to evaluate", "to evaluate for", "to assess for", "assess for", "to exclude",
+    "exclude", "excluding", "to rule out", "rule-out", "to identify", "identify", "could obscure", "obscure",
+    "may obscure", "limits evaluation for", "limits evaluation of", "limited for evaluation of",
+    "limited evaluation for", "correlate clinically for", "correlate for", "clinical correlation for",
+    "recommend", "recommended", "consider", "considered", "screening for", "followup", "follow-up",
+    "to ensure resolution", "to document resolution", "monitor for", "risk of", "risk for", "unclear whether",
+    "history of", "with history of", "on a previous", "on the previous", "on previous", "on the prior",
+    "on a prior",
+]
+CONDITIONAL_FOLLOWING: list[str] = [
+    "may not be demonstrated", "may not be visible", "may not be seen", "may not be detected",
+    "may be missed", "could be missed", "is limited", "are limited", "not well evaluated",
+    "cannot be assessed", "cannot be evaluated",
+]
+# Differential triggers: an abnormality is reported, its cause is open ("differential diagnosis includes
+# round pneumonia and parenchymal mass").
+DIFFERENTIAL_PRECEDING: list[str] = [
+    "differential", "differential diagnosis", "differential diagnosis includes", "differential includes",
+    "differential considerations include", "differential considerations", "considerations include",
+    "considerations would include", "diagnostic considerations", "would include",
+    "in the appropriate clinical setting", "in the correct clinical setting", "clinical setting",
+    "is another consideration", "another consideration",
+]
+DIFFERENTIAL_FOLLOWING: list[str] = [
+    "is another consideration", "not excluded", "is a possibility", "is also possible", "is not entirely excluded",
+    "is difficult to exclude", "could also be considered", "is considered", "would be difficult to exclude",
+    "is more likely", "are not excluded", "is in the differential", "may be present",
+]
+# Both kinds reach to the end of their clause (ConText "hypothetical").
+HYPOTHETICAL_PRECEDING: list[str] = CONDITIONAL_PRECEDING + DIFFERENTIAL_PRECEDING
+HYPOTHETICAL_FOLLOWING: list[str] = CONDITIONAL_FOLLOWING + DIFFERENTIAL_FOLLOWING
+# Cues under which a mention is not a reported abnormality at all (used when deciding a report reads normal).
+CONDITIONAL_CUES = frozenset(CONDITIONAL_PRECEDING + CONDITIONAL_FOLLOWING)
+
+# Words that end a hedge's or condition's scope (ConText terminations). NegEx's own list also ends scope
+# at "with" and "secondary to", which would lose the hedge in "may be compatible with mild edema".
+CONTEXT_TERMINATIONS: list[str] = [
+    ";", ".", "but", "however", "although", "though", "otherwise", "there is", "there are", "there has been",
+    "and there", "no", "not", "without", "negative for", "except", "apart from", "other than",
+]
+# Phrases that contain trigger words but are not triggers.
+CONTEXT_PSEUDO_TRIGGERS: list[str] = [
+    "no change", "without doubt", "not only", "question of change", "considered stable", "if any",
+    "recommend comparison", "possible interval", "or more", "more or less", "either side", "and/or",
+    "one or more", "or greater", "no longer",
 ]
 UNCERTAINTY_FOLLOWING: list[str] = [
     "cannot be excluded", "can not be excluded", "not excluded", "is not excluded", "cannot be ruled out",
     "not ruled out", "is not ruled out", "is possible", "is suspected", "not entirely excluded", "?",
-    "versus", "vs", "is likely", "is questioned", "could be considered",
+    "versus", "vs", "is likely", "is questioned", "could be considered", "is suspected", "are suspected",
+    "is questionable", "is not entirely excluded", "are possible", "vs.",
 ]
 # Cues that assert presence with high confidence; they do NOT make a mention uncertain.
 ASSERTIVE_CUES = {"compatible with", "consistent with"}
@@ -283,14 +433,19 @@ EXTRA_PRECEDING_NEGATIONS = [
     "no evidence for", "no radiographic evidence of", "no findings of", "no typical findings of",
     "no signs", "without evidence of", "resolution of", "resolved", "interval resolution of",
     "no longer", "no longer seen", "negative for", "clear of", "free of", "removal of", "no new",
-    "no visible", "no definite", "no discrete", "no large", "no significant", "no focal", "no acute",
+    "no visible", "no definite", "no discrete", "clear airspace", "clear of airspace", "no large", "no significant", "no focal", "no acute",
     "not seen", "none",
 ]
 EXTRA_FOLLOWING_NEGATIONS = [
     "has resolved", "have resolved", "resolved", "has cleared", "have cleared", "is no longer seen",
     "are no longer seen", "no longer visible", "is not seen", "are not seen", "not identified",
     "is not identified", "are not identified", "is absent", "are absent", "not present", "removed",
-    "has been removed",
+    "has been removed", "not well seen", "is not well seen", "not well-seen", "is not well-seen",
+    "are not well seen", "not visualized", "is not visualized", "are not visualized", "not definitely seen",
+    "no longer seen", "are smaller and not definitely seen", "not evident", "is not evident", "not appreciated",
+    "is not appreciated", "not demonstrated", "appear within limits of normal", "appears within limits of normal",
+    "appear within normal limits", "are within normal limits", "is not demonstrated", "not as well demonstrated",
+    "not as well seen", "has cleared", "have been removed", "is not identified on today's study",
 ]
 EXTRA_PSEUDO_NEGATIONS = [
     "no change", "no significant change", "no interval change", "not changed", "unchanged",
