@@ -406,6 +406,12 @@ class History:
         params.append(int(limit))
         return [self._record(row) for row in self._read(sql, tuple(params))]
 
+    def latest_payload(self, user: str, kind: str, study_id: str) -> dict | None:
+        """Payload of this user's most recent record of `kind` for `study_id`, or None."""
+        rows = self._read("SELECT * FROM records WHERE user = ? AND kind = ? AND study_id = ? ORDER BY id DESC LIMIT 1",
+                          (user, kind, study_id))
+        return self._record(rows[0])["payload"] if rows else None
+
     def get_record(self, user: str, record_id: int) -> dict | None:
         """One record of this user, or None (also when it belongs to someone else)."""
         rows = self._read("SELECT * FROM records WHERE id = ? AND user = ?", (int(record_id), user))

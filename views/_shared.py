@@ -25,6 +25,7 @@ from typing import Any, Callable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from medsight.app_state import context_from_analysis, switch_study
 from medsight.auth import Authenticator, Session
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
 from medsight.storage import History
@@ -269,11 +270,28 @@ def override_gate(study: Any) -> None:
     audit("gate_override", {"study_id": study.study_id, "code": decision.get("code"), "reason": decision.get("reason")})
 
 
-def set_current_study(study: Any, *, save: bool = True) -> None:
-    """Make `study` the current one (dropping an analysis of another study) and store it in History."""
-    previous = st.session_state.get("analysis")
-    if isinstance(previous, dict) and previous.get("study_id") != getattr(study, "study_id", None):
-        st.session_state.pop("analysis", None)
+def _saved_context(study_id: str) -> dict:
+    """What History holds for a study this session has not seen yet: its latest analysis and context."""
+    user = current_user()
+    if not user:
+        return {}
+    try:
+        return context_from_analysis(history().latest_payload(user, "analysis", study_id))
+    except Exception as exc:  # History unreadable: open the study without its old context, say why
+        report_error(exc, "The study's saved context could not be read from History")
+        return {}
+
+
+def set_current_study(study: Any, *, save: bool = True, rewindowed: bool = False) -> None:
+    """Make `study` the current one and store it in History.
+
+    Opening another study puts this study's context, report, verification, chat and dictation aside and brings
+    back the other study's own (this session's, else its latest saved analysis), or nothing: a patient's
+    context never carries over to the next patient. A new display window of the same study (`rewindowed`)
+    keeps its context.
+    """
+    if not rewindowed:
+        switch_study(st.session_state, study.study_id, _saved_context)
     st.session_state["study"] = study
     if not save or not current_user():
         return

@@ -42,7 +42,7 @@ def _window_controls(study: Any) -> Any:
             centre, width = windows[options.index(choice)]
         if current is None or (abs(current[0] - centre) > 1e-6 or abs(current[1] - width) > 1e-6):
             study = study.with_window(centre, width)
-            ui.set_current_study(study, save=False)
+            ui.set_current_study(study, save=False, rewindowed=True)
     return study
 
 
