@@ -28,6 +28,7 @@ from streamlit.errors import StreamlitAPIException
 from medsight.app_state import context_from_analysis, switch_study
 from medsight.auth import Authenticator, Session
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
+from medsight.registry import DOMAIN_DESCRIPTIONS, Domain
 from medsight.storage import History
 
 log = logging.getLogger("medsight.app")
@@ -181,6 +182,8 @@ def tier_badge(provenance: Any, *, details: bool = False) -> str:
     st.badge(label, icon=icon, color=color)
     if details and info:
         parts = [info.get("title"), info.get("source_label"), info.get("device") and f"device {info['device']}"]
+        if info.get("domain"):
+            parts.append(f"trained on {DOMAIN_DESCRIPTIONS.get(Domain(info['domain']), info['domain'])}")
         st.caption(" · ".join(str(p) for p in parts if p))
     return label
 
