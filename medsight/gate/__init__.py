@@ -31,6 +31,7 @@ from medsight.gate import content as _content
 __all__ = [
     "GateDecision",
     "check_study",
+    "content_looks_like_chest",
     "ACCEPTED_MODALITIES",
     "MIN_SHORT_SIDE",
     "MAX_ASPECT_RATIO",
@@ -40,6 +41,7 @@ __all__ = [
     "LAYOUT_CORRELATION_MIN",
     "LUNG_CONTRAST_MIN",
     "SYMMETRY_MIN",
+    "EDGE_AIR_MAX",
 ]
 
 #: Modalities of plain projection radiographs (DR and RG are retired / digitised-film codes).
@@ -125,8 +127,11 @@ SCREENSHOT_FLAT_FRACTION = 0.25
 LAYOUT_CORRELATION_MIN = 0.15
 #: the mediastinum brighter than the darker lung field, in mean rank (chest films >= 0.48),
 LUNG_CONTRAST_MIN = 0.25
-#: and left-right mirror symmetry allowing +-10 degrees of tilt (chest films >= 0.76).
-SYMMETRY_MIN = 0.55
+#: left-right mirror symmetry allowing +-10 degrees of tilt (chest films >= 0.78),
+SYMMETRY_MIN = 0.6
+#: and at most this share of the picture's edge is dark background (chest films <= 0.69: the
+#: neck and abdomen leave the frame; a CT slice or a hand on black is ringed by air).
+EDGE_AIR_MAX = 0.88
 
 
 @dataclass
@@ -361,34 +366,48 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
     return out
 
 
-def _content_checks(study: Any) -> tuple[list[tuple[dict[str, Any], str, str]], float | None]:
-    measures = _content.layout_measures(study.image)
+def content_looks_like_chest(image: Any) -> tuple[bool, dict[str, float]]:
+    """The image-content check alone on a display image: (passed, measures)."""
+    measures = _content.layout_measures(image)
+    passed = all(check["passed"] for check in _content_items(measures))
+    return passed, measures
+
+
+def _content_items(measures: dict[str, float]) -> list[dict[str, Any]]:
     items = (
-        ("content_layout", "layout_correlation", LAYOUT_CORRELATION_MIN, "correlation with the lung layout of real chest films"),
-        ("content_lung_fields", "lung_contrast", LUNG_CONTRAST_MIN, "mediastinum brighter than the lung fields (rank gap)"),
-        ("content_symmetry", "symmetry", SYMMETRY_MIN, "left-right symmetry"),
+        ("content_layout", "layout_correlation", LAYOUT_CORRELATION_MIN, "correlation with the lung layout of real chest films", "minimum"),
+        ("content_lung_fields", "lung_contrast", LUNG_CONTRAST_MIN, "mediastinum brighter than the lung fields (rank gap)", "minimum"),
+        ("content_symmetry", "symmetry", SYMMETRY_MIN, "left-right symmetry", "minimum"),
+        ("content_body_at_edge", "edge_air", EDGE_AIR_MAX, "share of the picture's edge that is background", "maximum"),
     )
     out = []
-    failed = []
-    for name, key, threshold, what in items:
+    for name, key, threshold, what, kind in items:
         value = float(measures[key])
-        passed = value >= threshold
-        if not passed:
-            failed.append(what)
+        passed = value >= threshold if kind == "minimum" else value <= threshold
         out.append(
             {
                 "name": name,
                 "passed": passed,
-                "detail": f"{what}: {value:.2f} (minimum {threshold:g})",
+                "detail": f"{what}: {value:.2f} ({kind} {threshold:g})",
                 "value": value,
                 "threshold": threshold,
+                "what": what,
+                "kind": kind,
             }
         )
+    return out
+
+
+def _content_checks(study: Any) -> tuple[list[tuple[dict[str, Any], str, str]], float | None]:
+    measures = _content.layout_measures(study.image)
+    items = _content_items(measures)
+    failed = [f"{c['what']} {'too low' if c['kind'] == 'minimum' else 'too high'}" for c in items if not c["passed"]]
     reason = (
-        "The picture does not look like a frontal chest radiograph (" + "; ".join(failed) + " too low): it may be "
+        "The picture does not look like a frontal chest radiograph (" + "; ".join(failed) + "): it may be "
         "another body part, a cross-sectional slice, a document or a photograph."
     )
-    return [(c, "not_chest_content", reason) for c in out], float(measures["layout_correlation"])
+    checks = [{k: v for k, v in c.items() if k not in ("what", "kind")} for c in items]
+    return [(c, "not_chest_content", reason) for c in checks], float(measures["layout_correlation"])
 
 
 def check_study(study: Any) -> GateDecision:

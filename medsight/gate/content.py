@@ -43,6 +43,10 @@ ALIGN_ROTATIONS = (-10.0, 0.0, 10.0)
 #: Columns where the prior exceeds this bound the body window the layout correlation is taken in
 #: (the air beside the chest varies between films and is left out).
 BODY_WINDOW_PROBABILITY = 0.05
+#: Width of the outer ring (fraction of each side) and the level (fraction of the 2nd-98th
+#: percentile range) below which a ring pixel is dark background, for ``edge_air``.
+EDGE_BAND = 0.05
+EDGE_AIR_LEVEL = 0.12
 #: Rotations (degrees) and axis shifts (grid cells) tried for left-right symmetry.
 SYMMETRY_ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)
 SYMMETRY_SHIFTS = (-2, 0, 2)
@@ -52,6 +56,9 @@ WORK_SIDE = 256
 FLAT_BORDER_STD = 0.02
 #: Pixels whose 3x3 neighbourhood spread is at most this (image scaled 0-1) count as flat.
 FLAT_TOLERANCE = 0.0
+#: Border rows/columns with a spread below this are exactly flat (float rounding aside): export
+#: padding and collimation, trimmed before counting flat pixels.
+EXACT_FLAT_STD = 1e-3
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,24 @@ def _symmetry(image: np.ndarray) -> float:
     return best
 
 
+def edge_air_fraction(image: np.ndarray) -> float:
+    """Share of the picture's outer ring that is dark background (air around a body or object).
+
+    A frontal chest film is a crop through the body: the neck leaves at the top and the abdomen at
+    the bottom, so part of its edge is always body. A cross-sectional slice, an object photographed
+    on black or a whole-body outline is surrounded by background on every side.
+    """
+    h, w = image.shape
+    band_h, band_w = max(1, round(h * EDGE_BAND)), max(1, round(w * EDGE_BAND))
+    lo, hi = (float(v) for v in np.percentile(image, [2, 98]))
+    if hi <= lo:
+        return 1.0
+    dark = image < lo + EDGE_AIR_LEVEL * (hi - lo)
+    ring = np.ones_like(dark)
+    ring[band_h:-band_h, band_w:-band_w] = False
+    return round(float(dark[ring].mean()), 4)
+
+
 def layout_measures(image: np.ndarray) -> dict[str, float]:
     """Chest-layout measures of a display image (HxW, [0, 1], bright = dense).
 
@@ -223,7 +248,7 @@ def layout_measures(image: np.ndarray) -> dict[str, float]:
     work = working_copy(image)
     span = float(work.max() - work.min()) if work.size else 0.0
     if span <= 0:
-        return {"layout_correlation": -1.0, "lung_contrast": -1.0, "symmetry": -1.0, "trimmed_fraction": 1.0}
+        return {"edge_air": 1.0, "layout_correlation": -1.0, "lung_contrast": -1.0, "symmetry": -1.0, "trimmed_fraction": 1.0}
     scaled = (work - work.min()) / span
     trimmed = trim_flat_borders(scaled)
     ranks = rank_grid(trimmed)
@@ -239,6 +264,8 @@ def layout_measures(image: np.ndarray) -> dict[str, float]:
     darker_lung = np.minimum(tables.left @ flat, tables.right @ flat)
     best_contrast = float((tables.mediastinum @ flat - darker_lung).max())
     return {
+        # Exactly flat borders (shutters, export padding) are not background air; noisy air is.
+        "edge_air": edge_air_fraction(trim_flat_borders(scaled, EXACT_FLAT_STD)),
         "layout_correlation": round(best_corr, 4),
         "lung_contrast": round(best_contrast, 4),
         "symmetry": round(_symmetry(trimmed), 4),
@@ -247,21 +274,20 @@ def layout_measures(image: np.ndarray) -> dict[str, float]:
 
 
 def flat_fraction(image: np.ndarray, tolerance: float = FLAT_TOLERANCE) -> float:
-    """Share of pixels (inside the trimmed frame, extremes excluded) whose 3x3 neighbourhood is flat.
+    """Share of pixels (inside the trimmed frame) whose 3x3 neighbourhood is exactly flat.
 
-    Pixels at the image's own minimum or maximum are not counted: a film exported with a hard
-    window clips air or bone to one level, which is not a sign of a screenshot.
+    Pixels at pure black or full white are not counted: a film exported with a hard window clips
+    air or bone to those levels, which is not a sign of a screenshot. ``image`` is in [0, 1].
     """
     import cv2
 
     work = working_copy(image, side=512)
-    trimmed = trim_flat_borders(work, tolerance=0.0)
+    trimmed = trim_flat_borders(work, tolerance=EXACT_FLAT_STD)
     if trimmed.shape[0] < 3 or trimmed.shape[1] < 3:
         return 1.0
     kernel = np.ones((3, 3), np.uint8)
     spread = cv2.dilate(trimmed, kernel) - cv2.erode(trimmed, kernel)
-    lo, hi = float(trimmed.min()), float(trimmed.max())
-    counted = (trimmed > lo) & (trimmed < hi)
+    counted = (trimmed > 0.0) & (trimmed < 1.0)
     if not counted.any():
         return 1.0
     return round(float(np.mean((spread <= tolerance) & counted)), 4)
