@@ -96,7 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
         "limitations": "Describes frontal (PA/AP) films only; lateral views and films with the chest "
         "far off-centre do not match it. Measured gate figures: benchmarks/results/gate.json.",
     }
-    args.out.with_suffix("").with_suffix(".card.json").write_text(json.dumps(card, indent=2) + "\n")
+    card_path = args.out.with_suffix("").with_suffix(".card.json")
+    if card_path.exists():  # keep the figures python -m training.evaluate_gate recorded
+        previous = json.loads(card_path.read_text())
+        if "measured" in previous:
+            card["measured"] = previous["measured"]
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(counts))
     return card
 
