@@ -135,6 +135,20 @@ def collimate(image: np.ndarray, fraction: float = 0.08, level: float = 1.0) -> 
     return out
 
 
+def wide_field(image: np.ndarray, film_fraction: float = 0.85, width_factor: float = 1.4, seed: int = 0) -> np.ndarray:
+    """The film smaller in a wider frame with noisy air around and the abdomen running off the
+    bottom, as in a paediatric or portable film taken on an oversized detector."""
+    rng = _rng(seed)
+    h, w = image.shape
+    canvas = np.clip(0.06 + rng.normal(0, 0.02, (int(h * 1.35), int(w * width_factor))), 0, 1).astype(np.float32)
+    small = _resize(image, int(max(h, w) * film_fraction))
+    sh, sw = small.shape
+    y0, x0 = int(canvas.shape[0] * 0.05), (canvas.shape[1] - sw) // 2
+    canvas[y0 : y0 + sh, x0 : x0 + sw] = small
+    canvas[y0 + sh :, x0 : x0 + sw] = small[-1][None, :] * 0.95
+    return canvas
+
+
 def real_chest_variants() -> Iterator[tuple[str, bytes]]:
     """(name, file bytes) of realistic re-exports of the real film RG1."""
     from pydicom.data import get_testdata_file
@@ -167,6 +181,9 @@ def real_chest_variants() -> Iterator[tuple[str, bytes]]:
     yield "jpeg_combo_text_collimation_rot5_q60", jpeg_bytes(
         _rotate(collimate(burn_in_text(small), 0.06, 1.0), 5), 60
     )
+    yield "jpeg_wide_field_0.85", jpeg_bytes(wide_field(small, 0.85, 1.4), 90)
+    yield "jpeg_wide_field_0.9", jpeg_bytes(wide_field(small, 0.9, 1.2, seed=1), 90)
+    yield "jpeg_wide_field_0.7", jpeg_bytes(wide_field(small, 0.7, 1.6, seed=2), 90)
     yield "png_landscape_padded", png_bytes(np.pad(_resize(film, 800), ((0, 0), (300, 300)), constant_values=0.0))
     # DICOM copies of the original pixels: MONOCHROME2 (inverted stored values) and a re-written
     # MONOCHROME1 file with no window (automatic window path).

@@ -5,7 +5,7 @@ taken from a prior fitted on 435 real lung masks (``models/gate_chest_layout.npz
 and ``training/fit_gate_layout.py``). On a frontal film both lung fields are darker than the
 mediastinum between them, whatever the exposure, window, bit depth or inversion of the file
 (MONOCHROME1 is already inverted by ingest). The image is cut to its non-flat part (collimation
-and export borders), reduced to 32x32, and replaced by the rank of each cell (so gamma, window
+and export borders) and to the body's width (air beside a small patient), reduced to 32x32, and replaced by the rank of each cell (so gamma, window
 and contrast do not matter); the prior is shifted and scaled over a small grid to allow for
 off-centre, paediatric or tightly cropped films. ``lung_contrast`` is the best mean-rank gap
 between the mediastinum band and the brighter of the two lung fields.
@@ -37,7 +37,7 @@ LUNG_PROBABILITY = 0.5
 MEDIASTINUM_PROBABILITY = 0.3
 #: Alignments tried between the layout prior and an image (scale, shift as a fraction of the
 #: frame, rotation in degrees): off-centre, paediatric, tightly cropped and tilted films.
-ALIGN_SCALES = (0.85, 1.0, 1.15)
+ALIGN_SCALES = (0.7, 0.85, 1.0, 1.15)
 ALIGN_SHIFTS = (-0.06, 0.0, 0.06)
 ALIGN_ROTATIONS = (-10.0, 0.0, 10.0)
 #: Columns where the prior exceeds this bound the body window the layout correlation is taken in
@@ -47,6 +47,8 @@ BODY_WINDOW_PROBABILITY = 0.05
 #: percentile range) below which a ring pixel is dark background, for ``edge_air``.
 EDGE_BAND = 0.05
 EDGE_AIR_LEVEL = 0.12
+#: A side column is background when at most this share of it is brighter than air.
+BODY_LINE_FRACTION = 0.1
 #: Rotations (degrees) and axis shifts (grid cells) tried for left-right symmetry.
 SYMMETRY_ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)
 SYMMETRY_SHIFTS = (-2, 0, 2)
@@ -149,6 +151,23 @@ def trim_flat_borders(image: np.ndarray, tolerance: float = FLAT_BORDER_STD) -> 
     return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
+def crop_to_body(image: np.ndarray) -> np.ndarray:
+    """Cut away side columns that are mostly dark background (air beside the body).
+
+    A film taken on an oversized detector (children, portable films) shows the chest narrow in a
+    frame of air; cut to the body's width, its layout is that of any other chest film. Rows are
+    kept: air above and below is left to the layout and edge measures.
+    """
+    lo, hi = (float(v) for v in np.percentile(image, [2, 98]))
+    if hi <= lo:
+        return image
+    body = image >= lo + EDGE_AIR_LEVEL * (hi - lo)
+    cols = np.flatnonzero(body.mean(axis=0) > BODY_LINE_FRACTION)
+    if cols.size < 16:
+        return image
+    return image[:, cols[0] : cols[-1] + 1]
+
+
 def rank_grid(image: np.ndarray) -> np.ndarray:
     """GRID x GRID area-average of ``image``, each cell replaced by its rank scaled to [0, 1]."""
     import cv2
@@ -243,14 +262,14 @@ def layout_measures(image: np.ndarray) -> dict[str, float]:
         real-film lung layout inside the body window: lungs dark, mediastinum, neck and abdomen
         bright), ``lung_contrast`` (best mean-rank gap between the mediastinum band and the
         darker lung field, -1..1), ``symmetry`` (best left-right mirror correlation, -1..1) and
-        ``trimmed_fraction`` (share of the frame kept after cutting flat borders).
+        ``trimmed_fraction`` (share of the frame kept after cutting flat borders and side air).
     """
     work = working_copy(image)
     span = float(work.max() - work.min()) if work.size else 0.0
     if span <= 0:
         return {"edge_air": 1.0, "layout_correlation": -1.0, "lung_contrast": -1.0, "symmetry": -1.0, "trimmed_fraction": 1.0}
     scaled = (work - work.min()) / span
-    trimmed = trim_flat_borders(scaled)
+    trimmed = crop_to_body(trim_flat_borders(scaled))
     ranks = rank_grid(trimmed)
     tables = _alignment_tables()
     flat = ranks.ravel()
