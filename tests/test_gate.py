@@ -286,6 +286,12 @@ def test_drawn_non_chest_pictures_are_refused_on_content(make):
     assert decision.code == "not_chest_content", decision.reason
 
 
+def test_inverted_export_of_a_chest_film_is_refused_as_inverted(film_1k):
+    decision = check_study(load_study(gi.png_bytes(1.0 - film_1k), filename="negative.png"))
+    assert decision.code == "inverted" and "exported with inverted greyscale" in decision.reason
+    assert check_study(load_study(gi.png_bytes(film_1k))).decision == "accepted"
+
+
 def test_content_thresholds_are_reported_in_checks(film_1k):
     decision = check_study(load_study(gi.png_bytes(film_1k)))
     content = [c for c in decision.checks if c["name"].startswith("content_")]

@@ -4,7 +4,7 @@ Chest films (must pass): pydicom's real CR chest film RG1 in its four encodings,
 re-exports of it (8-bit JPEG at several qualities, 0.5k-2.5k sizes, MONOCHROME1/2 DICOM copies,
 collimation borders, burned-in text and L/R markers, tighter AP-like crops, +-10 degree rotation,
 gamma and contrast changes), the bundled samples and synthetic phantoms of several sizes, findings
-and formats. Non-chest pictures (should be refused): every pydicom test file that is not the chest
+and formats. Chest films exported with inverted greyscale should be refused as "inverted". Non-chest pictures (should be refused): every pydicom test file that is not the chest
 film, loaded through ingest so the header rules run, and its pixels exported as PNG so the content
 check is measured alone; scikit-image's sample pictures; pictures drawn here (text pages,
 gradients, noise, shapes, hand and knee films, a CT-like slice, viewer screenshots, colour).
@@ -127,6 +127,14 @@ def categories() -> dict[str, tuple[str, Iterable[tuple[str, Any]]]]:
         for name, arr in gi.skimage_pictures():
             yield f"{name}.png", gi.png_bytes(arr)
 
+    def inverted_chest():
+        film = gi._resize(gi.real_chest_image(), 1024)
+        yield "rg1_inverted.png", gi.png_bytes(1.0 - film)
+        yield "rg1_inverted_q80.jpg", gi.jpeg_bytes(1.0 - film, 80)
+        for name, data in list(gi.phantom_cases())[:12:3]:
+            study = load_study(data)
+            yield f"{name}_inverted.png", gi.png_bytes(1.0 - study.image)
+
     def generated():
         for name, make in gi.GENERATED_NON_CHEST.items():
             arr = make()
@@ -139,6 +147,7 @@ def categories() -> dict[str, tuple[str, Iterable[tuple[str, Any]]]]:
         "real_chest_film_variants": ("accept", gi.real_chest_variants()),
         "bundled_samples": ("accept", samples()),
         "phantoms": ("accept", gi.phantom_cases()),
+        "inverted_chest_exports": ("refuse", inverted_chest()),
         "pydicom_non_chest_dicom": ("refuse", pydicom_dicom()),
         "pydicom_non_chest_pixels_png": ("refuse", pydicom_png()),
         "skimage_pictures": ("refuse", skimage_pictures()),

@@ -12,7 +12,8 @@ below, gives the decision's ``code`` and ``reason``:
    ingest before the luminance conversion), not a screenshot (large exactly-flat areas), short
    side at least :data:`MIN_SHORT_SIDE` pixels, aspect ratio at most :data:`MAX_ASPECT_RATIO`.
 3. Image content (all formats): the layout of a frontal chest film — see
-   :mod:`medsight.gate.content`; ``content_score`` is the layout correlation.
+   :mod:`medsight.gate.content`; ``content_score`` is the layout correlation. When only the
+   picture's negative has that layout, the code is "inverted" (an export with inverted greyscale).
 
 The gate refuses only what is confidently not a frontal chest film: its content thresholds sit
 well below every chest film measured (``python -m training.evaluate_gate``, figures in
@@ -132,6 +133,13 @@ SYMMETRY_MIN = 0.6
 #: and at most this share of the picture's edge is dark background (chest films <= 0.69: the
 #: neck and abdomen leave the frame; a CT slice or a hand on black is ringed by air).
 EDGE_AIR_MAX = 0.88
+#: A picture failing the content check is called an inverted chest film only when its negative
+#: has a clear chest layout (an inverted export of the real film, turned back, measures
+#: 0.66 / 0.49 / 0.85; an MR slice's negative can pass the lenient thresholds above, so these are
+#: stricter).
+INVERTED_LAYOUT_MIN = 0.45
+INVERTED_LUNG_CONTRAST_MIN = 0.4
+INVERTED_SYMMETRY_MIN = 0.7
 
 
 @dataclass
@@ -142,7 +150,7 @@ class GateDecision:
         decision: "accepted", "refused", or "overridden" (a user chose to analyse a refused study).
         code: Stable short code of the deciding check: "ok", "modality", "body_part",
             "lateral_view", "oblique_view", "multiframe", "colour", "screenshot", "too_small",
-            "aspect_ratio", "not_chest_content".
+            "aspect_ratio", "not_chest_content", "inverted" (a chest film whose greyscale is inverted).
         reason: One sentence for the radiologist naming what the input is.
         checks: Every check run, in order: ``{"name", "passed", "detail"}`` (content checks also
             carry ``"value"`` and ``"threshold"``).
@@ -398,6 +406,16 @@ def _content_items(measures: dict[str, float]) -> list[dict[str, Any]]:
     return out
 
 
+def _clearly_chest(measures: dict[str, float]) -> bool:
+    """Stricter than the content check: only a clear chest layout earns the "inverted" reason."""
+    return (
+        measures["layout_correlation"] >= INVERTED_LAYOUT_MIN
+        and measures["lung_contrast"] >= INVERTED_LUNG_CONTRAST_MIN
+        and measures["symmetry"] >= INVERTED_SYMMETRY_MIN
+        and measures["edge_air"] <= EDGE_AIR_MAX
+    )
+
+
 def _content_checks(study: Any) -> tuple[list[tuple[dict[str, Any], str, str]], float | None]:
     measures = _content.layout_measures(study.image)
     items = _content_items(measures)
@@ -407,7 +425,17 @@ def _content_checks(study: Any) -> tuple[list[tuple[dict[str, Any], str, str]], 
         "another body part, a cross-sectional slice, a document or a photograph."
     )
     checks = [{k: v for k, v in c.items() if k not in ("what", "kind")} for c in items]
-    return [(c, "not_chest_content", reason) for c in checks], float(measures["layout_correlation"])
+    code = "not_chest_content"
+    if failed and _clearly_chest(_content.layout_measures(1.0 - study.image)):
+        # Its negative is a chest film: an export with inverted greyscale (or MONOCHROME1 pixels
+        # saved without their photometric interpretation). The models need air dark, bone bright.
+        code = "inverted"
+        reason = (
+            "The picture does not look like a frontal chest radiograph as it is, but its negative does: if it is a "
+            "chest film exported with inverted greyscale (lungs bright, bones dark), export it with normal "
+            "greyscale (air dark) or send the DICOM file instead."
+        )
+    return [(c, code, reason) for c in checks], float(measures["layout_correlation"])
 
 
 def check_study(study: Any) -> GateDecision:
