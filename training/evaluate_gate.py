@@ -4,7 +4,8 @@ Chest films (must pass): pydicom's real CR chest film RG1 in its four encodings,
 re-exports of it (8-bit JPEG at several qualities, 0.5k-2.5k sizes, MONOCHROME1/2 DICOM copies,
 collimation borders, burned-in text and L/R markers, tighter AP-like crops, +-10 degree rotation,
 gamma and contrast changes), the bundled samples and synthetic phantoms of several sizes, findings
-and formats. Chest films exported with inverted greyscale should be refused as "inverted". Non-chest pictures (should be refused): every pydicom test file that is not the chest
+and formats. Chest films exported with inverted greyscale should be refused as "inverted".
+Non-chest pictures (should be refused): every pydicom test file that is not the chest
 film, loaded through ingest so the header rules run, and its pixels exported as PNG so the content
 check is measured alone; scikit-image's sample pictures; pictures drawn here (text pages,
 gradients, noise, shapes, hand and knee films, a CT-like slice, viewer screenshots, colour).
@@ -80,11 +81,19 @@ def _summary(items: list[dict[str, Any]], expect: str) -> dict[str, Any]:
         }
         scores = [i["content_score"] for i in with_content if i["content_score"] is not None]
         if scores:
-            out["content_score_min_median_max"] = [round(min(scores), 3), round(statistics.median(scores), 3), round(max(scores), 3)]
+            out["content_score_min_median_max"] = [
+                round(min(scores), 3),
+                round(statistics.median(scores), 3),
+                round(max(scores), 3),
+            ]
     if expect == "accept":
-        out["failures"] = [{"name": i["name"], "code": i["code"], "reason": i["reason"]} for i in items if i["decision"] != "accepted"]
+        out["failures"] = [
+            {"name": i["name"], "code": i["code"], "reason": i["reason"]} for i in items if i["decision"] != "accepted"
+        ]
     else:
-        out["accepted_items"] = [{"name": i["name"], "content_score": i["content_score"]} for i in items if i["decision"] == "accepted"]
+        out["accepted_items"] = [
+            {"name": i["name"], "content_score": i["content_score"]} for i in items if i["decision"] == "accepted"
+        ]
     out["items"] = items
     return out
 
@@ -191,7 +200,10 @@ def _update_card(report: dict[str, Any]) -> None:
         "by_category": {
             name: {
                 key: summary[key]
-                for key in ("expected", "n", "accepted", "refused", "acceptance_rate", "refusal_rate", "codes", "content_check_alone")
+                for key in (
+                    "expected", "n", "accepted", "refused", "acceptance_rate", "refusal_rate", "codes",
+                    "content_check_alone",
+                )
                 if key in summary
             }
             for name, summary in report["categories"].items()
@@ -220,7 +232,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     }
     chest = [i for c in results.values() if c["expected"] == "accept" for i in c["items"] if "measures" in i]
-    lowest = {key: round(min(i["measures"][key] for i in chest), 4) for key in ("layout_correlation", "lung_contrast", "symmetry")}
+    lowest = {
+        key: round(min(i["measures"][key] for i in chest), 4) for key in ("layout_correlation", "lung_contrast", "symmetry")
+    }
     lowest["edge_air_highest"] = round(max(i["measures"]["edge_air"] for i in chest), 4)
     report = {
         "command": "python -m training.evaluate_gate",
@@ -239,7 +253,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ok = summary["accepted"] if summary["expected"] == "accept" else summary["refused"]
         alone = summary.get("content_check_alone", {})
         alone_text = f"{alone.get('rate', float('nan')):.3f} of {alone.get('n', 0)}" if alone else "-"
-        print(f"{category:32s} {summary['expected']:>6s} {summary['n']:4d} {ok:4d} {rate:7.3f}  {alone_text:13s}  {summary['codes']}")
+        print(
+            f"{category:32s} {summary['expected']:>6s} {summary['n']:4d} {ok:4d} {rate:7.3f}  "
+            f"{alone_text:13s}  {summary['codes']}"
+        )
     print("content measure extremes on chest films (lowest; highest edge air):", lowest)
     print("timing:", speed)
     print(f"wrote {args.out}")

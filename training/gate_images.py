@@ -341,7 +341,8 @@ def ct_like_slice(seed: int = 0, size: int = 512) -> np.ndarray:
     c = size // 2
     cv2.ellipse(img, (c, c), (int(size * 0.4), int(size * 0.3)), 0, 0, 360, 0.55, -1)
     for side in (-1, 1):
-        cv2.ellipse(img, (c + side * int(size * 0.17), c - 10), (int(size * 0.12), int(size * 0.2)), 0, 0, 360, 0.08, -1)
+        lung_centre = (c + side * int(size * 0.17), c - 10)
+        cv2.ellipse(img, lung_centre, (int(size * 0.12), int(size * 0.2)), 0, 0, 360, 0.08, -1)
     cv2.circle(img, (c, c + int(size * 0.2)), int(size * 0.05), 0.95, -1)  # vertebra
     cv2.circle(img, (c, c), int(size * 0.07), 0.6, -1)  # heart
     cv2.rectangle(img, (int(size * 0.08), int(size * 0.86)), (int(size * 0.92), int(size * 0.89)), 0.7, -1)  # table

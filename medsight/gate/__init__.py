@@ -243,7 +243,9 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
         )
     else:
         known = body_key in CHEST_BODY_PARTS or any(k in body_key for k in ("CHEST", "THORAX", "LUNG"))
-        detail = f"BodyPartExamined {str(body).strip().upper()}" + ("" if known else " (not a known value; not refused)")
+        detail = f"BodyPartExamined {str(body).strip().upper()}"
+        if not known:
+            detail += " (not a known value; not refused)"
         out.append(({"name": "body_part", "passed": True, "detail": detail}, "", ""))
 
     view = _norm(study.view_position or meta.get("view_position"))
@@ -261,7 +263,8 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
         lateral_by = f"view code '{meta.get('view_code')}'"
     elif view not in FRONTAL_VIEWS and row_direction[:1] in ("A", "P"):
         # Rows running anterior-posterior: the film was taken from the side (PS3.3 C.7.6.1.1.1).
-        lateral_by = f"PatientOrientation {'/'.join(orientation) if isinstance(orientation, (list, tuple)) else orientation}"
+        shown = "/".join(orientation) if isinstance(orientation, (list, tuple)) else orientation
+        lateral_by = f"PatientOrientation {shown}"
     if lateral_by:
         out.append(
             (
@@ -356,7 +359,11 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
     short, long_ = min(height, width), max(height, width)
     out.append(
         (
-            {"name": "size", "passed": short >= MIN_SHORT_SIDE, "detail": f"{width}×{height} px (short side minimum {MIN_SHORT_SIDE})"},
+            {
+                "name": "size",
+                "passed": short >= MIN_SHORT_SIDE,
+                "detail": f"{width}×{height} px (short side minimum {MIN_SHORT_SIDE})",
+            },
             "too_small",
             f"This {label} is only {width}×{height} pixels, too small for a chest radiograph "
             f"(at least {MIN_SHORT_SIDE} pixels on the short side); it may be a thumbnail or an icon.",
@@ -365,7 +372,11 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
     ratio = long_ / max(short, 1)
     out.append(
         (
-            {"name": "aspect_ratio", "passed": ratio <= MAX_ASPECT_RATIO, "detail": f"{ratio:.2f}:1 (limit {MAX_ASPECT_RATIO:g}:1)"},
+            {
+                "name": "aspect_ratio",
+                "passed": ratio <= MAX_ASPECT_RATIO,
+                "detail": f"{ratio:.2f}:1 (limit {MAX_ASPECT_RATIO:g}:1)",
+            },
             "aspect_ratio",
             f"This {label} is a {ratio:.1f}:1 strip ({width}×{height} pixels), far from the shape of a chest "
             "film; it may be a whole-body scan, a banner or a panorama.",
@@ -383,8 +394,20 @@ def content_looks_like_chest(image: Any) -> tuple[bool, dict[str, float]]:
 
 def _content_items(measures: dict[str, float]) -> list[dict[str, Any]]:
     items = (
-        ("content_layout", "layout_correlation", LAYOUT_CORRELATION_MIN, "correlation with the lung layout of real chest films", "minimum"),
-        ("content_lung_fields", "lung_contrast", LUNG_CONTRAST_MIN, "mediastinum brighter than the lung fields (rank gap)", "minimum"),
+        (
+            "content_layout",
+            "layout_correlation",
+            LAYOUT_CORRELATION_MIN,
+            "correlation with the lung layout of real chest films",
+            "minimum",
+        ),
+        (
+            "content_lung_fields",
+            "lung_contrast",
+            LUNG_CONTRAST_MIN,
+            "mediastinum brighter than the lung fields (rank gap)",
+            "minimum",
+        ),
         ("content_symmetry", "symmetry", SYMMETRY_MIN, "left-right symmetry", "minimum"),
         ("content_body_at_edge", "edge_air", EDGE_AIR_MAX, "share of the picture's edge that is background", "maximum"),
     )
@@ -462,7 +485,11 @@ def check_study(study: Any) -> GateDecision:
         content_score = None
         results.append(
             (
-                {"name": "content", "passed": True, "detail": f"could not be measured ({type(exc).__name__}); not refused"},
+                {
+                    "name": "content",
+                    "passed": True,
+                    "detail": f"could not be measured ({type(exc).__name__}); not refused",
+                },
                 "",
                 "",
             )

@@ -1,21 +1,23 @@
 """Image-content measures of the input gate: does the picture look like a frontal chest film?
 
-The main measure compares the image with the layout of real chest films: where the lungs sit is
-taken from a prior fitted on 435 real lung masks (``models/gate_chest_layout.npz``, see its card
-and ``training/fit_gate_layout.py``). On a frontal film both lung fields are darker than the
-mediastinum between them, whatever the exposure, window, bit depth or inversion of the file
-(MONOCHROME1 is already inverted by ingest). The image is cut to its non-flat part (collimation
-and export borders) and to the body's width (air beside a small patient), reduced to 32x32, and replaced by the rank of each cell (so gamma, window
-and contrast do not matter); the prior is shifted and scaled over a small grid to allow for
-off-centre, paediatric or tightly cropped films. ``lung_contrast`` is the best mean-rank gap
-between the mediastinum band and the brighter of the two lung fields.
+Where the lungs sit in a frontal film comes from a prior fitted on 435 real lung masks
+(``models/gate_chest_layout.npz``; see its card and ``training/fit_gate_layout.py``). The image
+(MONOCHROME1 already inverted by ingest) is cut to its non-flat part (collimation, export padding)
+and to the body's width (air beside a small patient), reduced to 32x32 and replaced by the rank of
+each cell, so exposure, window, gamma and bit depth do not matter. The prior is scaled, shifted
+and tilted over a small grid of alignments (off-centre, paediatric, tightly cropped, tilted films)
+and the best value of each measure is kept:
 
-A second measure, left-right ``symmetry`` (correlation of the rank image with its mirror),
-catches one-sided pictures that happen to have a dark-bright-dark column pattern.
+- ``layout_correlation``: correlation between the rank grid and the lung layout inside the body
+  window (lungs dark; mediastinum, neck, shoulders and abdomen bright). The gate's content score.
+- ``lung_contrast``: mean-rank gap between the mediastinum band and the darker lung field.
+- ``symmetry``: correlation of the picture with its mirror image, allowing +-10 degrees of tilt.
+- ``edge_air``: share of the picture's outer ring that is dark background; a chest film is a crop
+  through the body (neck and abdomen leave the frame), a CT slice or a hand on black is ringed by air.
 
-Screenshot measures (``flat_fraction``) count pixels whose neighbourhood is exactly flat: a
-radiograph, even an 8-bit JPEG export, has noise everywhere, while UI panels and drawn graphics
-are flat. Everything works on a subsampled copy, so a 2k x 2.5k film takes a few milliseconds.
+``flat_fraction`` (screenshot test) counts pixels whose 3x3 neighbourhood is exactly flat: a
+radiograph, even an 8-bit JPEG export, has noise everywhere, while viewer panels and drawings are
+flat. Everything works on a subsampled copy: about 10 ms for a 2000 x 2500 film.
 """
 
 from __future__ import annotations
@@ -215,7 +217,9 @@ def _symmetry(image: np.ndarray) -> float:
     """Best correlation of the rank grid with its mirror over small tilts and axis shifts."""
     import cv2
 
-    image = cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (2 * GRID, 2 * GRID), interpolation=cv2.INTER_AREA)
+    image = cv2.resize(
+        np.ascontiguousarray(image, dtype=np.float32), (2 * GRID, 2 * GRID), interpolation=cv2.INTER_AREA
+    )
     best = -1.0
     h, w = image.shape
     for rotation in SYMMETRY_ROTATIONS:
@@ -267,7 +271,13 @@ def layout_measures(image: np.ndarray) -> dict[str, float]:
     work = working_copy(image)
     span = float(work.max() - work.min()) if work.size else 0.0
     if span <= 0:
-        return {"edge_air": 1.0, "layout_correlation": -1.0, "lung_contrast": -1.0, "symmetry": -1.0, "trimmed_fraction": 1.0}
+        return {
+            "edge_air": 1.0,
+            "layout_correlation": -1.0,
+            "lung_contrast": -1.0,
+            "symmetry": -1.0,
+            "trimmed_fraction": 1.0,
+        }
     scaled = (work - work.min()) / span
     trimmed = crop_to_body(trim_flat_borders(scaled))
     ranks = rank_grid(trimmed)
