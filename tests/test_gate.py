@@ -325,6 +325,9 @@ def test_override_keeps_code_and_reason_and_records_who(phantom_image):
     record = json.loads(json.dumps(overridden.to_dict()))
     assert record["decision"] == "overridden" and record["accepted"] is True
     assert record["overridden_by"] == "dr.jones" and len(record["checks"]) == len(refused.checks)
+    assert GateDecision.from_dict(record) == overridden
+    accepted = check_study(_dicom_study(phantom_image))
+    assert accepted.overridden(by="dr.jones").decision == "accepted"  # nothing to override
 
 
 def test_decision_round_trips_as_json(phantom_image):
@@ -333,3 +336,13 @@ def test_decision_round_trips_as_json(phantom_image):
     record = json.loads(json.dumps(decision.to_dict()))
     assert record["decision"] == "accepted" and record["code"] == "ok" and record["accepted"] is True
     assert all(set(c) >= {"name", "passed", "detail"} for c in record["checks"])
+    assert record["gate_version"] == gate.GATE_VERSION
+
+
+def test_ingest_records_the_header_values_the_gate_reads():
+    meta = load_study(get_testdata_file("RG1_UNCI.dcm")).metadata
+    assert meta["body_part"] == "CHEST" and meta["view_position"] == "PA"
+    assert meta["patient_orientation"] == ["L", "F"] and meta["photometric"] == "MONOCHROME1"
+    assert meta["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.1" and meta["image_type"][:2] == ["DERIVED", "PRIMARY"]
+    colour = load_study(get_testdata_file("US1_UNCI.dcm")).metadata
+    assert colour["colour"] is True and colour["colourfulness"] > gate.COLOURFULNESS_LIMIT

@@ -30,6 +30,7 @@ from typing import Any
 from medsight.gate import content as _content
 
 __all__ = [
+    "GATE_VERSION",
     "GateDecision",
     "check_study",
     "content_looks_like_chest",
@@ -44,6 +45,9 @@ __all__ = [
     "SYMMETRY_MIN",
     "EDGE_AIR_MAX",
 ]
+
+#: Changes whenever a rule or threshold changes, so a stored decision says which rules made it.
+GATE_VERSION = "1"
 
 #: Modalities of plain projection radiographs (DR and RG are retired / digitised-film codes).
 ACCEPTED_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
@@ -156,6 +160,7 @@ class GateDecision:
             carry ``"value"`` and ``"threshold"``).
         content_score: The layout correlation of the content check (None if it could not run).
         overridden_by: Who overrode a refusal, for the audit trail.
+        gate_version: :data:`GATE_VERSION` of the rules that decided.
     """
 
     decision: str
@@ -164,6 +169,7 @@ class GateDecision:
     checks: list[dict[str, Any]] = field(default_factory=list)
     content_score: float | None = None
     overridden_by: str | None = None
+    gate_version: str = field(default_factory=lambda: GATE_VERSION)
 
     @property
     def accepted(self) -> bool:
@@ -176,9 +182,27 @@ class GateDecision:
         return [c["name"] for c in self.checks if not c["passed"]]
 
     def overridden(self, by: str) -> GateDecision:
-        """A copy marked "overridden" by ``by``; the refusal's code and reason are kept."""
+        """A copy marked "overridden" by ``by``; the refusal's code and reason are kept.
+
+        Overriding an accepted decision changes nothing (an unchanged copy is returned).
+        """
+        if self.decision == "accepted":
+            return dataclasses.replace(self, checks=[dict(c) for c in self.checks])
         return dataclasses.replace(
             self, decision="overridden", overridden_by=str(by), checks=[dict(c) for c in self.checks]
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateDecision:
+        """Rebuild a decision stored with :meth:`to_dict`."""
+        return cls(
+            decision=str(data["decision"]),
+            code=str(data["code"]),
+            reason=str(data["reason"]),
+            checks=[dict(c) for c in data.get("checks") or []],
+            content_score=data.get("content_score"),
+            overridden_by=data.get("overridden_by"),
+            gate_version=str(data.get("gate_version") or GATE_VERSION),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +215,7 @@ class GateDecision:
             "content_score": self.content_score,
             "overridden_by": self.overridden_by,
             "accepted": self.accepted,
+            "gate_version": self.gate_version,
         }
 
 
