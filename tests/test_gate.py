@@ -233,6 +233,11 @@ def test_viewer_screenshot_is_refused(fmt):
     assert decision.code == "screenshot" and "screenshot" in decision.reason
 
 
+def test_blank_image_is_refused():
+    decision = check_study(load_study(gi.png_bytes(np.full((600, 500), 0.4, np.float32))))
+    assert decision.code == "blank" and "blank" in decision.reason
+
+
 def test_tiny_image_is_refused():
     decision = check_study(load_study(gi.png_bytes(generate_phantom(3, 128, ()).image)))
     assert decision.code == "too_small" and "128×128" in decision.reason

@@ -164,8 +164,9 @@ def categories() -> dict[str, tuple[str, Iterable[tuple[str, Any]]]]:
     }
 
 
-def timing(repeats: int = 15) -> dict[str, Any]:
-    """check_study time on the real film at 1955x1841 and resized to 2000x2500."""
+def timing(repeats: int = 21) -> dict[str, Any]:
+    """check_study time on the real film at 1955x1841 and resized to 2000x2500 (the machine is shared,
+    so the median and 90th percentile say more than the single slowest call)."""
     import cv2
     from pydicom.data import get_testdata_file
 
@@ -179,7 +180,12 @@ def timing(repeats: int = 15) -> dict[str, Any]:
             start = time.perf_counter()
             gate.check_study(s)
             times.append((time.perf_counter() - start) * 1000.0)
-        out[label] = {"median_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
+        out[label] = {
+            "runs": repeats,
+            "median_ms": round(statistics.median(times), 2),
+            "p90_ms": round(float(np.percentile(times, 90)), 2),
+            "max_ms": round(max(times), 2),
+        }
     return out
 
 

@@ -9,8 +9,9 @@ below, gives the decision's ``code`` and ``reason``:
    name another body part; ViewPosition / PatientOrientation / View Code must not say lateral or
    oblique; one frame only; greyscale photometric interpretation.
 2. Picture form (all formats): not a colour picture (Hasler–Süsstrunk colourfulness measured by
-   ingest before the luminance conversion), not a screenshot (large exactly-flat areas), short
-   side at least :data:`MIN_SHORT_SIDE` pixels, aspect ratio at most :data:`MAX_ASPECT_RATIO`.
+   ingest before the luminance conversion), short side at least :data:`MIN_SHORT_SIDE` pixels,
+   aspect ratio at most :data:`MAX_ASPECT_RATIO`, not blank, and (PNG/JPEG) not a screenshot
+   (large exactly-flat areas).
 3. Image content (all formats): the layout of a frontal chest film — see
    :mod:`medsight.gate.content`; ``content_score`` is the layout correlation. When only the
    picture's negative has that layout, the code is "inverted" (an export with inverted greyscale).
@@ -26,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from medsight.gate import content as _content
 
@@ -121,6 +124,8 @@ COLOURFULNESS_LIMIT = 20.0
 #: ... and only when at least this share of pixels is chromatic (a small coloured arrow or label
 #: burned into a grey film does not make it a colour picture).
 CHROMATIC_FRACTION_LIMIT = 0.02
+#: A picture whose grey levels (0-1 display scale) span no more than this is blank.
+BLANK_SPREAD = 0.01
 #: Share of exactly flat pixels (3x3 neighbourhood, extremes and flat borders excluded) from which
 #: a PNG/JPEG is a screenshot or drawing: radiographs, even 8-bit JPEG exports, have noise
 #: everywhere (measured at most 0.01 on every chest film in benchmarks/results/gate.json).
@@ -153,8 +158,8 @@ class GateDecision:
     Attributes:
         decision: "accepted", "refused", or "overridden" (a user chose to analyse a refused study).
         code: Stable short code of the deciding check: "ok", "modality", "body_part",
-            "lateral_view", "oblique_view", "multiframe", "colour", "screenshot", "too_small",
-            "aspect_ratio", "not_chest_content", "inverted" (a chest film whose greyscale is inverted).
+            "lateral_view", "oblique_view", "multiframe", "colour", "too_small", "aspect_ratio",
+            "blank", "screenshot", "not_chest_content", "inverted" (a chest film whose greyscale is inverted).
         reason: One sentence for the radiologist naming what the input is.
         checks: Every check run, in order: ``{"name", "passed", "detail"}`` (content checks also
             carry ``"value"`` and ``"threshold"``).
@@ -344,7 +349,7 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
 
 
 def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
-    """(check, code, reason-if-failed) for colour, screenshot, size and shape."""
+    """(check, code, reason-if-failed) for colour, size, shape, blank pictures and screenshots."""
     meta = study.metadata or {}
     out: list[tuple[dict[str, Any], str, str]] = []
     label = "DICOM image" if study.source_format == "dicom" else f"{study.source_format.upper()} image"
@@ -361,24 +366,6 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
             "such as a photograph or an annotated screenshot; chest radiographs are greyscale.",
         )
     )
-
-    if study.source_format in ("png", "jpeg"):
-        flat = _content.flat_fraction(study.image)
-        out.append(
-            (
-                {
-                    "name": "screenshot",
-                    "passed": flat < SCREENSHOT_FLAT_FRACTION,
-                    "detail": f"{flat:.1%} of pixels in perfectly flat areas (limit {SCREENSHOT_FLAT_FRACTION:.0%})",
-                    "value": flat,
-                    "threshold": SCREENSHOT_FLAT_FRACTION,
-                },
-                "screenshot",
-                f"This looks like a screenshot or drawing ({flat:.0%} of the picture is perfectly flat colour, "
-                "as in a viewer's panels or a diagram), not an exported radiograph; export the image itself "
-                "or crop it to the film.",
-            )
-        )
 
     height, width = (int(v) for v in study.image.shape[:2])
     short, long_ = min(height, width), max(height, width)
@@ -407,6 +394,34 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
             "film; it may be a whole-body scan, a banner or a panorama.",
         )
     )
+
+    spread = float(np.ptp(_content.working_copy(study.image))) if study.image.size else 0.0
+    out.append(
+        (
+            {"name": "blank", "passed": spread > BLANK_SPREAD, "detail": f"grey-level spread {spread:.3f}"},
+            "blank",
+            f"This {label} is blank (one flat grey level), so there is nothing to analyse.",
+        )
+    )
+
+    if study.source_format in ("png", "jpeg"):
+        flat = _content.flat_fraction(study.image)
+        out.append(
+            (
+                {
+                    "name": "screenshot",
+                    "passed": flat < SCREENSHOT_FLAT_FRACTION,
+                    "detail": f"{flat:.1%} of pixels in perfectly flat areas (limit {SCREENSHOT_FLAT_FRACTION:.0%})",
+                    "value": flat,
+                    "threshold": SCREENSHOT_FLAT_FRACTION,
+                },
+                "screenshot",
+                f"This looks like a screenshot or drawing ({flat:.0%} of the picture is perfectly flat colour, "
+                "as in a viewer's panels or a diagram), not an exported radiograph; export the image itself "
+                "or crop it to the film.",
+            )
+        )
+
     return out
 
 
