@@ -173,27 +173,52 @@ def test_non_image_objects_are_named(name, words):
     assert message.startswith("This is ") and words in message and "no image pixel data" in message
 
 
-def test_encapsulated_pdf_is_named():
+def _non_image_object(sop_class: str, modality: str, **elements) -> bytes:
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EncapsulatedPDFStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("report.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = EncapsulatedPDFStorage
+    ds = FileDataset("object.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DOC"
-    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
-    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    ds.StudyInstanceUID = generate_uid()
+    ds.Modality = modality
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
-    with pytest.raises(IngestError, match=r"This is a PDF document wrapped in DICOM \(Encapsulated PDF\)"):
-        load_study(out.getvalue())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "sop_class, modality, words",
+    [
+        ("1.2.840.10008.5.1.4.1.1.104.1", "DOC", "a PDF document wrapped in DICOM (Encapsulated PDF)"),
+        ("1.2.840.10008.5.1.4.1.1.11.1", "PR", "a DICOM presentation state"),
+        ("1.2.840.10008.5.1.4.1.1.88.59", "KO", "a DICOM Key Object Selection"),
+        ("1.2.840.10008.5.1.4.1.1.88.22", "SR", "a DICOM Structured Report"),
+    ],
+)
+def test_generated_non_image_objects_are_named(sop_class, modality, words):
+    extra = {"MIMETypeOfEncapsulatedDocument": "application/pdf", "EncapsulatedDocument": b"%PDF-1.4\n%%EOF\n"}
+    data = _non_image_object(sop_class, modality, **(extra if modality == "DOC" else {}))
+    with pytest.raises(IngestError) as caught:
+        load_study(data)
+    assert str(caught.value).startswith(f"This is {words}")
 
 
 # ------------------------------------------------------------------ PNG / JPEG form rules
+
+
+def test_grey_film_in_colour_dicom_storage_is_not_refused_as_colour():
+    decision = check_study(load_study(get_testdata_file("SC_jpeg_no_color_transform.dcm")))
+    assert decision.code != "colour"
+    assert next(c for c in decision.checks if c["name"] == "photometric")["detail"].startswith("RGB")
+    colour = check_study(load_study(get_testdata_file("GDCMJ2K_TextGBR.dcm")))
+    assert colour.code == "colour" and "PhotometricInterpretation YBR_RCT" in colour.reason
 
 
 def test_colour_photograph_is_refused():

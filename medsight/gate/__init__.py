@@ -7,7 +7,7 @@ below, gives the decision's ``code`` and ``reason``:
 1. DICOM header (``source_format == "dicom"``): Modality must be a plain radiograph (CR/DX; a
    missing Modality falls through to the content check); BodyPartExamined, when stated, must not
    name another body part; ViewPosition / PatientOrientation / View Code must not say lateral or
-   oblique; one frame only; greyscale photometric interpretation.
+   oblique; one frame only.
 2. Picture form (all formats): not a colour picture (Hasler–Süsstrunk colourfulness measured by
    ingest before the luminance conversion), short side at least :data:`MIN_SHORT_SIDE` pixels,
    aspect ratio at most :data:`MAX_ASPECT_RATIO`, not blank, and (PNG/JPEG) not a screenshot
@@ -333,18 +333,13 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
     else:
         out.append(({"name": "frames", "passed": True, "detail": "single frame"}, "", ""))
 
+    # A colour photometric interpretation alone is not refused: grey films are sometimes stored as
+    # RGB/YBR. The colour check decides from the measured colourfulness.
     photometric = str(meta.get("photometric") or "").strip().upper()
+    detail = photometric or "not stated"
     if photometric and photometric not in GREYSCALE_PHOTOMETRIC:
-        out.append(
-            (
-                {"name": "photometric", "passed": False, "detail": f"PhotometricInterpretation {photometric}"},
-                "colour",
-                f"This is a colour DICOM image (PhotometricInterpretation {photometric}); radiographs are "
-                "greyscale, so it is not a chest film the models can read.",
-            )
-        )
-    else:
-        out.append(({"name": "photometric", "passed": True, "detail": photometric or "not stated"}, "", ""))
+        detail = f"{photometric} (colour storage; the colour check measures the pixels)"
+    out.append(({"name": "photometric", "passed": True, "detail": detail}, "", ""))
     return out
 
 
@@ -358,12 +353,17 @@ def _form_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
     chromatic = float(meta.get("chromatic_fraction") or 0.0)
     is_colour = colourfulness >= COLOURFULNESS_LIMIT and chromatic >= CHROMATIC_FRACTION_LIMIT
     detail = f"colourfulness {colourfulness:.1f} (limit {COLOURFULNESS_LIMIT:g}), chromatic pixels {chromatic:.1%}"
+    photometric = str(meta.get("photometric") or "").strip().upper()
+    if study.source_format == "dicom":
+        what = f"a colour DICOM image (PhotometricInterpretation {photometric or 'not stated'})"
+    else:
+        what = "a colour picture, such as a photograph or an annotated screenshot"
     out.append(
         (
             {"name": "colour", "passed": not is_colour, "detail": detail},
             "colour",
-            f"This is a colour picture (colourfulness {colourfulness:.0f}, {chromatic:.0%} of pixels in colour), "
-            "such as a photograph or an annotated screenshot; chest radiographs are greyscale.",
+            f"This is {what} (colourfulness {colourfulness:.0f}, {chromatic:.0%} of pixels in colour); "
+            "chest radiographs are greyscale.",
         )
     )
 
