@@ -88,6 +88,7 @@ def test_body_part_that_is_not_chest_is_refused(phantom_image, part):
     decision = check_study(_dicom_study(phantom_image, BodyPartExamined=part))
     assert decision.code == "body_part"
     assert f"BodyPartExamined {part}" in decision.reason and "not of the chest" in decision.reason
+    assert decision.reason.startswith(f"This is a radiograph of the {part.lower()}")
 
 
 @pytest.mark.parametrize("part", ["CHEST", "THORAX", "LUNG", "", "PORTABLE"])
@@ -106,6 +107,12 @@ def test_lateral_views_are_refused(phantom_image, view):
     decision = check_study(_dicom_study(phantom_image, view_position=view))
     assert decision.code == "lateral_view"
     assert "lateral views are not supported by these models" in decision.reason
+
+
+@pytest.mark.parametrize("view", ["RAO", "LLO"])
+def test_oblique_views_are_refused(phantom_image, view):
+    decision = check_study(_dicom_study(phantom_image, view_position=view))
+    assert decision.code == "oblique_view" and f"ViewPosition {view}" in decision.reason
 
 
 def test_lateral_from_patient_orientation_alone(phantom_image):

@@ -108,7 +108,7 @@ NON_CHEST_BODY_PARTS = frozenset(
 )
 #: ViewPosition values of lateral and oblique projections (PS3.3 C.8.11.5.1.1 defined terms).
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LEFTLATERAL", "RIGHTLATERAL", "XTABLELATERAL"})
-OBLIQUE_VIEWS = frozenset({"LAO", "RAO", "LPO", "RPO", "OBL", "OBLIQUE", "LO", "RO"})
+OBLIQUE_VIEWS = frozenset({"LAO", "RAO", "LPO", "RPO", "RLO", "LLO", "OBL", "OBLIQUE"})
 FRONTAL_VIEWS = frozenset({"PA", "AP", "LLD", "RLD"})  # decubitus films are frontal projections
 GREYSCALE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 
@@ -263,11 +263,12 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
         out.append(({"name": "body_part", "passed": True, "detail": "not stated"}, "", ""))
     elif body_key in NON_CHEST_BODY_PARTS and not any(k in body_key for k in ("CHEST", "THORAX", "LUNG")):
         shown = str(body).strip().upper()
+        kind = "radiograph" if modality in ACCEPTED_MODALITIES else "image"
         out.append(
             (
                 {"name": "body_part", "passed": False, "detail": f"BodyPartExamined {shown}"},
                 "body_part",
-                f"This is a radiograph of the {shown.lower()} (BodyPartExamined {shown}), not of the chest; "
+                f"This is {_article(kind)} of the {shown.lower()} (BodyPartExamined {shown}), not of the chest; "
                 "the models only read chest films.",
             )
         )
@@ -300,8 +301,8 @@ def _header_checks(study: Any) -> list[tuple[dict[str, Any], str, str]]:
             (
                 {"name": "view", "passed": False, "detail": lateral_by},
                 "lateral_view",
-                f"This is a lateral chest film ({lateral_by}); lateral views are not supported by these "
-                "models, which read frontal (PA/AP) films only.",
+                f"This is a lateral film ({lateral_by}); lateral views are not supported by these "
+                "models, which read frontal (PA/AP) chest films only.",
             )
         )
     elif view in OBLIQUE_VIEWS or "oblique" in view_code:
