@@ -170,6 +170,9 @@ TECHNICAL_TAGS: dict[str, str] = {
     "ViewPosition": "view_position",
     "BodyPartExamined": "body_part",
     "ImageLaterality": "image_laterality",
+    "ImageType": "image_type",
+    "SOPClassUID": "sop_class_uid",
+    "ConversionType": "conversion_type",
     "PatientOrientation": "patient_orientation",
     "Rows": "rows",
     "Columns": "columns",
@@ -241,6 +244,18 @@ def _get(ds: Any, keyword: str) -> Any:
         return None
 
 
+def _code_meaning(ds: Any, keyword: str) -> str | None:
+    """Code Meaning of the first item of a code sequence (e.g. ViewCodeSequence), or None."""
+    try:
+        seq = ds.get(keyword)
+        if not seq:
+            return None
+        meaning = seq[0].get("CodeMeaning")
+        return str(meaning).strip() or None if meaning is not None else None
+    except Exception:
+        return None
+
+
 def technical_metadata(ds: Any, *, store_identifiers: bool = False) -> dict[str, Any]:
     """De-identified, JSON-serialisable metadata of a DICOM dataset.
 
@@ -262,6 +277,9 @@ def technical_metadata(ds: Any, *, store_identifiers: bool = False) -> dict[str,
         value = _get(ds, keyword)
         if value not in (None, "", []):
             meta[key] = value
+    view_code = _code_meaning(ds, "ViewCodeSequence")
+    if view_code:
+        meta["view_code"] = view_code
     sop_class = _get(ds, "SOPClassUID")
     if sop_class:
         meta["sop_class"] = UID(sop_class).name

@@ -15,7 +15,14 @@ import numpy as np
 
 from medsight.ingest.deid import technical_metadata
 from medsight.ingest.errors import IngestError
-from medsight.ingest.study import Study, apply_window, luminance, percentile_window, pixel_hash
+from medsight.ingest.study import (
+    Study,
+    apply_window,
+    colour_measures,
+    luminance,
+    percentile_window,
+    pixel_hash,
+)
 
 #: Modalities that are plain projection radiographs; others load with a notice.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
@@ -161,6 +168,36 @@ def _kind(ds: Any) -> str:
     if "DirectoryRecordSequence" in ds:
         return "Media Storage Directory"
     return "unknown object type"
+
+
+# SOP Class name fragment → what a radiologist would call the object (PS3.4 Annex B storage classes
+# that hold no pixel data). Checked in order; the first match wins.
+_NON_IMAGE_OBJECTS: tuple[tuple[str, str], ...] = (
+    ("SR Storage", "a DICOM Structured Report (a document, not an image)"),
+    ("Encapsulated PDF", "a PDF document wrapped in DICOM (Encapsulated PDF), not an image"),
+    ("Encapsulated CDA", "a clinical document wrapped in DICOM (Encapsulated CDA), not an image"),
+    ("Encapsulated STL", "a 3-D surface model wrapped in DICOM (Encapsulated STL), not an image"),
+    ("Presentation State", "a DICOM presentation state (display settings for another image), not an image"),
+    ("Key Object Selection", "a DICOM Key Object Selection (a list of references to other images), not an image"),
+    ("RT Ion Plan", "a radiotherapy ion plan, not an image"),
+    ("RT Plan", "a radiotherapy plan, not an image"),
+    ("RT Structure Set", "a radiotherapy structure set (contours), not an image"),
+    ("RT Beams Treatment Record", "a radiotherapy treatment record, not an image"),
+    ("Treatment Record", "a radiotherapy treatment record, not an image"),
+    ("Waveform", "a DICOM waveform recording (for example an ECG), not an image"),
+    ("Raw Data", "a DICOM raw data object (vendor acquisition data), not an image"),
+    ("Spatial Registration", "a DICOM spatial registration (alignment between images), not an image"),
+    ("Surface Segmentation", "a DICOM surface segmentation (a 3-D mesh), not an image"),
+    ("Measurement Report", "a DICOM measurement report (a document, not an image)"),
+)
+
+
+def describe_non_image_object(sop_class_name: str) -> str | None:
+    """What a pixel-less DICOM object is, from its SOP Class name; None when it is not a known kind."""
+    for fragment, description in _NON_IMAGE_OBJECTS:
+        if fragment.lower() in (sop_class_name or "").lower():
+            return description
+    return None
 
 
 def _ensure_transfer_syntax(ds: Any) -> Any:
@@ -341,6 +378,11 @@ def load_dicom(
                 "open one of the image files it lists instead."
             )
         kind = _kind(ds)
+        what = describe_non_image_object(kind)
+        if what:
+            raise IngestError(
+                f"This is {what}: it contains no image pixel data, so there is nothing to display or analyse."
+            )
         hint = " (the file may be truncated)" if "Image Storage" in kind else ""
         raise IngestError(
             f"This DICOM file ({kind}) contains no image pixel data{hint}, so there is nothing to display."
@@ -412,6 +454,7 @@ def load_dicom(
                 rgb, depth = arr, bits
             levels = luminance(np.asarray(rgb)[..., :3])
             full_scale = float(2 ** min(max(depth, 1), 32) - 1)
+            metadata.update(colour_measures(np.asarray(rgb)[..., :3], full_scale))
             image = np.clip(levels / full_scale, 0.0, 1.0)
             notices.append(f"Colour DICOM ({photometric}) converted to greyscale luminance.")
             metadata["voi"] = "none (colour image scaled by bit depth)"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medsight.ingest.errors import IngestError
-from medsight.ingest.study import Study, luminance, pixel_hash
+from medsight.ingest.study import Study, colour_measures, luminance, pixel_hash
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -148,9 +148,16 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         orientation = 1
         notices.append("The EXIF block is unreadable; orientation was left as stored.")
 
+    colour = {"colour": False, "colourfulness": 0.0, "chromatic_fraction": 0.0}
+    alpha = {"alpha": mode in ("LA", "La", "RGBA", "RGBa", "PA", "LA;16") or (pixels.ndim == 3 and pixels.shape[2] == 4)}
     if pixels.ndim == 3:
-        if pixels.shape[2] == 4 and np.any(pixels[..., 3] < pixels[..., 3].max(initial=0)):
-            notices.append("Transparency in the image was ignored.")
+        if pixels.shape[2] == 4:
+            alpha_channel = pixels[..., 3]
+            opaque = alpha_channel.max(initial=0)
+            alpha["transparent_fraction"] = round(float(np.mean(alpha_channel < opaque)), 4)
+            if np.any(alpha_channel < opaque):
+                notices.append("Transparency in the image was ignored.")
+        colour = colour_measures(pixels[..., :3], float(2**bits - 1))
         levels = luminance(pixels[..., :3])
     else:
         levels = pixels.astype(np.float32)
@@ -181,6 +188,8 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         "columns": int(levels.shape[1]),
         "exif_orientation": orientation,
         "icc_profile": bool(info.get("icc_profile")),
+        **colour,
+        **alpha,
     }
     return Study(
         study_id=pixel_hash(image),

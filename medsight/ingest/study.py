@@ -237,3 +237,38 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of an HxWx3 array, kept in float so 16-bit precision survives."""
     rgb = np.asarray(rgb, dtype=np.float32)
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def colour_measures(rgb: np.ndarray, full_scale: float = 255.0) -> dict[str, Any]:
+    """How colourful an RGB image is, measured before it is reduced to luminance.
+
+    ``colourfulness`` is the Hasler–Süsstrunk metric (2003) on a 0–255 scale: about 0 for a grey
+    image stored as RGB, ~15 "slightly", ~33 "moderately" and >45 "highly" colourful.
+    ``chromatic_fraction`` is the share of pixels whose channels differ by more than 10% of full
+    scale (a small coloured annotation on a grey film keeps it low). Large images are subsampled.
+
+    Args:
+        rgb: HxWx3 array (any numeric type).
+        full_scale: The value of full intensity (255 for 8-bit, 65535 for 16-bit).
+
+    Returns:
+        ``{"colour": bool, "colourfulness": float, "chromatic_fraction": float}``; ``colour`` is
+        True when any pixel's channels differ at all.
+    """
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[-1] < 3 or arr.size == 0:
+        return {"colour": False, "colourfulness": 0.0, "chromatic_fraction": 0.0}
+    step = max(1, int(math.sqrt(arr.shape[0] * arr.shape[1] / 250_000)))
+    sample = arr[::step, ::step, :3].astype(np.float32) * (255.0 / max(float(full_scale), 1.0))
+    r, g, b = sample[..., 0], sample[..., 1], sample[..., 2]
+    rg = r - g
+    yb = 0.5 * (r + g) - b
+    colourfulness = float(
+        math.hypot(float(rg.std()), float(yb.std())) + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))
+    )
+    spread = sample.max(axis=-1) - sample.min(axis=-1)
+    return {
+        "colour": bool(np.any(spread > 0)),
+        "colourfulness": round(colourfulness, 3),
+        "chromatic_fraction": round(float(np.mean(spread > 25.5)), 4),
+    }
