@@ -143,7 +143,8 @@ def _run_page(page) -> None:
 def main() -> None:
     st.set_page_config(
         page_title="MedSight Workstation",
-        page_icon=":material/radiology:",
+        # An emoji favicon is drawn locally; a Material icon favicon would be fetched from Google's servers.
+        page_icon="🩻",
         layout="wide",
         initial_sidebar_state="expanded",
         menu_items={"About": "MedSight Workstation — local chest X-ray decision support. Not a diagnosis."},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -273,7 +274,8 @@ class WorkstationGuard:
         if root and path.startswith(root):
             path = path[len(root):]
         if path.startswith(MEDIA_PREFIX):
-            file_id = path[len(MEDIA_PREFIX):]
+            # Streamlit addresses a file as "<id>.<extension>" and looks it up by the id alone.
+            file_id = os.path.splitext(path[len(MEDIA_PREFIX):])[0]
             if not self.access.allows(client if new_client is None else None, file_id):
                 await _not_found(send_with_headers)
                 return
