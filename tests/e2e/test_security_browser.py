@@ -82,6 +82,11 @@ def test_media_is_served_only_to_the_signed_in_session_that_showed_it(browser, a
             assert _status_without_cookies(address) == 404, address  # any local account, no cookies
             assert other.request.get(address).status == 404, address  # another signed-in user, even an admin
 
+    def shown_media() -> set[str]:
+        """The /media/ addresses of the images the reader's page displays right now."""
+        sources = reader.locator('[data-testid="stMain"] img').evaluate_all("els => els.map(e => e.src)")
+        return {src for src in sources if src.startswith(f"{app.url}/media/")}
+
     try:
         seen = _watch(reader, app.url)
         other.goto(app.url)
@@ -93,26 +98,24 @@ def test_media_is_served_only_to_the_signed_in_session_that_showed_it(browser, a
         expect(reader.locator(".medsight-footer")).to_be_visible(timeout=240_000)
         open_page(reader, "Analyze")
         pick_sample(reader, SAMPLE)  # opening a study saves it to History, with a thumbnail
-        seen["media"].clear()
         open_page(reader, "History")
         reader.get_by_role("tab", name=re.compile("Studies")).click()
         expect(reader.locator('[data-testid="stImage"] img').first).to_be_visible()
-        reader.wait_for_timeout(500)
-        history_media = set(seen["media"])
+        history_media = shown_media()
         only_the_reader_gets(history_media)
 
-        seen["media"].clear()
         open_page(reader, "Analyze")
         reader.get_by_role("button", name="Analyze", exact=True).click()
         wait_idle(reader)
         expect(reader.get_by_text(re.compile(r"^(COMPLETE|PARTIAL) —")).first).to_be_visible()
         expect(reader.get_by_role("heading", name="Maps")).to_be_visible()
         assert not [u for u in seen["media"] if u.endswith(".pdf")], "the PDF must not exist before it is asked for"
+        assert not reader.get_by_role("link", name=re.compile("PDF")).count()
         with reader.expect_download() as info:
             reader.get_by_role("button", name="Download PDF report").click()
         pdf_url = info.value.url
         assert "/media/" in pdf_url and info.value.path().read_bytes().startswith(b"%PDF-")
-        analysis_media = {u for u in seen["media"] if not u.endswith(".pdf")} | {pdf_url}
+        analysis_media = shown_media() | {pdf_url}
         assert len(analysis_media) >= 3, analysis_media  # radiograph, at least one map, the PDF
         only_the_reader_gets(sorted(analysis_media))
 
@@ -120,6 +123,8 @@ def test_media_is_served_only_to_the_signed_in_session_that_showed_it(browser, a
         expect(reader.get_by_role("heading", name="Sign in")).to_be_visible()
         for address in sorted(analysis_media):  # released at sign-out, at once
             assert reader.request.get(address).status == 404, address
+        for address in sorted(seen["media"] | history_media):  # and nothing the session ever used is public
+            assert _status_without_cookies(address) == 404, address
 
         assert not seen["errors"], seen["errors"]  # the CSP breaks nothing the app does
         for address, headers in seen["responses"]:
