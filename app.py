@@ -12,6 +12,7 @@ import sys
 import streamlit as st
 
 from medsight.auth import ensure_first_account, first_account_created_here, minutes_text
+from medsight.storage import utc_now
 from views import _shared as ui
 
 DISCLAIMER = "Decision support, not a diagnosis. Every finding needs review by a qualified radiologist."
@@ -104,7 +105,7 @@ def _expiry_watch(session) -> None:
     The check does not count as activity: it only reruns the whole app once the session has run out,
     and the sign-in gate then clears the study and results.
     """
-    seconds_left = (session.expires - ui.utc_now()).total_seconds()
+    seconds_left = (session.expires - utc_now()).total_seconds()
 
     @st.fragment(run_every=max(1.0, min(seconds_left + 1.0, 15.0)))
     def _watch() -> None:

@@ -28,7 +28,7 @@ from streamlit.errors import StreamlitAPIException
 from medsight import webguard
 from medsight.auth import Authenticator, Session
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
-from medsight.storage import History, utc_now  # noqa: F401  (utc_now: used by app.py)
+from medsight.storage import History
 
 log = logging.getLogger("medsight.app")
 
