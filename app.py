@@ -11,16 +11,9 @@ import sys
 
 import streamlit as st
 
-from medsight.auth import ensure_first_account
+from medsight.auth import ensure_first_account, first_account_created_here, minutes_text
+from medsight.storage import utc_now
 from views import _shared as ui
-
-st.set_page_config(
-    page_title="MedSight Workstation",
-    page_icon=":material/radiology:",
-    layout="wide",
-    initial_sidebar_state="expanded",
-    menu_items={"About": "MedSight Workstation — local chest X-ray decision support. Not a diagnosis."},
-)
 
 DISCLAIMER = "Decision support, not a diagnosis. Every finding needs review by a qualified radiologist."
 
@@ -60,9 +53,26 @@ def _configure_logging() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _first_account(users_path: str) -> bool:
-    """Create the first account once per process and data directory (password printed to stderr)."""
-    return ensure_first_account(ui.settings().ensure_dirs()) is not None
+def _first_account(users_path: str) -> dict:
+    """Create the first account once per process and data directory (password printed to stderr only).
+
+    Returns:
+        {"created": bool, "shown": bool}; "shown" turns True once the first administrator saw the notice.
+    """
+    current = ui.settings().ensure_dirs()
+    created = ensure_first_account(current) is not None or first_account_created_here(current)
+    return {"created": created, "shown": False}
+
+
+def _first_start_notice(session, first: dict) -> None:
+    """Tell the first administrator, once, where the generated password went and how to change it."""
+    if not first["created"] or first["shown"] or not session.is_admin:
+        return
+    first["shown"] = True
+    st.session_state["first_start_notice"] = (
+        f"First start: the account **{session.username}** was created with a random password, printed once in "
+        f"the terminal where MedSight Workstation was started. Change it with "
+        f"`python -m medsight.users reset {session.username}`.")
 
 
 def _active_session():
@@ -72,18 +82,37 @@ def _active_session():
         return None
     live = ui.authenticator().check_session(session)
     if live is None:
+        ui.release_media_access()
         st.session_state.clear()
         st.session_state["login_notice"] = (
-            f"Your session ended after {session.idle_minutes} minutes without activity. Please sign in again."
+            f"Your session ended after {minutes_text(session.idle_minutes)} without activity. Please sign in again."
         )
         return None
+    ui.bind_media_access(live)
     return live
 
 
 def _logout() -> None:
     ui.authenticator().logout(ui.current_session())
+    ui.release_media_access()
     st.session_state.clear()  # drop the study and results along with the sign-in
     st.session_state["login_notice"] = "You have signed out."
+
+
+def _expiry_watch(session) -> None:
+    """Re-check the session in the background, so an idle expiry clears the screen when it happens.
+
+    The check does not count as activity: it only reruns the whole app once the session has run out,
+    and the sign-in gate then clears the study and results.
+    """
+    seconds_left = (session.expires - utc_now()).total_seconds()
+
+    @st.fragment(run_every=max(1.0, min(seconds_left + 1.0, 15.0)))
+    def _watch() -> None:
+        if session.is_expired():
+            st.rerun(scope="app")
+
+    _watch()
 
 
 def _local_time(moment: _dt.datetime) -> str:
@@ -113,21 +142,25 @@ def _run_page(page) -> None:
 
 
 def main() -> None:
+    st.set_page_config(
+        page_title="MedSight Workstation",
+        # An emoji favicon is drawn locally; a Material icon favicon would be fetched from Google's servers.
+        page_icon="🩻",
+        layout="wide",
+        initial_sidebar_state="expanded",
+        menu_items={"About": "MedSight Workstation — local chest X-ray decision support. Not a diagnosis."},
+    )
     _configure_logging()
     st.markdown(_STYLE, unsafe_allow_html=True)
     current = ui.settings().ensure_dirs()
-    if _first_account(str(current.users_path)):
-        st.session_state.setdefault(
-            "login_first_start",
-            "First start: the account **radiologist** was created. Its password was printed once in the "
-            "terminal where MedSight Workstation was started.",
-        )
+    first = _first_account(str(current.users_path))
 
     session = _active_session()
     if session is None:
         login = st.Page("views/login.py", title="Sign in", icon=":material/login:", url_path="login", default=True)
         _run_page(st.navigation([login], position="hidden"))
         return
+    _first_start_notice(session, first)
 
     pages = {
         "Analysis": [
@@ -138,16 +171,38 @@ def main() -> None:
             st.Page(ui.PAGES["chat"], title="Chat", icon=":material/forum:"),
         ],
         "Records": [st.Page(ui.PAGES["history"], title="History", icon=":material/history:")],
-        "Admin": [st.Page(ui.PAGES["system"], title="System", icon=":material/memory:")],
+        # Everyone sees the models and their own audit trail there; the admin parts are for admins only.
+        ("Admin" if session.is_admin else "Workstation"): [
+            st.Page(ui.PAGES["system"], title="System", icon=":material/memory:")],
     }
     page = st.navigation(pages, position="sidebar", expanded=True)
     sidebar = st.sidebar.container()
+    notice = st.session_state.pop("first_start_notice", None)
+    if notice:
+        st.info(notice, icon=":material/key:")
     try:
         _run_page(page)
         st.markdown(f'<div class="medsight-footer">{DISCLAIMER}</div>', unsafe_allow_html=True)
     finally:
         # Filled after the page ran, so a study opened on this run already shows.
         _sidebar(session, sidebar)
+        _expiry_watch(session)
+        ui.remember_shown_media()
 
 
-main()
+if __name__ == "__main__":
+    # Streamlit runs this file as `__main__` for every browser session: the pages.
+    main()
+else:
+    # `streamlit run app.py` finds this ASGI app and serves it with uvicorn; uvicorn imports this file as a
+    # module (`app`), so this branch builds the server and the branch above runs the pages. The guard wraps
+    # every HTTP response: security headers, the browser cookie, and media only for the signed-in session
+    # that showed it (medsight/webguard.py).
+    from starlette.middleware import Middleware
+
+    from medsight.config import get_settings
+    from medsight.webguard import WorkstationGuard
+
+    # On a fresh data directory the first account's password goes to this terminal now, not to a browser.
+    ensure_first_account(get_settings().ensure_dirs())
+    app = st.App(__file__, middleware=[Middleware(WorkstationGuard)])

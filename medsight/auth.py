@@ -31,6 +31,9 @@ from medsight.config import Settings, get_settings
 from medsight.storage import History, utc_now
 
 DEFAULT_ACCOUNT = "radiologist"
+ADMIN = "admin"
+RADIOLOGIST = "radiologist"
+ROLES = (ADMIN, RADIOLOGIST)
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores (bcrypt>=5: rejects) anything longer
 MIN_PASSWORD_LENGTH = 10
 _USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
@@ -83,6 +86,21 @@ def validate_username(username: str) -> str:
     if not _USERNAME_RE.match(name):
         raise ValueError("User names are 2–32 characters: letters, digits, dot, dash or underscore.")
     return name
+
+
+def validate_roles(roles) -> tuple[str, ...]:
+    """Normalised, de-duplicated roles in canonical order.
+
+    Raises:
+        ValueError: on an unknown role or an empty list.
+    """
+    wanted = {str(r).strip().lower() for r in (roles or []) if str(r).strip()}
+    unknown = sorted(wanted - set(ROLES))
+    if unknown:
+        raise ValueError(f"Unknown role {', '.join(unknown)}; roles are {', '.join(ROLES)}.")
+    if not wanted:
+        raise ValueError(f"An account needs at least one role ({', '.join(ROLES)}).")
+    return tuple(r for r in ROLES if r in wanted)
 
 
 def validate_password(password: str) -> None:
@@ -167,22 +185,25 @@ class UserStore:
         return not self.users()
 
     def add(self, username: str, password: str, *, name: str = "", email: str = "",
-            roles: tuple[str, ...] = ("radiologist",)) -> str:
-        """Create an account.
+            roles: tuple[str, ...] = (RADIOLOGIST,)) -> str:
+        """Create an account. The first account of a workstation is always an administrator too.
 
         Returns:
             The normalised user name.
 
         Raises:
-            ValueError: when the name is invalid or taken, or the password too weak.
+            ValueError: when the name is invalid or taken, the password too weak or a role unknown.
         """
         username = validate_username(username)
         validate_password(password)
+        roles = validate_roles(roles)
         with _file_lock(self.path):
             config = self._skeleton(self._read())
             accounts = config["credentials"]["usernames"]
             if username in {str(k).lower() for k in accounts}:
                 raise ValueError(f"An account named {username!r} already exists.")
+            if not accounts and ADMIN not in roles:
+                roles = (*roles, ADMIN)  # someone must be able to manage the workstation
             first, _, last = (name or username).partition(" ")
             accounts[username] = {
                 "email": email,
@@ -213,9 +234,52 @@ class UserStore:
             self._write(config)
 
     @staticmethod
+    def roles_of(entry: dict) -> tuple[str, ...]:
+        """The known roles of an account entry (unknown strings in the file are ignored)."""
+        return tuple(r for r in ROLES if r in {str(x).lower() for x in (entry.get("roles") or [])})
+
+    def roles(self, username: str) -> tuple[str, ...]:
+        entry = self.get(username)
+        return self.roles_of(entry) if entry else ()
+
+    def admins(self) -> list[str]:
+        return sorted(name for name, entry in self.users().items() if ADMIN in self.roles_of(entry))
+
+    def set_roles(self, username: str, roles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """Replace an account's roles.
+
+        Raises:
+            KeyError: when the account does not exist.
+            ValueError: on an unknown role, no role at all, or when it would leave no administrator.
+        """
+        username = normalise_username(username)
+        roles = validate_roles(roles)
+        with _file_lock(self.path):
+            config = self._skeleton(self._read())
+            accounts = config["credentials"]["usernames"]
+            key = next((k for k in accounts if str(k).lower() == username), None)
+            if key is None:
+                raise KeyError(f"No account named {username!r}.")
+            others = [k for k, e in accounts.items() if k != key and ADMIN in self.roles_of(e or {})]
+            if ADMIN not in roles and not others:
+                raise ValueError(f"{username!r} is the only administrator; make another account admin first.")
+            accounts[key]["roles"] = list(roles)
+            self._write(config)
+        return roles
+
+    @staticmethod
     def display_name(entry: dict, username: str) -> str:
         full = " ".join(p for p in (entry.get("first_name"), entry.get("last_name")) if p).strip()
         return full or str(entry.get("name") or username)
+
+
+_CREATED_THIS_PROCESS: set[str] = set()
+
+
+def first_account_created_here(settings: Settings | None = None) -> bool:
+    """True when this process created the first account of the data directory (its password went to stderr)."""
+    settings = settings or get_settings()
+    return str(Path(settings.users_path).resolve()) in _CREATED_THIS_PROCESS
 
 
 def ensure_first_account(settings: Settings | None = None, stream: TextIO | None = None) -> str | None:
@@ -240,9 +304,10 @@ def ensure_first_account(settings: Settings | None = None, stream: TextIO | None
             "first_name": "Radiologist",
             "last_name": "",
             "password": hash_password(password),
-            "roles": ["radiologist", "admin"],
+            "roles": [ADMIN, RADIOLOGIST],
         }
         store._write(config)
+    _CREATED_THIS_PROCESS.add(str(store.path.resolve()))
     out = stream if stream is not None else sys.stderr
     bar = "=" * 72
     out.write(
@@ -262,6 +327,7 @@ class LoginResult:
     username: str = ""
     display_name: str = ""
     locked_until: _dt.datetime | None = None
+    roles: tuple[str, ...] = ()
 
 
 @dataclass
@@ -273,6 +339,11 @@ class Session:
     started: _dt.datetime
     last_active: _dt.datetime
     idle_minutes: int
+    roles: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
 
     @property
     def expires(self) -> _dt.datetime:
@@ -295,13 +366,46 @@ def _parse(moment: str | None) -> _dt.datetime | None:
     return _dt.datetime.fromisoformat(moment) if moment else None
 
 
-def _minutes_text(delta: _dt.timedelta) -> str:
-    minutes = max(1, int(-(-delta.total_seconds() // 60)))
+def minutes_text(minutes: int) -> str:
+    """"1 minute", "15 minutes"."""
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
+def _minutes_text(delta: _dt.timedelta) -> str:
+    return minutes_text(max(1, int(-(-delta.total_seconds() // 60))))
+
+
+def _wait_text(delta: _dt.timedelta) -> str:
+    seconds = max(1, int(-(-delta.total_seconds() // 1)))
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return _minutes_text(delta)
+
+
+# Progressive delays (see SECURITY.md, "Sign-in"): an account pauses after `lockout_attempts` failures in a
+# row, for 1, 2, 4, 8 … minutes up to `lockout_minutes`; one browser pauses after CLIENT_FREE_ATTEMPTS
+# failures (whatever names it tried) for 1, 2, 4 … seconds up to CLIENT_MAX_DELAY_SECONDS.
+CLIENT_FREE_ATTEMPTS = 3
+CLIENT_MAX_DELAY_SECONDS = 60
+
+
+def account_delay(failures: int, free_attempts: int, max_minutes: int) -> _dt.timedelta:
+    """Pause of an account after `failures` failed sign-ins in a row (zero below `free_attempts`)."""
+    if failures < max(1, free_attempts):
+        return _dt.timedelta(0)
+    minutes = min(2 ** min(failures - max(1, free_attempts), 16), max(1, max_minutes))
+    return _dt.timedelta(minutes=minutes)
+
+
+def client_delay(failures: int) -> _dt.timedelta:
+    """Pause of one browser after `failures` failed sign-ins from it (any user names)."""
+    if failures < CLIENT_FREE_ATTEMPTS:
+        return _dt.timedelta(0)
+    return _dt.timedelta(seconds=min(2 ** min(failures - CLIENT_FREE_ATTEMPTS, 16), CLIENT_MAX_DELAY_SECONDS))
+
+
 class Authenticator:
-    """Password checks with a persisted lockout, plus session bookkeeping and audit events.
+    """Password checks with persisted progressive delays, plus session bookkeeping and audit events.
 
     Args:
         settings: lockout/session limits and file locations (defaults to `get_settings()`).
@@ -323,8 +427,13 @@ class Authenticator:
             return f"user:{username}"
         return "unknown:" + hashlib.sha256(username.encode("utf-8")).hexdigest()[:24]
 
+    @staticmethod
+    def _client_key(client: str) -> str:
+        # The browser's identifier is a secret cookie: only its hash is stored.
+        return "client:" + hashlib.sha256(client.encode("utf-8")).hexdigest()[:24]
+
     def locked_until(self, username: str, now: _dt.datetime | None = None) -> _dt.datetime | None:
-        """When the lockout of an account ends, or None if it is not locked."""
+        """When the sign-in pause of an account ends, or None if it is not paused."""
         now = now or self.clock()
         name = normalise_username(username)
         key = self._account_key(name, self.users.get(name) is not None)
@@ -336,8 +445,24 @@ class Authenticator:
         key = self._account_key(name, self.users.get(name) is not None)
         return int(self.history.login_state(key)["failed_count"])
 
-    def login(self, username: str, password: str, now: _dt.datetime | None = None) -> LoginResult:
-        """Check a sign-in attempt, counting failures and locking the account after too many.
+    def _recent_failures(self, state: dict, now: _dt.datetime) -> int:
+        window = _dt.timedelta(minutes=max(1, self.settings.lockout_minutes))
+        last_failed = _parse(state["last_failed"])
+        if last_failed is None:
+            return 0
+        # Failures are forgotten once a whole window passed after the last failure and any pause.
+        locked = _parse(state["locked_until"])
+        quiet_since = max(last_failed, locked) if locked else last_failed
+        return int(state["failed_count"]) if now - quiet_since < window else 0
+
+    def login(self, username: str, password: str, now: _dt.datetime | None = None,
+              client: str | None = None) -> LoginResult:
+        """Check a sign-in attempt, slowing down an account and a browser that keep failing.
+
+        Args:
+            username, password: what was typed.
+            now: the time of the attempt (default: the clock).
+            client: an identifier of the browser (its cookie or session id); None skips the per-browser delay.
 
         Returns:
             A `LoginResult`; its message is safe to show on the sign-in screen.
@@ -349,47 +474,72 @@ class Authenticator:
         entry = self.users.get(name)
         key = self._account_key(name, entry is not None)
         audit_user = name if entry is not None else None
+
+        client_key = self._client_key(client) if client else None
+        client_state = self.history.login_state(client_key) if client_key else None
+        if client_state is not None:
+            paused = _parse(client_state["locked_until"])
+            if paused and paused > now:
+                self.history.audit(None, "login_throttled", {"scope": "browser"})
+                return LoginResult(False, "Too many failed sign-in attempts from this browser. "
+                                          f"Try again in {_wait_text(paused - now)}.", locked_until=paused)
+
         state = self.history.login_state(key)
         locked = _parse(state["locked_until"])
         if locked and locked > now:
-            self.history.audit(audit_user, "login_blocked", {"reason": "account locked"})
-            return LoginResult(False, f"Too many failed sign-in attempts. Try again in {_minutes_text(locked - now)}.",
+            self.history.audit(audit_user, "login_blocked", {"reason": "account paused"})
+            return LoginResult(False, f"Too many failed sign-in attempts. Try again in {_wait_text(locked - now)}.",
                                locked_until=locked)
-        window = _dt.timedelta(minutes=self.settings.lockout_minutes)
-        last_failed = _parse(state["last_failed"])
-        previous = int(state["failed_count"]) if (last_failed and now - last_failed < window and not locked) else 0
 
         hashed = str(entry.get("password", "")) if entry else _dummy_hash()
         if verify_password(password, hashed) and entry is not None:
             self.history.clear_login_state(key)
+            if client_key:
+                self.history.clear_login_state(client_key)
             display = UserStore.display_name(entry, name)
             self.history.audit(name, "login", {})
-            return LoginResult(True, f"Signed in as {display}.", username=name, display_name=display)
+            return LoginResult(True, f"Signed in as {display}.", username=name, display_name=display,
+                               roles=UserStore.roles_of(entry))
 
-        count = previous + 1
+        if client_key and client_state is not None:
+            client_failures = self._recent_failures(client_state, now) + 1
+            pause = client_delay(client_failures)
+            self.history.set_login_state(client_key, client_failures, now.isoformat(),
+                                         (now + pause).isoformat() if pause else None)
+            if pause:
+                self.history.audit(None, "login_throttled", {"scope": "browser", "failed_attempts": client_failures,
+                                                             "seconds": int(pause.total_seconds())})
+
+        count = self._recent_failures(state, now) + 1
         limit = max(1, int(self.settings.lockout_attempts))
-        if count >= limit:
-            until = now + window
+        pause = account_delay(count, limit, self.settings.lockout_minutes)
+        if pause:
+            until = now + pause
             self.history.set_login_state(key, count, now.isoformat(), until.isoformat())
-            self.history.audit(audit_user, "lockout", {"failed_attempts": count, "minutes": self.settings.lockout_minutes})
-            return LoginResult(False, f"Too many failed sign-in attempts. Try again in {_minutes_text(window)}.",
+            self.history.audit(audit_user, "lockout", {"failed_attempts": count, "minutes": int(pause.total_seconds() // 60)})
+            return LoginResult(False, f"Too many failed sign-in attempts. Try again in {_wait_text(pause)}.",
                                locked_until=until)
         self.history.set_login_state(key, count, now.isoformat(), None)
         self.history.audit(audit_user, "login_failed", {"failed_attempts": count, "known_account": entry is not None})
         left = limit - count
         return LoginResult(False, f"Incorrect user name or password. {left} attempt{'s' if left != 1 else ''} left "
-                                  f"before a {self.settings.lockout_minutes}-minute lockout.")
+                                  "before sign-in to this account is paused.")
 
-    def unlock(self, username: str) -> None:
-        """Clear the failed-login counter and lockout of an account."""
+    def unlock(self, username: str, by: str | None = None) -> None:
+        """Lift the sign-in pause of an account and clear its failure counter.
+
+        Args:
+            username: the account.
+            by: the administrator who lifted it (None: the command line).
+        """
         name = normalise_username(username)
         self.history.clear_login_state(self._account_key(name, self.users.get(name) is not None))
-        self.history.audit(name, "unlock", {})
+        self.history.audit(name, "unlock", {"by": by or "command line"})
 
     def start_session(self, result: LoginResult, now: _dt.datetime | None = None) -> Session:
         now = now or self.clock()
         return Session(result.username, result.display_name, started=now, last_active=now,
-                       idle_minutes=int(self.settings.session_minutes))
+                       idle_minutes=int(self.settings.session_minutes), roles=tuple(result.roles))
 
     def check_session(self, session: Session | None, now: _dt.datetime | None = None) -> Session | None:
         """Refresh a live session; return None (and audit the expiry) when it has run out."""
@@ -399,6 +549,11 @@ class Authenticator:
         if session.is_expired(now):
             self.history.audit(session.username, "session_expired", {"idle_minutes": session.idle_minutes})
             return None
+        entry = self.users.get(session.username)
+        if entry is None:  # the account was removed while signed in
+            self.history.audit(session.username, "session_ended", {"reason": "account removed"})
+            return None
+        session.roles = UserStore.roles_of(entry)  # a role change applies from the next click on
         return session.touch(now)
 
     def logout(self, session: Session | None) -> None:

@@ -1,13 +1,16 @@
 """Manage workstation accounts from the terminal.
 
     python -m medsight.users list
-    python -m medsight.users add NAME [--display-name "Dr A. Example"] [--generate | --password-stdin]
+    python -m medsight.users add NAME [--display-name "Dr A. Example"] [--admin] [--generate | --password-stdin]
     python -m medsight.users reset NAME [--generate | --password-stdin]
     python -m medsight.users unlock NAME
+    python -m medsight.users roles NAME [--grant ROLE] [--revoke ROLE]
 
-Passwords are never taken as command-line arguments (they would show in the process list). Without
-`--generate` or `--password-stdin` the password is asked for twice on the terminal. `reset` also lifts a
-lockout. Accounts live in `$MEDSIGHT_HOME/users.yaml`.
+Roles are `admin` (System page administration, user management, the full audit log) and `radiologist`
+(reading studies; their own audit trail). The first account of a workstation is always an admin, and the
+last admin cannot lose the role. Passwords are never taken as command-line arguments (they would show in
+the process list). Without `--generate` or `--password-stdin` the password is asked for twice on the
+terminal. `reset` also lifts a sign-in pause. Accounts live in `$MEDSIGHT_HOME/users.yaml`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import getpass
 import sys
 
-from medsight.auth import Authenticator, UserStore, generate_password, normalise_username
+from medsight.auth import ADMIN, RADIOLOGIST, ROLES, Authenticator, UserStore, generate_password, normalise_username
 from medsight.config import get_settings
 from medsight.storage import History
 
@@ -50,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="create an account")
     add.add_argument("username")
     add.add_argument("--display-name", default="", help="name shown in the app (default: the user name)")
+    add.add_argument("--admin", action="store_true", help="also give the account the admin role")
     _add_password_options(add)
     reset = sub.add_parser("reset", help="set a new password (also lifts a lockout)")
     reset.add_argument("username")
     _add_password_options(reset)
-    unlock = sub.add_parser("unlock", help="lift a lockout after failed sign-ins")
+    unlock = sub.add_parser("unlock", help="lift a sign-in pause after failed sign-ins")
     unlock.add_argument("username")
+    roles = sub.add_parser("roles", help="show or change an account's roles")
+    roles.add_argument("username")
+    roles.add_argument("--grant", action="append", default=[], choices=ROLES, help="add a role (repeatable)")
+    roles.add_argument("--revoke", action="append", default=[], choices=ROLES, help="remove a role (repeatable)")
     return parser
 
 
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'user':<20} {'name':<28} {'roles':<22} status")
             for name, entry in sorted(accounts.items()):
                 until = auth.locked_until(name)
-                status = f"locked until {until:%Y-%m-%d %H:%M} UTC" if until else (
+                status = f"paused until {until:%Y-%m-%d %H:%M} UTC" if until else (
                     f"{auth.failed_attempts(name)} recent failed sign-ins" if auth.failed_attempts(name) else "active")
                 roles = ",".join(entry.get("roles") or [])
                 print(f"{name:<20} {UserStore.display_name(entry, name):<28} {roles:<22} {status}")
@@ -88,11 +96,24 @@ def main(argv: list[str] | None = None) -> int:
             auth.unlock(name)
             print(f"Unlocked {name}.")
             return 0
+        if args.command == "roles":
+            name = normalise_username(args.username)
+            current = store.roles(name) if store.get(name) is not None else None
+            if current is None:
+                print(f"No account named {name!r}.", file=sys.stderr)
+                return 1
+            if args.grant or args.revoke:
+                wanted = (set(current) | set(args.grant)) - set(args.revoke)
+                current = store.set_roles(name, tuple(wanted))
+                history.audit(name, "roles_changed", {"roles": list(current), "by": "command line"})
+            print(f"{name}: {', '.join(current)}")
+            return 0
         password, generated = _read_password(args)
         if args.command == "add":
-            name = store.add(args.username, password, name=args.display_name)
-            history.audit(name, "account_added", {"via": "command line"})
-            print(f"Created account {name}.")
+            roles = (RADIOLOGIST, ADMIN) if args.admin else (RADIOLOGIST,)
+            name = store.add(args.username, password, name=args.display_name, roles=roles)
+            history.audit(name, "account_added", {"via": "command line", "roles": list(store.roles(name))})
+            print(f"Created account {name} ({', '.join(store.roles(name))}).")
         else:  # reset
             name = normalise_username(args.username)
             store.set_password(name, password)

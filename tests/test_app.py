@@ -41,16 +41,24 @@ def test_sign_in_screen_comes_first(app_test, account):
     assert not at.sidebar.button  # no navigation, no sign-out before sign-in
 
 
-def test_first_start_creates_an_account_and_prints_its_password_once(app_test, sign_in, capfd):
+def test_first_start_notice_goes_to_the_terminal_and_once_to_the_first_admin(app_test, sign_in, capfd):
     at = app_test().run()
-    assert any("First start" in i.value for i in at.info)
-    app_test().run()  # a second session of the same process creates nothing new
+    visitor = app_test().run()  # a second session of the same process creates nothing new
+    for screen in (at, visitor):  # nobody sees the notice before signing in
+        assert not any("First start" in i.value for i in screen.info)
     err = capfd.readouterr().err
     passwords = re.findall(r"Password \(shown only this once\): (\S+)", err)
     assert len(passwords) == 1
     assert passwords[0] not in get_settings().users_path.read_text()
     sign_in(at, "radiologist", passwords[0])
     assert not at.exception and at.session_state["username"] == "radiologist"
+    notices = [i.value for i in at.info if "First start" in i.value]
+    assert len(notices) == 1 and passwords[0] not in notices[0] and "medsight.users reset" in notices[0]
+    at.run()
+    assert not any("First start" in i.value for i in at.info)  # once only
+    again = app_test().run()
+    sign_in(again, "radiologist", passwords[0])
+    assert not any("First start" in i.value for i in again.info)
 
 
 def test_wrong_password_shows_an_error(app_test, account, sign_in):

@@ -97,26 +97,47 @@ def test_wrong_password_is_counted_and_never_stored(auth, limits):
     assert auth.failed_attempts("dr.who") == 0  # success resets the counter
 
 
-def test_lockout_after_n_failures_blocks_even_the_right_password(auth):
+def test_account_pause_grows_progressively_and_blocks_even_the_right_password(auth):
     for _ in range(2):
         assert not auth.login("dr.who", "nope-nope-nope").ok
     third = auth.login("dr.who", "nope-nope-nope")
-    assert third.locked_until == T0 + dt.timedelta(minutes=10) and "Try again in 10 minutes" in third.message
+    assert third.locked_until == T0 + dt.timedelta(minutes=1) and "Try again in 1 minute." in third.message
     blocked = auth.login("dr.who", PASSWORD)
     assert not blocked.ok and "Too many failed sign-in attempts" in blocked.message
     assert [e["event"] for e in auth.history.audit_log(limit=2)] == ["login_blocked", "lockout"]
-    auth.clock.advance(minutes=10, seconds=1)
-    assert auth.login("dr.who", PASSWORD).ok
+    # Each further failure after a pause doubles it (2, 4, 8 minutes), up to MEDSIGHT_LOCKOUT_MINUTES (10).
+    pauses = []
+    for _ in range(4):
+        auth.clock.now = auth.locked_until("dr.who") + dt.timedelta(seconds=1)
+        result = auth.login("dr.who", "nope-nope-nope")
+        pauses.append(result.locked_until - auth.clock.now)
+    assert pauses == [dt.timedelta(minutes=m) for m in (2, 4, 8, 10)]
+    auth.clock.now = auth.locked_until("dr.who") + dt.timedelta(seconds=1)
+    assert auth.login("dr.who", PASSWORD).ok  # the owner gets in as soon as the pause is over
+    assert auth.failed_attempts("dr.who") == 0
 
 
-def test_lockout_survives_a_restart(auth, limits):
+def test_account_pause_bounds_guessing_below_asvs_limit(auth):
+    """ASVS 2.2.1: at most 100 failed attempts per hour on one account, however fast the attacker tries."""
+    checked = 0
+    end = T0 + dt.timedelta(hours=1)
+    while auth.clock.now < end:
+        if auth.locked_until("dr.who") is None:
+            checked += 1  # only these attempts reach the password check
+        auth.login("dr.who", f"guess-{checked:04d}-xx")
+        auth.clock.advance(seconds=5)
+    # 3 free tries, then one try after each pause: 1, 2, 4, 8 minutes, then every 10 minutes (the cap).
+    assert 10 <= checked <= 12, checked
+
+
+def test_pause_survives_a_restart(auth, limits):
     for _ in range(3):
         auth.login("dr.who", "nope-nope-nope")
     auth.history.close()
-    fresh = Authenticator(limits, History(limits.db_path), clock=Clock(T0 + dt.timedelta(minutes=5)))
-    assert fresh.locked_until("dr.who") == T0 + dt.timedelta(minutes=10)
+    fresh = Authenticator(limits, History(limits.db_path), clock=Clock(T0 + dt.timedelta(seconds=15)))
+    assert fresh.locked_until("dr.who") == T0 + dt.timedelta(minutes=1)
     result = fresh.login("dr.who", PASSWORD)
-    assert not result.ok and "Try again in 5 minutes" in result.message
+    assert not result.ok and "Try again in 45 seconds" in result.message
     fresh.history.close()
 
 
@@ -125,6 +146,37 @@ def test_old_failures_expire(auth):
     auth.login("dr.who", "nope-nope-nope")
     auth.clock.advance(minutes=11)
     assert "2 attempts left" in auth.login("dr.who", "nope-nope-nope").message
+
+
+def test_one_browser_trying_many_names_is_slowed_down(auth):
+    browser, other = "b" * 43, "c" * 43
+    messages = [auth.login(f"guess-{i}", "nope-nope-nope", client=browser).message for i in range(3)]
+    assert all("Incorrect user name or password" in m for m in messages)
+    throttled = auth.login("dr.who", PASSWORD, client=browser)  # even a right password waits its turn
+    assert not throttled.ok and "from this browser" in throttled.message and "1 second" in throttled.message
+    # Another browser is not affected: the pause is per browser, so it cannot lock anyone else out.
+    assert auth.login("dr.who", PASSWORD, client=other).ok
+    pauses = []
+    for i in range(8):
+        auth.clock.now = throttled.locked_until + dt.timedelta(milliseconds=1)
+        throttled = auth.login(f"other-{i}", "nope-nope-nope", client=browser)
+        assert "Incorrect user name or password" in throttled.message or "Too many" in throttled.message
+        state = auth.history.login_state(auth._client_key(browser))
+        throttled.locked_until = dt.datetime.fromisoformat(state["locked_until"])
+        pauses.append((throttled.locked_until - auth.clock.now).total_seconds())
+    assert [round(p) for p in pauses] == [2, 4, 8, 16, 32, 60, 60, 60]  # doubling, capped at one a minute
+    assert "b" * 43 not in str(auth.history._read("SELECT * FROM login_state"))  # only a hash is stored
+    assert "login_throttled" in [e["event"] for e in auth.history.audit_log(limit=30)]
+
+
+def test_admin_or_cli_lifts_a_pause_and_it_is_audited(auth):
+    for _ in range(3):
+        auth.login("dr.who", "nope-nope-nope")
+    assert auth.locked_until("dr.who") is not None
+    auth.unlock("dr.who", by="admin-user")
+    assert auth.locked_until("dr.who") is None and auth.login("dr.who", PASSWORD).ok
+    unlock = next(e for e in auth.history.audit_log(limit=10) if e["event"] == "unlock")
+    assert unlock["user"] == "dr.who" and "admin-user" in unlock["detail"]
 
 
 def test_unknown_names_get_the_same_answer_and_are_not_stored(auth, limits):
@@ -181,7 +233,7 @@ def test_cli_add_list_reset_unlock(limits, monkeypatch, capsys):
         auth.login("alice", "nope-nope-nope")
     assert users_cli.main(["list"]) == 0
     listing = capsys.readouterr().out
-    assert "alice" in listing and "Alice Example" in listing and "locked until" in listing
+    assert "alice" in listing and "Alice Example" in listing and "paused until" in listing
     assert users_cli.main(["unlock", "alice"]) == 0
     assert auth.locked_until("alice") is None and auth.login("alice", PASSWORD).ok
 

@@ -255,18 +255,18 @@ def _stages_block(analysis: dict) -> None:
 
 
 def _pdf_button(analysis: dict, study: Any) -> None:
-    images = [("Radiograph as analysed", study.thumbnail_png(512))]
-    for key, heatmap in ((st.session_state.get("analysis_objects") or {}).get("heatmaps") or {}).items():
-        images.append((heatmap.caption or key, heatmap.png()))
-    try:
-        pdf = build_pdf(analysis, images=images, user=ui.current_user() or "",
-                        report_text=st.session_state.get("report_text", ""),
-                        verification=st.session_state.get("verification"))
-    except Exception as exc:
-        ui.report_error(exc, "The PDF could not be built")
-        return
-    st.download_button("Download PDF report", pdf, f"medsight_{study.study_id}.pdf", "application/pdf",
-                       icon=":material/picture_as_pdf:", type="primary")
+    heatmaps = dict((st.session_state.get("analysis_objects") or {}).get("heatmaps") or {})
+    user, report_text = ui.current_user() or "", st.session_state.get("report_text", "")
+    verification = st.session_state.get("verification")
+
+    def build() -> bytes:  # runs only when the button is clicked (see ui.download_on_request)
+        images = [("Radiograph as analysed", study.thumbnail_png(512))]
+        images += [(heatmap.caption or key, heatmap.png()) for key, heatmap in heatmaps.items()]
+        return bytes(build_pdf(analysis, images=images, user=user, report_text=report_text,
+                               verification=verification))
+
+    ui.download_on_request("Download PDF report", build, f"medsight_{study.study_id}.pdf", "application/pdf",
+                           icon=":material/picture_as_pdf:", type="primary")
 
 
 @ui.safe_page

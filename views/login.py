@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import streamlit as st
 
+from medsight import webguard
 from views import _shared as ui
+
+
+def _browser_id() -> str | None:
+    """The browser's cookie, or this tab's session id: failed sign-ins are also counted per browser."""
+    try:
+        cookie = st.context.cookies.get(webguard.CLIENT_COOKIE)
+    except Exception:
+        cookie = None
+    if webguard.is_client_token(cookie):
+        return cookie
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id}" if ctx is not None else None
 
 
 def _sign_in(username: str, password: str) -> None:
     auth = ui.authenticator()
-    result = auth.login(username, password)
+    result = auth.login(username, password, client=_browser_id())
     if not result.ok:
         st.session_state["login_error"] = result.message
         return
@@ -27,9 +42,6 @@ with centre:
     st.title("Sign in", anchor=False)
     st.caption("Chest X-ray decision support running on this computer. Images and results stay local.")
 
-    first_start = st.session_state.get("login_first_start")
-    if first_start:
-        st.info(first_start, icon=":material/key:")
     notice = st.session_state.pop("login_notice", None)
     if notice:
         st.info(notice, icon=":material/info:")
@@ -47,8 +59,9 @@ with centre:
 
     current = ui.settings()
     st.caption(
-        f"Accounts are managed with `python -m medsight.users`. After {current.lockout_attempts} failed attempts an "
-        f"account is locked for {current.lockout_minutes} minutes. Sessions end after {current.session_minutes} "
-        "minutes without activity."
+        f"Accounts are managed with `python -m medsight.users`. After {current.lockout_attempts} failed attempts "
+        f"sign-in to an account pauses, for longer after each further failure (up to {current.lockout_minutes} "
+        "minutes); an administrator can lift the pause. Sessions end after "
+        f"{current.session_minutes} minute{'s' if current.session_minutes != 1 else ''} without activity."
     )
     st.caption(":material/warning: Decision support, not a diagnosis.")

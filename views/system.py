@@ -1,4 +1,8 @@
-"""System: every model slot with its tier and provenance, the compute device, settings, versions, audit log."""
+"""System: every model slot with its tier and provenance, the compute device, settings, versions, audit log.
+
+Everyone sees the models, the device, the versions and their own audit trail. Administrators also see the
+settings, the data directory, the reference-data builds, user management and the full audit log.
+"""
 
 from __future__ import annotations
 
@@ -153,8 +157,8 @@ def _models_section() -> None:
     if not slots:
         st.info("No model slots are registered in this build yet.", icon=":material/info:")
         return
-    if st.button("Load all models", icon=":material/download_for_offline:", key="system_load_all",
-                 help="Loads every slot now, so the first analysis does not wait for it."):
+    if ui.is_admin() and st.button("Load all models", icon=":material/download_for_offline:", key="system_load_all",
+                                   help="Loads every slot now, so the first analysis does not wait for it."):
         _load_all(slots)
     loaded = {m.provenance.slot: m for m in registry.loaded_models()}
     errors = st.session_state.get("system_load_errors", {})
@@ -237,12 +241,7 @@ def _versions_section() -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
 
 
-def _audit_section() -> None:
-    st.subheader("Audit log", anchor=False)
-    events = ui.history().audit_log(limit=50)
-    if not events:
-        st.caption("No events yet.")
-        return
+def _audit_rows(events: list[dict]) -> list[dict]:
     rows = []
     for event in events:
         try:
@@ -250,8 +249,64 @@ def _audit_section() -> None:
         except ValueError:
             when = event["created"]
         rows.append({"time": when, "user": event["user"] or "—", "event": event["event"], "detail": event["detail"]})
-    st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("Newest 50 events: sign-ins, failed sign-ins, lockouts, sign-outs, studies and analyses.")
+    return rows
+
+
+def _audit_section(admin: bool) -> None:
+    """Admins see every event; everyone else only the events of their own account."""
+    st.subheader("Audit log" if admin else "Your audit trail", anchor=False)
+    events = ui.history().audit_log(limit=50, user=None if admin else ui.current_user())
+    if not events:
+        st.caption("No events yet.")
+        return
+    st.dataframe(_audit_rows(events), hide_index=True, width="stretch", key="system_audit")
+    if admin:
+        st.caption("Newest 50 events of all users: sign-ins, failed sign-ins, pauses and unlocks, sign-outs, "
+                   "studies and analyses.")
+    else:
+        st.caption("Newest 50 events of your account. The full audit log is for administrators.")
+
+
+def _users_section() -> None:
+    """Accounts, roles and sign-in pauses (admin only). Passwords are set with the users command line."""
+    from medsight.auth import ADMIN, RADIOLOGIST
+
+    st.subheader("User management", anchor=False)
+    auth = ui.authenticator()
+    accounts = auth.users.users()
+    rows = []
+    for name, entry in sorted(accounts.items()):
+        until = auth.locked_until(name)
+        rows.append({"user": name, "name": auth.users.display_name(entry, name),
+                     "roles": ", ".join(auth.users.roles_of(entry)),
+                     "sign-in": f"paused until {until.astimezone():%H:%M:%S}" if until else
+                                (f"{auth.failed_attempts(name)} recent failures" if auth.failed_attempts(name) else "open")})
+    st.dataframe(rows, hide_index=True, width="stretch", key="system_users")
+    me = ui.current_user()
+    left, right = st.columns(2)
+    with left:
+        paused = [r["user"] for r in rows if r["sign-in"].startswith("paused")]
+        who = st.selectbox("Lift a sign-in pause", paused, index=None, key="system_unlock_user",
+                           placeholder="No account is paused" if not paused else "Choose an account…")
+        if st.button("Lift pause", key="system_unlock", icon=":material/lock_open:", disabled=who is None):
+            auth.unlock(who, by=me)
+            st.success(f"Sign-in to {who} is open again.", icon=":material/lock_open:")
+    with right:
+        target = st.selectbox("Account", sorted(accounts), index=None, key="system_role_user",
+                              placeholder="Choose an account…")
+        if target is not None:
+            current = auth.users.roles(target)
+            make_admin = st.toggle("Administrator", value=ADMIN in current, key=f"system_admin_{target}")
+            if make_admin != (ADMIN in current):
+                wanted = tuple({*current, RADIOLOGIST, ADMIN}) if make_admin else tuple(set(current) - {ADMIN}) or (RADIOLOGIST,)
+                try:
+                    roles = auth.users.set_roles(target, wanted)
+                    ui.audit("roles_changed", {"account": target, "roles": list(roles)})
+                    st.success(f"{target}: {', '.join(roles)}")
+                except ValueError as exc:
+                    st.error(str(exc))
+    st.caption("Add accounts and set passwords with `python -m medsight.users` on this computer "
+               "(passwords never pass through the browser).")
 
 
 def _progress_callback(bar):
@@ -300,15 +355,20 @@ def _reference_data_section(current: Settings) -> None:
 
 
 ui.require_login()
+_admin = ui.is_admin()
 ui.page_header("System", "What runs on this workstation: model tiers and provenance, device, settings and audit trail.")
 _settings = ui.settings()
 _models_section()
 _device_section(_settings)
-_reference_data_section(_settings)
-left, right = st.columns(2)
-with left:
-    _settings_section(_settings)
-with right:
-    _data_section(_settings)
+if _admin:
+    _reference_data_section(_settings)
+    left, right = st.columns(2)
+    with left:
+        _settings_section(_settings)
+    with right:
+        _data_section(_settings)
+        _versions_section()
+    _users_section()
+else:
     _versions_section()
-_audit_section()
+_audit_section(_admin)
