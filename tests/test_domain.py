@@ -212,3 +212,14 @@ def _pdf_text(pdf: bytes) -> str:
 
     doc = pypdfium2.PdfDocument(pdf)
     return "\n".join(doc[i].get_textpage().get_text_range() for i in range(len(doc)))
+
+
+def test_verification_of_a_real_film_says_the_image_output_was_withheld(real_film):
+    from medsight.pipeline import run_analysis
+    from medsight.verify import verify_report
+
+    analysis = run_analysis(real_film).to_dict()
+    result = verify_report("FINDINGS: Right lower lobe consolidation. IMPRESSION: Pneumonia.", analysis).to_dict()
+    assert any("withheld" in n and "synthetic chest phantoms" in n for n in result["notices"]), result["notices"]
+    evidence = [d["evidence"] for d in result["discrepancies"]]
+    assert all(e["probability"] is None and e["anomaly_score"] is None for e in evidence), evidence

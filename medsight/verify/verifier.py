@@ -166,7 +166,10 @@ def verify_report(report_text: str, analysis: dict | None = None, similar_cases:
     discrepancies = find_discrepancies(facts, analysis, evidence, cases)
     timings["rules_s"] = round(time.perf_counter() - t1, 3)
     if not evidence:
-        notices.append("No pathology-model result was available: discrepancies with the image could not be checked.")
+        withheld = (analysis.get("withheld") or {}).get("pathology.classifier")
+        notices.append(f"The pathology model's output was withheld ({withheld.get('reason')}): discrepancies with "
+                       "the image could not be checked." if withheld else
+                       "No pathology-model result was available: discrepancies with the image could not be checked.")
 
     backend, tier, attempts, comment = "rules", "rules", [], ""
     if llm is not None and llm.has_model:
