@@ -46,6 +46,7 @@ PAGES = {
 
 _TIER_STYLE = {
     "real": ("REAL — published weights", "green", ":material/verified:"),
+    "user": ("USER — weights of unknown provenance", "violet", ":material/help:"),
     "demo": ("DEMO — trained on synthetic phantoms", "orange", ":material/science:"),
     "rules": ("RULES — deterministic engine, no learned model", "gray", ":material/rule:"),
 }
@@ -206,6 +207,19 @@ def get_model(slot_name: str) -> Any:
     device = pick_device(current.device).torch_device
     with st.spinner(f"Loading model {slot_name}…"):
         return _load_model(slot_name, str(current.home), device, current.allow_network)
+
+
+def reload_model(slot_name: str) -> list[str]:
+    """Forget a slot (and the slots built on it) in the registry and in this app's model cache.
+
+    The next `get_model` reads the weights files again, so newly installed weights are used without a restart.
+    Returns the slot names forgotten.
+    """
+    from medsight import registry
+
+    names = registry.forget_slot(slot_name)
+    _load_model.clear()
+    return names
 
 
 # --- studies -----------------------------------------------------------------------------------
