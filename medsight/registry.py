@@ -304,6 +304,9 @@ def _earned_tier(slot: ModelSlot, source: Source, found: Found) -> tuple[Tier, D
     domain = found.domain if found.domain is not None else source.domain
     if tier is not Tier.REAL or source.kind is SourceKind.BUILTIN:
         return tier, domain, "", "", ""
+    if source.kind is SourceKind.DOWNLOAD and not found.path:
+        # A library download that leaves no file here (the user allowed it): nothing to hash, tier as declared.
+        return tier, domain, "", "", ""
     from medsight import weights
 
     paths = [p for p in (found.path, *found.also) if p]
