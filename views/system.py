@@ -164,7 +164,8 @@ def _weights_controls(slot: registry.ModelSlot) -> None:
         st.dataframe([{"file": item.row.path, "status": item.label,
                        "sha256 (pinned)": item.row.sha256 or "not published",
                        "size": f"{item.row.size:,} B" if item.row.size else "not published",
-                       "installed at": str(item.path) if item.path else "—"} for item in rows],
+                       "installed at": str(item.path) if item.path else "—", "notes": item.row.notes}
+                      for item in rows],
                      hide_index=True, width="stretch")
         fetch_col, verify_col = st.columns(2)
         fetchable = any(item.row.fetchable for item in rows)
