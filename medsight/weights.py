@@ -487,9 +487,9 @@ def record_consent(settings: Settings | None = None, user: str | None = None, vi
 def manual_instructions(row: PublishedFile, settings: Settings | None = None) -> str:
     """What to copy where by hand, for a site that cannot reach the URL."""
     dest = destination(row, settings)
-    return (f"Download {row.urls[0] if row.urls else '(no public URL)'} on a connected machine, check its sha256 is "
-            f"{row.sha256}, copy it here and run `python -m medsight.weights install <file> --slot {row.slot}`; it "
-            f"is then placed at {dest}.")
+    return (f"To install it by hand, download it on a connected machine, copy it here and run "
+            f"`python -m medsight.weights install <file> --slot {row.slot}`. Destination: {dest}. "
+            f"Expected sha256: {row.sha256}.")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -607,8 +607,7 @@ def fetch_row(row: PublishedFile, settings: Settings | None = None, *, progress:
             _audit(settings, None, "weights_installed",
                    {"slot": row.slot, "file": row.path, "sha256": row.sha256, "from": url})
             return final
-    raise NotReachable(f"Could not reach {'; '.join(unreachable)}. Destination: {final}. Expected sha256: "
-                       f"{row.sha256}. " + manual_instructions(row, settings))
+    raise NotReachable(f"Could not reach {'; '.join(unreachable)}. " + manual_instructions(row, settings))
 
 
 def fetch(slot: str, settings: Settings | None = None, *, progress: Progress | None = None,

@@ -126,6 +126,8 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
                 facts.append(f"Version: {p.version}")
             if p.sha256:
                 facts.append(f"SHA-256: `{p.sha256[:16]}…`")
+            if p.domain:
+                facts.append(f"Trained on: {p.domain_description}")
             if p.hash_status:
                 facts.append("Weights: " + ("published ✓" if p.hash_status == "published"
                                             else "unknown provenance (not a pinned published file)"))
@@ -147,19 +149,31 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
             _weights_controls(slot)
 
 
-def _reload_after_change(slot: registry.ModelSlot) -> None:
-    """Forget the slot (and slots built on it) and load it again, so the card shows the new provenance."""
+def _reload_after_change(slot: registry.ModelSlot, kind: str = "", message: str = "") -> None:
+    """Forget the slot (and slots built on it), load it again and rerun, so the card shows the new provenance.
+
+    `message` (shown under the slot's weights after the rerun) has kind "success" or "warning".
+    """
     ui.reload_model(slot.name)
-    try:
-        ui.get_model(slot.name)
-    except registry.ModelUnavailable as exc:
-        st.session_state.setdefault("system_load_errors", {})[slot.name] = str(exc)
+    errors = st.session_state.setdefault("system_load_errors", {})
+    errors.pop(slot.name, None)
+    with st.spinner(f"Reloading {slot.title}…"):
+        try:
+            ui.get_model(slot.name)
+        except registry.ModelUnavailable as exc:
+            errors[slot.name] = str(exc)
+    if message:
+        st.session_state[f"weights_message_{slot.name}"] = (kind, message)
+    st.rerun()
 
 
 def _weights_controls(slot: registry.ModelSlot) -> None:
     """Published files of a slot: hash status, Fetch (with consent), Verify, install a copied file."""
     current = ui.settings()
     rows = weights.verify([slot.name], current)
+    notice = st.session_state.pop(f"weights_message_{slot.name}", None)
+    if notice:  # left by the action that reloaded the slot, shown after the rerun
+        (st.success if notice[0] == "success" else st.warning)(notice[1])
     with st.expander("Published weights", icon=":material/verified_user:"):
         st.dataframe([{"file": item.row.path, "status": item.label,
                        "sha256 (pinned)": item.row.sha256 or "not published",
@@ -173,13 +187,15 @@ def _weights_controls(slot: registry.ModelSlot) -> None:
                             disabled=not fetchable,
                             help="Download the pinned files, check their sha256 and install them; no restart needed."):
             _fetch(slot, current)
-        if verify_col.button("Verify", key=f"weights_verify_{slot.name}", icon=":material/fact_check:"):
-            _reload_after_change(slot)
+        if verify_col.button("Verify", key=f"weights_verify_{slot.name}", icon=":material/fact_check:",
+                             help="Hash the installed files against the pinned table and reload the model."):
             bad = [item for item in weights.verify([slot.name], current) if item.state == "unknown"]
             if bad:
-                st.warning("Not the published files: " + "; ".join(f"{i.path} (sha256 {i.sha256[:16]}…)" for i in bad))
-            else:
-                st.success("Every installed file of this slot is a pinned published file (or missing).")
+                _reload_after_change(slot, "warning", "Not the published files (loaded as USER, unknown provenance): "
+                                     + "; ".join(f"{i.path} (sha256 {i.sha256})" for i in bad))
+            present = sum(item.state == "published" for item in rows)
+            _reload_after_change(slot, "success", f"Verified: {present} installed file(s) match their pinned "
+                                                  "sha256; files not listed as published ✓ are missing.")
         path = st.text_input("Install a copied file (path on this workstation)", key=f"weights_path_{slot.name}",
                              placeholder="/media/usb/" + rows[0].row.file_name,
                              help="For sites without internet: the file is hashed against the table and placed where "
@@ -193,8 +209,8 @@ def _weights_controls(slot: registry.ModelSlot) -> None:
                 except weights.WeightsError as exc:
                     st.error(str(exc), icon=":material/gpp_bad:")
                 else:
-                    _reload_after_change(slot)
-                    st.success(f"Installed {row.file_name} at {final} (sha256 verified); the model was reloaded.")
+                    _reload_after_change(slot, "success", f"Installed {row.file_name} at {final} (sha256 verified); "
+                                                          "the model was reloaded.")
 
 
 def _fetch(slot: registry.ModelSlot, current: Settings) -> None:
@@ -215,8 +231,8 @@ def _fetch(slot: registry.ModelSlot, current: Settings) -> None:
         bar.empty()
         st.error(str(exc), icon=":material/cloud_off:")
         return
-    _reload_after_change(slot)
-    st.success("Installed and verified: " + ", ".join(p.name for p in placed) + ". The model was reloaded.")
+    _reload_after_change(slot, "success", "Installed and verified: " + ", ".join(p.name for p in placed)
+                         + ". The model was reloaded.")
 
 
 def _models_section() -> None:

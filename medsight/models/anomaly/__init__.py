@@ -253,7 +253,9 @@ SLOT = registry.register(registry.ModelSlot(
     input_spec="greyscale chest radiograph, H×W float in [0, 1]; resized to 224×224 (Lanczos), 3 channels, "
                "ImageNet mean/std",
     how_to_get_real=(
-        "The real tier needs BOTH ImageNet VGG16 weights and a checkpoint trained on them. (1) VGG16 weights: "
+        "The real tier needs BOTH ImageNet VGG16 weights and a checkpoint trained on them, each a pinned published "
+        "file (a checkpoint of your own loads as USER, with its model card). (1) VGG16 weights: "
+        "`python -m medsight.weights fetch anomaly.detector`, or "
         f"put torchvision's {VGG16_IMAGENET_FILE} in the models folder of the data directory or in the torch hub "
         "cache (~/.cache/torch/hub/checkpoints), or set MEDSIGHT_ALLOW_DOWNLOADS=1 to let torchvision download "
         "it. (2) Checkpoint: put medsight_anomaly.pt (from `python -m training.train_anomaly --extractor imagenet` "
