@@ -321,3 +321,43 @@ def test_system_page_install_changes_the_provenance_without_restart(logged_in_ap
     assert current["pathology.classifier"].tier == "real" and current["pathology.classifier"].source == "file"
     at.run(timeout=120)  # the next run shows the new provenance on the card
     assert any("published ✓" in c.value for c in at.caption)
+
+
+def test_system_page_fetch_needs_consent_reports_offline_and_installs(logged_in_app, tmp_path, monkeypatch):
+    from medsight.models import pathology
+
+    release = _random_xrv_file(tmp_path / "published" / pathology.xrv_weights_filename())
+    data = release.read_bytes()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    with _Server({"release.pt": data}) as running:
+        def table(url):
+            return (weights.PublishedFile("pathology.classifier", release.name, (url,), _sha(data), len(data), "x"),)
+
+        at = logged_in_app()
+        at.switch_page("views/system.py").run(timeout=120)
+        fetch = f"weights_fetch_{pathology.SLOT_NAME}"
+
+        monkeypatch.setattr(weights, "PUBLISHED", table(running.url + "release.pt"))
+        next(b for b in at.button if b.key == fetch).click()
+        at.run(timeout=120)
+        assert any("nothing was downloaded" in w.value for w in at.warning) and running.requests == []
+
+        at.checkbox(key="weights_consent").check()
+        dead = f"http://127.0.0.1:{dead_port}/release.pt"
+        monkeypatch.setattr(weights, "PUBLISHED", table(dead))
+        next(b for b in at.button if b.key == fetch).click()
+        at.run(timeout=120)
+        offline = " ".join(e.value for e in at.error)
+        assert dead in offline and _sha(data) in offline and str(get_settings().models_dir) in offline
+
+        monkeypatch.setattr(weights, "PUBLISHED", table(running.url + "release.pt"))
+        next(b for b in at.button if b.key == fetch).click()
+        at.run(timeout=120)
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("Installed and verified" in s.value for s in at.success)
+        assert running.requests == [("release.pt", None)]
+    current = {m.provenance.slot: m.provenance for m in registry.loaded_models()}
+    assert current["pathology.classifier"].tier == "real" and current["pathology.classifier"].hash_status == "published"
+    assert "weights_download_consent" in _audit_events() and "weights_installed" in _audit_events()
