@@ -636,7 +636,7 @@ def fetch(slot: str, settings: Settings | None = None, *, progress: Progress | N
         raise WeightsError(f"{slot}: nothing to download" + (
             f" ({', '.join(r.file_name for r in unpinned)}: sha256 not published, so not fetched)" if unpinned else ""))
     placed = [fetch_row(row, settings, progress=progress, timeout=timeout) for row in rows]
-    _reload(slot)
+    _reload(slot, settings)
     return placed
 
 
@@ -673,7 +673,7 @@ def install(file: str | Path, slot: str | None = None, settings: Settings | None
     _check(part, row, f"The copy of {source.name}")
     _place(part, final)
     _audit(settings, user, "weights_installed", {"slot": row.slot, "file": row.path, "sha256": digest, "from": "file"})
-    _reload(row.slot)
+    _reload(row.slot, settings)
     return row, final
 
 
@@ -689,9 +689,28 @@ def install_bytes(name: str, data: bytes, slot: str | None = None, settings: Set
         return install(path, slot, settings, user)
 
 
-def _reload(slot: str) -> None:
+STAMP_FILE = ".weights-installed"
+
+
+def mark_installed(settings: Settings, slot: str) -> None:
+    """Leave a stamp in the models folder so a running app (another process) reloads its models."""
+    stamp = settings.models_dir / STAMP_FILE
+    stamp.write_text(json.dumps({"slot": slot, "at": time.time_ns()}), encoding="utf-8")
+
+
+def install_stamp(settings: Settings | None = None) -> str:
+    """The last install's stamp ("" when none): it changes whenever weights are installed by any process."""
+    stamp = (settings or get_settings()).models_dir / STAMP_FILE
+    try:
+        return stamp.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _reload(slot: str, settings: Settings | None = None) -> None:
     from medsight import registry
 
+    mark_installed(settings or get_settings(), slot)
     registry.forget_slot(slot)
 
 

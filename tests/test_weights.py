@@ -388,3 +388,24 @@ def test_system_page_fetch_needs_consent_reports_offline_and_installs(logged_in_
     current = {m.provenance.slot: m.provenance for m in registry.loaded_models()}
     assert current["pathology.classifier"].tier == "real" and current["pathology.classifier"].hash_status == "published"
     assert "weights_download_consent" in _audit_events() and "weights_installed" in _audit_events()
+
+
+def test_running_app_picks_up_weights_installed_by_another_process(logged_in_app):
+    """`python -m medsight.weights` in a terminal leaves a stamp; the running app reloads on its next run."""
+    from medsight.models import pathology
+
+    settings = get_settings()
+    at = logged_in_app()
+    at.switch_page("views/system.py").run(timeout=120)
+    assert registry.load("pathology.classifier", settings, device="cpu").provenance.tier == "demo"
+
+    # what the CLI does in its own process: place the file, then stamp (its registry is not this one)
+    _random_xrv_file(settings.models_dir / pathology.xrv_weights_filename())
+    weights.mark_installed(settings, "pathology.classifier")
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Weights were installed" in i.value for i in at.info)
+    assert "pathology.classifier" not in {m.provenance.slot for m in registry.loaded_models()}
+    assert registry.load("pathology.classifier", settings, device="cpu").provenance.tier == "user"
+    at.run(timeout=120)
+    assert not any("Weights were installed" in i.value for i in at.info)  # once per install

@@ -237,6 +237,9 @@ def _fetch(slot: registry.ModelSlot, current: Settings) -> None:
 
 def _models_section() -> None:
     st.subheader("Models", anchor=False)
+    if ui.refresh_if_weights_changed():
+        st.info("Weights were installed since the models were loaded; they load again from the new files.",
+                icon=":material/autorenew:")
     with st.spinner("Reading the model registry…"):
         status = import_slot_modules()
         slots = known_slots()
