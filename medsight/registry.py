@@ -6,6 +6,12 @@ user has allowed network access → a built-in demo tier (weights trained here o
 deterministic rule engine. Loading returns the model with where it came from; the System page is a view
 of this module.
 
+REAL is earned by the hash: a source that claims REAL keeps it only when every file it loaded is a pinned
+published file (`medsight.weights.PUBLISHED`); anything else is USER, "weights of unknown provenance", with the
+domain and figures of the model card beside the file (`<file>.card.json`), else an unknown domain.
+`reload_slot(name)` forgets a slot and the slots built on it (`ModelSlot.built_on`) and loads it again, so new
+weights are used without restarting the app.
+
 Example:
     >>> from medsight import registry
     >>> loaded = registry.load("anomaly.detector")          # doctest: +SKIP
@@ -98,6 +104,9 @@ class Found:
     # not a pinned published file is USER, not REAL).
     tier: Tier | None = None
     domain: Domain | None = None
+    # Other weights files the model is built from (e.g. the ImageNet VGG16 under an anomaly checkpoint): a REAL
+    # model needs every one of them to be a pinned published file.
+    also: tuple[str, ...] = ()
 
 
 @dataclass
@@ -146,6 +155,9 @@ class ModelSlot:
     labels: tuple[str, ...] = ()
     input_spec: str = ""
     how_to_get_real: str = ""
+    # Slots whose loaded models this slot is built from (the image embedder on the detector/classifier):
+    # reloading one of them reloads this slot too, and their published files count as this slot's.
+    built_on: tuple[str, ...] = ()
 
 
 @dataclass
@@ -166,6 +178,11 @@ class Provenance:
     notes: str = ""
     tried: list[str] = field(default_factory=list)
     domain: str = ""
+    # Hash check behind the tier: "published" (every file pinned), "unknown" (USER), "" (not checked:
+    # demo/rules tiers, which never claim published weights).
+    hash_status: str = ""
+    files: list[str] = field(default_factory=list)
+    card: str = ""
 
     @property
     def badge(self) -> str:
@@ -267,6 +284,57 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _set_model_tier(model: Any, tier: Tier) -> None:
+    """Make the model's own tier label (shown with every result) agree with the registry's."""
+    info = getattr(model, "provenance", None)
+    if isinstance(info, dict) and "tier" in info:
+        info["tier"] = tier.value
+        return
+    if isinstance(getattr(type(model), "tier", None), property):
+        return
+    if hasattr(model, "tier"):
+        try:
+            model.tier = tier.value
+        except (AttributeError, TypeError):
+            pass
+
+
+def _earned_tier(slot: ModelSlot, source: Source, found: Found) -> tuple[Tier, Domain, str, str, str]:
+    """The tier a loaded model has earned: REAL only when its files hash to pinned published files.
+
+    Returns (tier, domain, hash_status, note, card path). A REAL claim whose file is not in the published table
+    (`medsight.weights.PUBLISHED`) becomes USER; its domain comes from the model card beside the file
+    (`<file>.card.json`), else UNKNOWN for image models.
+    """
+    tier = found.tier or source.tier
+    domain = found.domain if found.domain is not None else source.domain
+    if tier is not Tier.REAL or source.kind is SourceKind.BUILTIN:
+        return tier, domain, "", "", ""
+    if source.kind is SourceKind.DOWNLOAD and not found.path:
+        # A library download that leaves no file here (the user allowed it): nothing to hash, tier as declared.
+        return tier, domain, "", "", ""
+    from medsight import weights
+
+    paths = [p for p in (found.path, *found.also) if p]
+    verdict = weights.verdict(paths, (slot.name, *slot.built_on))
+    if verdict.published:
+        return tier, domain, "published", f"published weights: {verdict.reason}", ""
+    note = f"USER — {verdict.reason}"
+    card_path = ""
+    card = weights.card_for(found.path) if found.path else None
+    if card is not None:
+        card_path = str(card[0])
+        summary = weights.card_summary(card[1])
+        note += f"; model card {card[0].name}" + (f": {summary}" if summary else "")
+        if domain is not Domain.NONE:
+            domain = Domain(weights.card_domain(card[1]))
+    elif domain is not Domain.NONE:
+        domain = Domain.UNKNOWN
+        note += "; no model card beside the file, so the training domain is unknown"
+    _set_model_tier(found.model, Tier.USER)
+    return Tier.USER, domain, "unknown", note, card_path
+
+
 def load(name: str, settings: Settings | None = None, device: str | None = None, *, reload: bool = False) -> LoadedModel:
     """Load a slot's model from the first source that has it; cached once per process.
 
@@ -301,14 +369,21 @@ def load(name: str, settings: Settings | None = None, device: str | None = None,
             if found is None:
                 tried.append(f"{source.label}: not present")
                 continue
-            elapsed = time.perf_counter() - start
             sha = ""
             if found.path and Path(found.path).exists():
                 sha = sha256_of(found.path)
+            try:
+                tier, domain, hash_status, hash_note, card_path = _earned_tier(slot, source, found)
+            except Exception as exc:  # an unreadable file cannot be shown to be the published one
+                tier, hash_status, card_path = Tier.USER, "unknown", ""
+                domain = Domain.UNKNOWN if source.domain is not Domain.NONE else Domain.NONE
+                hash_note = f"USER — the weights could not be checked ({type(exc).__name__})"
+                _set_model_tier(found.model, Tier.USER)
+            elapsed = time.perf_counter() - start
             provenance = Provenance(
                 slot=slot.name,
                 title=slot.title,
-                tier=(found.tier or source.tier).value,
+                tier=tier.value,
                 source=source.kind.value,
                 source_label=source.label,
                 device=device,
@@ -317,9 +392,12 @@ def load(name: str, settings: Settings | None = None, device: str | None = None,
                 sha256=sha,
                 load_seconds=round(elapsed, 3),
                 rss_delta_mb=round(max(0.0, _rss_mb() - rss_before), 1),
-                notes=found.notes,
+                notes="; ".join(part for part in (found.notes, hash_note) if part),
                 tried=tried + [f"{source.label}: loaded"],
-                domain=(found.domain if found.domain is not None else source.domain).value,
+                domain=domain.value,
+                hash_status=hash_status,
+                files=[p for p in (found.path, *found.also) if p],
+                card=card_path,
             )
             loaded = LoadedModel(model=found.model, provenance=provenance)
             _CACHE[key] = loaded
@@ -339,3 +417,40 @@ def loaded_models() -> list[LoadedModel]:
 def clear_cache() -> None:
     with _LOCK:
         _CACHE.clear()
+
+
+def dependent_slots(name: str) -> list[str]:
+    """`name` and every registered slot built on it, directly or through another slot."""
+    with _LOCK:
+        slots = list(_SLOTS.values())
+    found = [name]
+    changed = True
+    while changed:
+        changed = False
+        for slot in slots:
+            if slot.name not in found and any(base in found for base in slot.built_on):
+                found.append(slot.name)
+                changed = True
+    return found
+
+
+def forget_slot(name: str) -> list[str]:
+    """Drop the cached models of a slot and of the slots built on it; the next `load` reads the files again.
+
+    Returns the slot names forgotten.
+    """
+    names = dependent_slots(name)
+    with _LOCK:
+        for key in [k for k in _CACHE if k[0] in names]:
+            del _CACHE[key]
+    return names
+
+
+def reload_slot(name: str, settings: Settings | None = None, device: str | None = None) -> LoadedModel:
+    """Forget a slot (and the slots built on it) and load it again, without restarting the app.
+
+    Raises:
+        ModelUnavailable: when no source can provide the model any more.
+    """
+    forget_slot(name)
+    return load(name, settings, device)

@@ -288,8 +288,8 @@ def test_registry_slot_sources_in_order():
     assert "BOTH" in slot.how_to_get_real
 
 
-def test_registry_real_tier_from_file(tmp_path, networks, extractor, phantom_images):
-    """A checkpoint with its ImageNet-kind VGG16 weights in the user's models folder loads as real."""
+def test_registry_real_tier_from_file(tmp_path, networks, extractor, phantom_images, monkeypatch):
+    """A checkpoint with ImageNet-kind VGG16 weights loads as USER unless both files are pinned published files."""
     vae, vit = networks
     models = tmp_path / "models"
     models.mkdir()
@@ -299,9 +299,21 @@ def test_registry_real_tier_from_file(tmp_path, networks, extractor, phantom_ima
     vgg = build_imagenet_extractor(stand_in)
     save_checkpoint(models / "medsight_anomaly.pt", vae, vit, Calibration.published(), 0.4, vgg)
     loaded = registry.load("anomaly.detector", settings=Settings(home=tmp_path), device="cpu", reload=True)
-    assert loaded.provenance.tier == "real" and loaded.provenance.source == "file"
-    assert loaded.model.tier == "real" and loaded.model.extractor.kind == "imagenet"
-    assert loaded.model.score(phantom_images[0]).tier == "real"
+    assert loaded.provenance.tier == "user" and loaded.provenance.source == "file"
+    assert loaded.model.tier == "user" and loaded.model.extractor.kind == "imagenet"
+    assert loaded.provenance.domain == "unknown" and loaded.model.score(phantom_images[0]).tier == "user"
+
+    from medsight import weights
+
+    pinned = [weights.PublishedFile("anomaly.detector", name, (), registry.sha256_of(models / name),
+                                    (models / name).stat().st_size, "test fixture")
+              for name in ("vgg16-397923af.pth", "medsight_anomaly.pt")]
+    monkeypatch.setattr(weights, "PUBLISHED", tuple(pinned[:1]))  # VGG16 alone is not enough
+    assert registry.reload_slot("anomaly.detector", Settings(home=tmp_path), "cpu").provenance.tier == "user"
+    monkeypatch.setattr(weights, "PUBLISHED", tuple(pinned))
+    loaded = registry.reload_slot("anomaly.detector", Settings(home=tmp_path), "cpu")
+    assert loaded.provenance.tier == "real" and loaded.provenance.hash_status == "published"
+    assert loaded.model.tier == "real" and loaded.model.score(phantom_images[0]).tier == "real"
 
 
 def test_checkpoint_without_imagenet_weights_falls_back_and_says_why(tmp_path, networks, extractor):

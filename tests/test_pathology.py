@@ -221,7 +221,9 @@ def test_real_tier_loader_finds_torchxrayvision_cache(tmp_path):
     assert str(cache_file).startswith(str(tmp_path / "home" / ".torchxrayvision" / "models_data"))
     _structure_only_xrv_file(cache_file)
     loaded = registry.load(SLOT_NAME, _settings(tmp_path), device="cpu", reload=True)
-    assert loaded.provenance.tier == "real" and loaded.provenance.source == "cache"
+    # random weights under the release name are not the published file: USER, never REAL
+    assert loaded.provenance.tier == "user" and loaded.provenance.source == "cache"
+    assert loaded.provenance.hash_status == "unknown" and loaded.provenance.domain == "unknown"
     assert Path(loaded.provenance.path) == cache_file
     classifier = loaded.model
     assert classifier.labels == list(XRV_LABELS) and classifier.input_size == 224
@@ -230,7 +232,7 @@ def test_real_tier_loader_finds_torchxrayvision_cache(tmp_path):
     np.testing.assert_allclose(classifier.operating_thresholds, xrv.models.model_urls["densenet121-res224-all"]["op_threshs"])
     result = classifier.predict(generate_phantom(1, size=128).image)  # shapes and threshold logic only
     assert len(result.probabilities) == 18 and all(v == 0.5 for v in result.thresholds.values())
-    assert result.tier == "real"
+    assert result.tier == "user"
     heat = classifier.gradcam_heat(np.random.default_rng(0).random((100, 120), dtype=np.float32), "Effusion")[0]
     assert heat.shape == (100, 120) and not heat[:, :10].any()  # cropped-away margins carry no heat
 
@@ -240,7 +242,7 @@ def test_real_tier_file_in_models_folder_wins_and_broken_files_fall_through(tmp_
     settings = _settings(tmp_path)
     user_file = _structure_only_xrv_file(settings.models_dir / "densenet121-res224-all.pt")
     loaded = registry.load(SLOT_NAME, settings, device="cpu", reload=True)
-    assert loaded.provenance.tier == "real" and loaded.provenance.source == "file"
+    assert loaded.provenance.tier == "user" and loaded.provenance.source == "file"
     assert Path(loaded.provenance.path) == user_file
 
     user_file.write_bytes(b"not a checkpoint")

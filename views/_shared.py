@@ -260,6 +260,26 @@ def _load_model(slot_name: str, home: str, device: str, allow_network: bool) -> 
     return registry.load(slot_name, settings=get_settings(), device=device)
 
 
+_seen_install_stamp: dict[str, str] = {}
+
+
+def refresh_if_weights_changed() -> bool:
+    """Forget every loaded model when weights were installed since this process last looked (e.g. by
+    `python -m medsight.weights` in a terminal), so they are used without restarting the app."""
+    from medsight import registry, weights
+
+    current = settings()
+    stamp = weights.install_stamp(current)
+    home = str(current.home)
+    previous = _seen_install_stamp.setdefault(home, stamp)
+    if stamp == previous:
+        return False
+    _seen_install_stamp[home] = stamp
+    registry.clear_cache()
+    _load_model.clear()
+    return True
+
+
 def get_model(slot_name: str) -> Any:
     """Load a model slot once per process.
 
@@ -271,10 +291,31 @@ def get_model(slot_name: str) -> Any:
     """
     from medsight.device import pick_device
 
+    refresh_if_weights_changed()
     current = settings()
     device = pick_device(current.device).torch_device
     with st.spinner(f"Loading model {slot_name}…"):
         return _load_model(slot_name, str(current.home), device, current.allow_network)
+
+
+def reload_model(slot_name: str) -> list[str]:
+    """Forget a slot (and the slots built on it) in the registry and in this app's model cache.
+
+    The next `get_model` reads the weights files again, so newly installed weights are used without a restart.
+    Returns the slot names forgotten.
+    """
+    from medsight import registry
+
+    names = registry.forget_slot(slot_name)
+    _load_model.clear()
+    _seen_install_stamp[str(settings().home)] = weights_stamp()
+    return names
+
+
+def weights_stamp() -> str:
+    from medsight import weights
+
+    return weights.install_stamp(settings())
 
 
 # --- studies -----------------------------------------------------------------------------------

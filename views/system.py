@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import streamlit as st
 
-from medsight import registry
+from medsight import registry, weights
 from medsight.config import Settings
 from views import _shared as ui
 
@@ -130,6 +130,11 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
                 facts.append(f"Version: {p.version}")
             if p.sha256:
                 facts.append(f"SHA-256: `{p.sha256[:16]}…`")
+            if p.domain:
+                facts.append(f"Trained on: {p.domain_description}")
+            if p.hash_status:
+                facts.append("Weights: " + ("published ✓" if p.hash_status == "published"
+                                            else "unknown provenance (not a pinned published file)"))
             if p.notes:
                 facts.append(p.notes)
             st.caption("  \n".join(facts))
@@ -140,14 +145,107 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
                 st.error(error, icon=":material/error:")
             st.caption("Sources, in order: " + " → ".join(
                 f"{s.label} ({s.kind}, {s.tier})" for s in slot.sources))
-        if slot.labels:
-            st.caption("Outputs: " + ", ".join(slot.labels))
+        # The loaded model's own outputs (the demo classifier has 5 labels, the published one 18).
+        labels = list(getattr(loaded.model, "labels", None) or []) if loaded is not None else []
+        if labels or slot.labels:
+            st.caption(("Outputs: " if labels else "Outputs of the published model: ") + ", ".join(labels or slot.labels))
         if slot.how_to_get_real:
             st.caption(f":material/download: How to get the real model: {slot.how_to_get_real}")
+        if ui.is_admin() and weights.rows_for(slot.name):
+            _weights_controls(slot)
+
+
+def _reload_after_change(slot: registry.ModelSlot, kind: str = "", message: str = "") -> None:
+    """Forget the slot (and slots built on it), load it again and rerun, so the card shows the new provenance.
+
+    `message` (shown under the slot's weights after the rerun) has kind "success" or "warning".
+    """
+    ui.reload_model(slot.name)
+    errors = st.session_state.setdefault("system_load_errors", {})
+    errors.pop(slot.name, None)
+    with st.spinner(f"Reloading {slot.title}…"):
+        try:
+            ui.get_model(slot.name)
+        except registry.ModelUnavailable as exc:
+            errors[slot.name] = str(exc)
+    if message:
+        st.session_state[f"weights_message_{slot.name}"] = (kind, message)
+    st.rerun()
+
+
+def _weights_controls(slot: registry.ModelSlot) -> None:
+    """Published files of a slot: hash status, Fetch (with consent), Verify, install a copied file."""
+    current = ui.settings()
+    rows = weights.verify([slot.name], current)
+    notice = st.session_state.pop(f"weights_message_{slot.name}", None)
+    if notice:  # left by the action that reloaded the slot, shown after the rerun
+        (st.success if notice[0] == "success" else st.warning)(notice[1])
+    with st.expander("Published weights", icon=":material/verified_user:"):
+        st.dataframe([{"file": item.row.path, "status": item.label,
+                       "sha256 (pinned)": item.row.sha256 or "not published",
+                       "size": f"{item.row.size:,} B" if item.row.size else "not published",
+                       "installed at": str(item.path) if item.path else "—", "notes": item.row.notes}
+                      for item in rows],
+                     hide_index=True, width="stretch")
+        fetch_col, verify_col = st.columns(2)
+        fetchable = any(item.row.fetchable for item in rows)
+        if fetch_col.button("Fetch", key=f"weights_fetch_{slot.name}", icon=":material/download:",
+                            disabled=not fetchable,
+                            help="Download the pinned files, check their sha256 and install them; no restart needed."):
+            _fetch(slot, current)
+        if verify_col.button("Verify", key=f"weights_verify_{slot.name}", icon=":material/fact_check:",
+                             help="Hash the installed files against the pinned table and reload the model."):
+            bad = [item for item in weights.verify([slot.name], current) if item.state == "unknown"]
+            if bad:
+                _reload_after_change(slot, "warning", "Not the published files (loaded as USER, unknown provenance): "
+                                     + "; ".join(f"{i.path} (sha256 {i.sha256})" for i in bad))
+            present = sum(item.state == "published" for item in rows)
+            _reload_after_change(slot, "success", f"Verified: {present} installed file(s) match their pinned "
+                                                  "sha256; files not listed as published ✓ are missing.")
+        path = st.text_input("Install a copied file (path on this workstation)", key=f"weights_path_{slot.name}",
+                             placeholder="/media/usb/" + rows[0].row.file_name,
+                             help="For sites without internet: the file is hashed against the table and placed where "
+                                  "this model looks for it. Large files: python -m medsight.weights install FILE.")
+        if st.button("Install file", key=f"weights_install_{slot.name}", icon=":material/upload_file:"):
+            if not path.strip():
+                st.warning("Enter the path of the copied weights file first.")
+            else:
+                try:
+                    row, final = weights.install(path.strip(), slot.name, current, ui.current_user())
+                except weights.WeightsError as exc:
+                    st.error(str(exc), icon=":material/gpp_bad:")
+                else:
+                    _reload_after_change(slot, "success", f"Installed {row.file_name} at {final} (sha256 verified); "
+                                                          "the model was reloaded.")
+
+
+def _fetch(slot: registry.ModelSlot, current: Settings) -> None:
+    if not st.session_state.get("weights_consent"):
+        st.warning("Tick \"I agree to download published weights\" above the model list first; nothing was downloaded.",
+                   icon=":material/block:")
+        return
+    weights.record_consent(current, ui.current_user(), via="system page")
+    bar = st.progress(0.0, text="Connecting…")
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.progress(min(1.0, done / total) if total else 0.0,
+                     text=f"{name}: {done / 2**20:.1f} MB" + (f" of {total / 2**20:.1f} MB" if total else ""))
+
+    try:
+        placed = weights.fetch(slot.name, current, progress=progress)
+    except weights.WeightsError as exc:
+        bar.empty()
+        st.error(str(exc), icon=":material/cloud_off:")
+        return
+    _reload_after_change(slot, "success", "Installed and verified: " + ", ".join(p.name for p in placed)
+                         + ". The model was reloaded.")
 
 
 def _models_section() -> None:
     st.subheader("Models", anchor=False)
+    if ui.refresh_if_weights_changed():
+        st.info("Weights were installed since the models were loaded; they load again from the new files.",
+                icon=":material/autorenew:")
     with st.spinner("Reading the model registry…"):
         status = import_slot_modules()
         slots = known_slots()
@@ -157,6 +255,9 @@ def _models_section() -> None:
     if not slots:
         st.info("No model slots are registered in this build yet.", icon=":material/info:")
         return
+    if ui.is_admin():
+        st.checkbox("I agree to download published weights from the official URLs listed under each model "
+                    "(each file is checked against its pinned sha256 before it is used)", key="weights_consent")
     if ui.is_admin() and st.button("Load all models", icon=":material/download_for_offline:", key="system_load_all",
                                    help="Loads every slot now, so the first analysis does not wait for it."):
         _load_all(slots)
@@ -164,7 +265,8 @@ def _models_section() -> None:
     errors = st.session_state.get("system_load_errors", {})
     tiers = [loaded[s.name].provenance.tier for s in slots if s.name in loaded]
     st.caption(f"{len(slots)} slots · {len(loaded)} loaded · "
-               f"{tiers.count('real')} real, {tiers.count('demo')} demo, {tiers.count('rules')} rules")
+               f"{tiers.count('real')} real, {tiers.count('user')} user, {tiers.count('demo')} demo, "
+               f"{tiers.count('rules')} rules")
     for slot in slots:
         _slot_card(slot, loaded.get(slot.name), errors.get(slot.name))
 

@@ -200,6 +200,14 @@ def descriptor_embedder() -> ImageEmbedder:
                                      "descriptor (no learned model)")
 
 
+def _inherited(provenance: registry.Provenance) -> dict:
+    """Files and (for weights of unknown provenance) the domain an embedder inherits from its base model."""
+    extra: dict = {"also": tuple(provenance.files[1:])}
+    if provenance.tier == registry.Tier.USER.value:
+        extra["domain"] = registry.Domain(provenance.domain or registry.Domain.UNKNOWN.value)
+    return extra
+
+
 def _detector_source(wanted_tier: str):
     def loader(ctx: registry.LoadContext):
         try:
@@ -210,7 +218,8 @@ def _detector_source(wanted_tier: str):
             return None
         embedder = detector_embedder(loaded.model)
         return registry.Found(embedder, path=loaded.provenance.path, version=loaded.provenance.version,
-                              notes=f"features of the anomaly detector ({loaded.provenance.source_label})")
+                              notes=f"features of the anomaly detector ({loaded.provenance.source_label})",
+                              **_inherited(loaded.provenance))
     return loader
 
 
@@ -222,9 +231,10 @@ def _classifier_source(wanted_tier: str):
             return None
         if loaded.provenance.tier != wanted_tier:
             return None
-        return registry.Found(classifier_embedder(loaded.model), path=loaded.provenance.path,
-                              version=loaded.provenance.version,
-                              notes=f"pooled features of the pathology classifier ({loaded.provenance.source_label})")
+        embedder = classifier_embedder(loaded.model)
+        return registry.Found(embedder, path=loaded.provenance.path, version=loaded.provenance.version,
+                              notes=f"pooled features of the pathology classifier ({loaded.provenance.source_label})",
+                              **_inherited(loaded.provenance))
     return loader
 
 
@@ -245,10 +255,15 @@ registry.register(registry.ModelSlot(
                         registry.Tier.DEMO, _classifier_source("demo"), registry.Domain.PHANTOM),
         registry.Source(registry.SourceKind.BUILTIN, "anomaly detector trained on phantoms (demo)",
                         registry.Tier.DEMO, _detector_source("demo"), registry.Domain.PHANTOM),
+        registry.Source(registry.SourceKind.FILE, "pathology classifier, weights of unknown provenance (user)",
+                        registry.Tier.USER, _classifier_source("user"), registry.Domain.UNKNOWN),
+        registry.Source(registry.SourceKind.FILE, "anomaly detector, weights of unknown provenance (user)",
+                        registry.Tier.USER, _detector_source("user"), registry.Domain.UNKNOWN),
         registry.Source(registry.SourceKind.BUILTIN, "deterministic density descriptor", registry.Tier.RULES,
                         _descriptor),
     ],
     input_spec="greyscale chest radiograph, H×W float in [0, 1]",
+    built_on=("anomaly.detector", "pathology.classifier"),
     how_to_get_real="Provide the real anomaly detector (see the anomaly detector slot); image embeddings then "
                     "come from ImageNet VGG16 features. Re-index the case base afterwards "
                     "(python -m medsight.retrieval.build --reset-images).",

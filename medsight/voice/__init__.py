@@ -117,6 +117,7 @@ def _register(size: str) -> None:
         sources=sources,
         input_spec="16 kHz mono audio, up to 10 minutes",
         how_to_get_real=(
+            f"run `python -m medsight.weights fetch {slot_name(size)}` (openai-whisper {size}.pt, sha256 checked), or "
             f"put openai-whisper's {size}.pt in <MEDSIGHT_HOME>/models/whisper/, or a CTranslate2 folder "
             f"faster-whisper-{size}/ there, or allow downloads (MEDSIGHT_ALLOW_DOWNLOADS=1)."
         ),

@@ -141,8 +141,8 @@ def _real_checkpoint(ctx: registry.LoadContext) -> CheckpointData | None:
     return data
 
 
-def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG16Features, vgg_source: str
-                ) -> registry.Found:
+def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG16Features, vgg_source: str,
+                vgg_path: Path | None = None) -> registry.Found:
     detector = build_detector(data, extractor, device=ctx.device, provenance={
         "tier": "real", "vgg16_weights": vgg_source,
     })
@@ -151,6 +151,7 @@ def _real_found(ctx: registry.LoadContext, data: CheckpointData, extractor: VGG1
         model=detector, path=data.path, version=f"{data.format} checkpoint",
         notes=f"ImageNet VGG16 features ({vgg_source}); calibration: {data.calibration.source}; "
               f"threshold {data.threshold:.3f}; {patch_model_note(detector)}",
+        also=(str(vgg_path),) if vgg_path else (),
     )
 
 
@@ -164,7 +165,7 @@ def _load_file(ctx: registry.LoadContext) -> registry.Found | None:
             f"checkpoint {Path(data.path).name} found, but {VGG16_IMAGENET_FILE} (ImageNet VGG16) is not in the "
             "models folder"
         )
-    return _real_found(ctx, data, load_imagenet_extractor(vgg), str(vgg))
+    return _real_found(ctx, data, load_imagenet_extractor(vgg), str(vgg), vgg)
 
 
 def _load_cache(ctx: registry.LoadContext) -> registry.Found | None:
@@ -174,7 +175,7 @@ def _load_cache(ctx: registry.LoadContext) -> registry.Found | None:
     data = _real_checkpoint(ctx)
     if data is None:
         return None
-    return _real_found(ctx, data, load_imagenet_extractor(cached), f"torch hub cache {cached}")
+    return _real_found(ctx, data, load_imagenet_extractor(cached), f"torch hub cache {cached}", cached)
 
 
 def _load_download(ctx: registry.LoadContext) -> registry.Found | None:
@@ -184,7 +185,9 @@ def _load_download(ctx: registry.LoadContext) -> registry.Found | None:
     from torchvision.models import VGG16_Weights
 
     state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
-    return _real_found(ctx, data, build_imagenet_extractor(state), "downloaded by torchvision")
+    cached = hub_cache_vgg16_path()
+    return _real_found(ctx, data, build_imagenet_extractor(state), "downloaded by torchvision",
+                       cached if cached.is_file() else None)
 
 
 def load_demo_extractor(kind: str, phantom_file: str | Path | None = None) -> VGG16Features:
@@ -250,7 +253,9 @@ SLOT = registry.register(registry.ModelSlot(
     input_spec="greyscale chest radiograph, H×W float in [0, 1]; resized to 224×224 (Lanczos), 3 channels, "
                "ImageNet mean/std",
     how_to_get_real=(
-        "The real tier needs BOTH ImageNet VGG16 weights and a checkpoint trained on them. (1) VGG16 weights: "
+        "The real tier needs BOTH ImageNet VGG16 weights and a checkpoint trained on them, each a pinned published "
+        "file (a checkpoint of your own loads as USER, with its model card). (1) VGG16 weights: "
+        "`python -m medsight.weights fetch anomaly.detector`, or "
         f"put torchvision's {VGG16_IMAGENET_FILE} in the models folder of the data directory or in the torch hub "
         "cache (~/.cache/torch/hub/checkpoints), or set MEDSIGHT_ALLOW_DOWNLOADS=1 to let torchvision download "
         "it. (2) Checkpoint: put medsight_anomaly.pt (from `python -m training.train_anomaly --extractor imagenet` "

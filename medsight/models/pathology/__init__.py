@@ -469,7 +469,8 @@ SLOT = registry.register(registry.ModelSlot(
     labels=XRV_LABELS,
     input_spec="greyscale HxW in [0, 1]; torchxrayvision normalisation to [-1024, 1024], centre crop, resize to 224 "
                "(real) or 160 (demo); demo tier predicts Consolidation, Nodule, Effusion, Pneumothorax, Cardiomegaly",
-    how_to_get_real="Allow downloads (MEDSIGHT_ALLOW_DOWNLOADS=1) so torchxrayvision fetches densenet121-res224-all, or copy "
+    how_to_get_real="Run `python -m medsight.weights fetch pathology.classifier` (downloads the pinned file and checks its "
+                    "sha256), or allow downloads (MEDSIGHT_ALLOW_DOWNLOADS=1) so torchxrayvision fetches densenet121-res224-all, or copy "
                     "its file nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt "
                     "(https://github.com/mlmed/torchxrayvision/releases/tag/v1) into the models folder or "
                     "~/.torchxrayvision/models_data/.",
