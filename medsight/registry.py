@@ -47,7 +47,9 @@ class Tier(str, Enum):
 
 
 TIER_BADGES = {
-    Tier.REAL: "REAL — published weights",
+    # "Published" is where the weights come from, not a claim of clinical validity: no model here is validated
+    # for clinical use, and the general-purpose language model is not a clinical model at all.
+    Tier.REAL: "REAL — published weights, not clinically validated",
     Tier.USER: "USER — weights of unknown provenance",
     Tier.DEMO: "DEMO — trained on synthetic phantoms, not for clinical use",
     Tier.RULES: "RULES — deterministic engine, no learned model",

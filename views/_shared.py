@@ -29,7 +29,7 @@ from medsight import webguard
 from medsight.app_state import context_from_analysis, switch_study
 from medsight.auth import Authenticator, Session
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
-from medsight.registry import DOMAIN_DESCRIPTIONS, Domain
+from medsight.registry import DOMAIN_DESCRIPTIONS, TIER_BADGES, Domain, Tier
 from medsight.storage import History
 
 log = logging.getLogger("medsight.app")
@@ -48,10 +48,10 @@ PAGES = {
 }
 
 _TIER_STYLE = {
-    "real": ("REAL — published weights", "green", ":material/verified:"),
-    "user": ("USER — weights of unknown provenance", "violet", ":material/help:"),
+    "real": (TIER_BADGES[Tier.REAL], "green", ":material/verified:"),
+    "user": (TIER_BADGES[Tier.USER], "violet", ":material/help:"),
     "demo": ("DEMO — trained on synthetic phantoms", "orange", ":material/science:"),
-    "rules": ("RULES — deterministic engine, no learned model", "gray", ":material/rule:"),
+    "rules": (TIER_BADGES[Tier.RULES], "gray", ":material/rule:"),
 }
 
 

@@ -105,7 +105,7 @@ def _smollm2(ctx: registry.LoadContext):
         return None
     backend.weak = True
     return registry.Found(backend, path=str(smollm2_dir() / SMOLLM2_GGUF), version="SmolLM2-135M-Instruct Q4_1",
-                          notes=(f"small general model (135M): its answers are used only after schema validation; "
+                          notes=(f"general-purpose small model (135M), not a clinical model: its answers are used only after schema validation; "
                                  f"GGUF Q4_1 weights dequantised to {backend.dtype} on {backend.device}"))
 
 
