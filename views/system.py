@@ -101,11 +101,14 @@ def _load_all(slots: list[registry.ModelSlot]) -> None:
         try:
             ui.get_model(slot.name)
         except registry.ModelUnavailable as exc:
-            errors[slot.name] = str(exc)
+            # Not installed is a state, not a fault (the optional Whisper sizes): said quietly on the card.
+            errors[slot.name] = "NOT INSTALLED\n" + str(exc)
         except Exception as exc:
             ref = ui.report_error(exc, f"{slot.title} could not be loaded")
             errors[slot.name] = f"Unexpected error (reference {ref})."
-    progress.progress(1.0, text=f"Done: {len(slots) - len(errors)} of {len(slots)} models loaded.")
+    missing = sum(e.startswith("NOT INSTALLED\n") for e in errors.values())
+    progress.progress(1.0, text=f"Done: {len(slots) - len(errors)} of {len(slots)} models loaded"
+                                + (f", {missing} not installed." if missing else "."))
     st.session_state["system_load_errors"] = errors
     ui.audit("models_loaded", {"loaded": len(slots) - len(errors), "failed": sorted(errors)})
 
@@ -141,7 +144,11 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
             with st.expander("Sources tried"):
                 st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(p.tried, start=1)))
         else:
-            if error:
+            if error and error.startswith("NOT INSTALLED\n"):
+                st.badge("Not installed", icon=":material/cloud_off:", color="gray")
+                with st.expander("What was looked for"):
+                    st.text(error.removeprefix("NOT INSTALLED\n"))
+            elif error:
                 st.error(error, icon=":material/error:")
             st.caption("Sources, in order: " + " → ".join(
                 f"{s.label} ({s.kind}, {s.tier})" for s in slot.sources))
