@@ -8,15 +8,20 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
+from pathlib import Path
 
 import streamlit as st
 
 from medsight.auth import ensure_first_account
 from views import _shared as ui
 
+# A file served by the app itself: a ":material/...:" page icon makes the browser fetch the favicon from
+# Google's font host, and nothing is to leave the machine.
+ICON = Path(__file__).resolve().parent / "assets" / "medsight-icon.png"
+
 st.set_page_config(
     page_title="MedSight Workstation",
-    page_icon=":material/radiology:",
+    page_icon=str(ICON),
     layout="wide",
     initial_sidebar_state="expanded",
     menu_items={"About": "MedSight Workstation — local chest X-ray decision support. Not a diagnosis."},
@@ -105,6 +110,25 @@ def _sidebar(session, container) -> None:
         st.caption(f":material/warning: {DISCLAIMER}")
 
 
+@st.cache_resource(show_spinner=False)
+def _reference_data(home: str) -> str:
+    """Corpus and case base for this data directory: copied from the setup build, or built in the background."""
+    from medsight import reference
+
+    return reference.ensure_ready(ui.settings())
+
+
+def _reference_progress(container) -> None:
+    from medsight import reference
+
+    state = reference.status(ui.settings())
+    if state.running:
+        share = f" {state.done / state.total:.0%}" if state.total else ""
+        container.caption(f":material/hourglass_top: Preparing reference data{share}: {state.message}")
+    elif state.error:
+        container.caption(f":material/error: Reference data could not be prepared: {state.error}")
+
+
 def _run_page(page) -> None:
     try:
         page.run()
@@ -116,6 +140,7 @@ def main() -> None:
     _configure_logging()
     st.markdown(_STYLE, unsafe_allow_html=True)
     current = ui.settings().ensure_dirs()
+    _reference_data(str(current.home))
     if _first_account(str(current.users_path)):
         st.session_state.setdefault(
             "login_first_start",
@@ -148,6 +173,7 @@ def main() -> None:
     finally:
         # Filled after the page ran, so a study opened on this run already shows.
         _sidebar(session, sidebar)
+        _reference_progress(sidebar)
 
 
 main()

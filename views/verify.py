@@ -43,6 +43,13 @@ def _similar_cases(study: Any, text: str, k: int, notes: list[str]) -> list[dict
         notes.append(str(exc))
         return []
     if not counts.get("case_reports") and not counts.get("case_images"):
+        from medsight import reference
+
+        state = reference.status(current)
+        if state.running:
+            notes.append("The similar-case base is still being prepared in the background "
+                         f"({state.message}); this verification used no similar cases.")
+            return []
         notes.append("The case base is empty, so no similar cases were used. Build it on the System page "
                      "(Reference data) or with `python -m medsight.retrieval.build`.")
         return []
