@@ -5,8 +5,8 @@ the report does not state are drawn (seeded per report) and given to the verifie
 findings on a drawn side. Every suggested edit is accepted; the edited report is parsed again by the
 product's NLP stage and checked with `medsight.verify.coherence.find_contradictions` (a finding stated
 and, elsewhere, denied by "the lungs are clear" / "no acute cardiopulmonary process" / "normal chest", or
-negated on the same side). A report counts as made contradictory when the edited report holds a
-contradiction (finding, kind) that the original did not. The flagged findings should also end up stated:
+negated on the same side). A report counts as made contradictory when the edited report contradicts itself
+about a finding the original did not contradict itself about. The flagged findings should also end up stated:
 that is counted too, so that suggesting nothing cannot score well.
 
 Example:
@@ -66,9 +66,9 @@ def evaluate(limit: int | None = None, seed: int = 0, examples: int = 5) -> dict
         result = verify_report(text, analysis)
         edited = apply_edits(text, result.edits, [e.id for e in result.edits])
         after = parse_report(edited)
-        before_set = {(c.finding, c.kind) for c in find_contradictions(facts)}
+        before_set = {c.finding for c in find_contradictions(facts)}
         after_list = find_contradictions(after)
-        new = [c for c in after_list if (c.finding, c.kind) not in before_set]
+        new = [c for c in after_list if c.finding not in before_set]
         counts["reports"] += 1
         counts["edits"] += len(result.edits)
         counts["linked_edits"] += sum(bool(getattr(e, "applies_with", None)) for e in result.edits)

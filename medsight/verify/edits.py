@@ -156,6 +156,11 @@ def _drop_negated(sentence: str, local: int, mention: str) -> str | None:
     return None
 
 
+def _stop(text: str, end: int) -> str:
+    """"." when the sentence ending at `end` has no full stop (so an appended sentence stays its own)."""
+    return "" if text[:end].rstrip()[-1:] in (".", "!", "?", "") else "."
+
+
 def _overlaps(edit: SuggestedEdit, start: int, end: int) -> bool:
     return edit.start < end and start < edit.end or (edit.start == edit.end and start < edit.start < end)
 
@@ -220,11 +225,11 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                 if s0 < 0:
                     continue
                 items = negated_by_sentence.setdefault(s0, [])
-                if not any(other.finding == d.finding for other, _ in items):
+                if not any(other is m for _, other in items):  # every mention: "airspace disease or consolidation"
                     items.append((d, m))
         elif d.kind == "missed" and findings_end is not None:
-            stop = "" if text[:findings_end].rstrip()[-1:] in ".!?" else "."  # end the last sentence first
-            edit = make_edit(text, findings_end, findings_end, stop + " " + _side_phrase(side, d.finding) + ".",
+            edit = make_edit(text, findings_end, findings_end,
+                             _stop(text, findings_end) + " " + _side_phrase(side, d.finding) + ".",
                              f"Add {display_name(d.finding)} to the findings", d.message, d.id)
             if edit:
                 edits.append(edit)
@@ -240,13 +245,16 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
             # sentence is what denies it, so the sentence goes.
             named = canonical_finding(m.text) in related(d.finding)
             kept = _drop_negated(kept, m.start - s0, m.text) if kept is not None and named else None
-        ordered = sorted(items, key=lambda item: item[1].start)
+        ordered = []  # one (discrepancy, first mention) per finding, in text order
+        for d, m in sorted(items, key=lambda item: item[1].start):
+            if not any(other.finding == d.finding for other, _ in ordered):
+                ordered.append((d, m))
         stated = " ".join(_side_phrase(d.evidence.map_side, d.finding) + "." for d, _ in ordered)
         kept = qualified(re.sub(r"\.{2,}$", ".", kept.strip())) if kept and kept.strip(" .") else ""
         new_sentence = (kept + " " + stated) if kept else stated
         names = " and ".join(display_name(d.finding) for d, _ in ordered)
         edit = make_edit(text, s0, s0 + len(sentence), new_sentence,
-                         f"State {names} instead of negating {'them' if len(items) > 1 else 'it'}",
+                         f"State {names} instead of negating {'them' if len(ordered) > 1 else 'it'}",
                          " ".join(d.message for d, _ in ordered), ordered[0][0].id)
         if not edit:
             continue
@@ -292,7 +300,8 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
         d = reason_of[finding]
         if d.severity != "critical" or impression_end is None or finding in in_impression or finding in critical_added:
             continue
-        edit = make_edit(text, impression_end, impression_end, " " + _side_phrase(d.evidence.map_side, finding) + ".",
+        edit = make_edit(text, impression_end, impression_end,
+                         _stop(text, impression_end) + " " + _side_phrase(d.evidence.map_side, finding) + ".",
                          f"Call out {display_name(finding)} in the impression", d.message, d.id)
         if edit:
             edits.append(edit)
@@ -315,8 +324,8 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                         or finding not in facts.positive():
                     continue
                 sides = facts.sides(finding)
-                edit = make_edit(text, impression_end, impression_end,
-                                 " " + _side_phrase(next(iter(sorted(sides))) if sides else None, finding) + ".",
+                edit = make_edit(text, impression_end, impression_end, _stop(text, impression_end) + " "
+                                 + _side_phrase(next(iter(sorted(sides))) if sides else None, finding) + ".",
                                  f"Call out {display_name(finding)} in the impression", item.why,
                                  checklist_key=item.key)
                 if edit:
