@@ -115,7 +115,10 @@ def _reference_data(home: str) -> str:
     """Corpus and case base for this data directory: copied from the setup build, or built in the background."""
     from medsight import reference
 
-    return reference.ensure_ready(ui.settings())
+    outcome = reference.ensure_ready(ui.settings())
+    if outcome != "off":
+        reference.warm_up(ui.settings())  # the chat's embedder loads while the user signs in
+    return outcome
 
 
 def _reference_progress(container) -> None:

@@ -163,6 +163,28 @@ def ensure_ready(settings: Settings | None = None, *, background: bool = True) -
     return "building"
 
 
+def warm_up(settings: Settings | None = None) -> threading.Thread:
+    """Load the text embedder (chat retrieval, similar cases) in a background thread at app start.
+
+    Loading it takes about 4 s on two cores; done while the user signs in, the first chat question is answered
+    from a warm model instead of waiting for it. Returns the thread (daemon); failures are left to the pages,
+    which report them.
+    """
+    settings = settings or get_settings()
+
+    def run() -> None:
+        try:
+            from medsight.retrieval import load_text_embedder
+
+            load_text_embedder(settings)
+        except Exception:  # noqa: BLE001 - the page that needs the embedder reports why it is missing
+            pass
+
+    thread = threading.Thread(target=run, name="medsight-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _complete(settings: Settings) -> bool:
     try:
         found = counts(settings)
