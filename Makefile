@@ -6,14 +6,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
+# Chat corpus + similar-case base, built once from data installed with the packages (see medsight/reference.py).
+REFSTAMP := reference/reference.json
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast test-slow install install-dev weights samples bench clean-venv
+.PHONY: run test test-fast test-slow install install-dev reference weights samples bench clean-venv
 
 run: install
 	$(BIN)/streamlit run app.py
 
-install: $(STAMP)
+install: $(STAMP) $(REFSTAMP)
+
+reference: $(REFSTAMP)
+
+# A failed build does not stop setup: the app then builds the reference data in the background at first start.
+$(REFSTAMP): $(STAMP)
+	$(BIN)/python -m medsight.reference build || echo "reference data not built; the app will build it at first start"
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
+from pathlib import Path
 
 import streamlit as st
 
@@ -134,6 +135,28 @@ def _sidebar(session, container) -> None:
         st.caption(f":material/warning: {DISCLAIMER}")
 
 
+@st.cache_resource(show_spinner=False)
+def _reference_data(home: str) -> str:
+    """Corpus and case base for this data directory: copied from the setup build, or built in the background."""
+    from medsight import reference
+
+    outcome = reference.ensure_ready(ui.settings())
+    if outcome != "off":
+        reference.warm_up(ui.settings())  # the chat's embedder loads while the user signs in
+    return outcome
+
+
+def _reference_progress(container) -> None:
+    from medsight import reference
+
+    state = reference.status(ui.settings())
+    if state.running:
+        share = f" {state.done / state.total:.0%}" if state.total else ""
+        container.caption(f":material/hourglass_top: Preparing reference data{share}: {state.message}")
+    elif state.error:
+        container.caption(f":material/error: Reference data could not be prepared: {state.error}")
+
+
 def _run_page(page) -> None:
     try:
         page.run()
@@ -153,6 +176,7 @@ def main() -> None:
     _configure_logging()
     st.markdown(_STYLE, unsafe_allow_html=True)
     current = ui.settings().ensure_dirs()
+    _reference_data(str(current.home))
     first = _first_account(str(current.users_path))
 
     session = _active_session()
@@ -186,6 +210,7 @@ def main() -> None:
     finally:
         # Filled after the page ran, so a study opened on this run already shows.
         _sidebar(session, sidebar)
+        _reference_progress(sidebar)
         _expiry_watch(session)
         ui.remember_shown_media()
 

@@ -17,6 +17,8 @@ def medsight_home(tmp_path, monkeypatch) -> Path:
     """A fresh `MEDSIGHT_HOME` per test, so no test touches the real data directory."""
     home = tmp_path / "medsight-home"
     monkeypatch.setenv("MEDSIGHT_HOME", str(home))
+    # No copy or background build of the reference data per test; tests/test_reference.py turns it on.
+    monkeypatch.setenv("MEDSIGHT_REFERENCE", "off")
     return home
 
 

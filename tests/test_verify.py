@@ -295,3 +295,86 @@ def test_deviation_from_normal_alone_flags_a_normal_report():
     assert "anomaly score" not in found[0].message and found[0].evidence.map_ref == "patch_deviation"
     within = {**analysis["anomaly"], "peak_deviation": 4.0, "deviation_unusual": False}
     assert not [d for d in find_discrepancies(facts, {**analysis, "anomaly": within}, {}) if d.kind == "anomaly"]
+
+
+# ---------------------------------------------------------------------------------------------- coherence
+
+ISSUE_REPORT = ("FINDINGS: The lungs are clear. No focal consolidation, pleural effusion or pneumothorax. Heart size "
+                "normal.\nIMPRESSION: No acute cardiopulmonary process.")
+
+
+def _flagging(**sides) -> dict:
+    labels = list(LABELS)
+    return {"pathology": {"labels": labels, "probabilities": {l: (0.9 if l in sides else 0.05) for l in labels},
+                          "thresholds": {l: 0.5 for l in labels}, "positives": sorted(sides), "tier": "demo",
+                          "laterality": {f: s for f, s in sides.items() if s}}}
+
+
+def test_global_negatives_found_and_qualified():
+    from medsight.verify.checklist import parse_report
+    from medsight.verify.coherence import find_contradictions, global_negatives, qualify
+
+    facts = parse_report(ISSUE_REPORT)
+    assert [(g.kind, g.section) for g in global_negatives(facts)] == [("lungs_clear", "FINDINGS"),
+                                                                       ("no_acute", "IMPRESSION")]
+    assert not find_contradictions(facts), "the issue's report is coherent as written"
+    assert qualify("The lungs are clear.") == "The lungs are otherwise clear."
+    assert qualify("No acute cardiopulmonary abnormality.") == "No other acute cardiopulmonary abnormality."
+    assert qualify("Normal chest.") == "" and qualify("No acute bony abnormality.") is None
+    assert qualify("No acute disease.", "cardiomegaly") is None, "a chronic finding stands beside 'no acute'"
+    broken = parse_report("FINDINGS: The lungs are clear. Right consolidation.\nIMPRESSION: Normal chest.")
+    assert {(c.finding, c.kind) for c in find_contradictions(broken)} == {("consolidation", "global_negative")}
+    assert len(find_contradictions(broken)) == 2
+
+
+def test_issue_report_edits_keep_it_coherent():
+    """The issue's case: consolidation (negated) and a nodule (missed) flagged against a normal report."""
+    from medsight.verify.checklist import parse_report
+    from medsight.verify.coherence import find_contradictions
+
+    result = verify_report(ISSUE_REPORT, _flagging(consolidation="right", nodule="left"))
+    primaries = [e for e in result.edits if not e.applies_with]
+    linked = [e for e in result.edits if e.applies_with]
+    assert linked and all(set(e.applies_with) <= {p.id for p in primaries} for e in linked)
+    for p in primaries:
+        assert all(i in {e.id for e in linked} for i in p.linked_ids)
+        one = apply_edits(ISSUE_REPORT, result.edits, [p.id])  # each primary alone is coherent
+        assert not find_contradictions(parse_report(one)), one
+    fixed = apply_edits(ISSUE_REPORT, result.edits, [p.id for p in primaries])
+    facts = parse_report(fixed)
+    assert not find_contradictions(facts), fixed
+    assert {"consolidation", "nodule"} <= facts.positive("FINDINGS") and {"consolidation", "nodule"} <= \
+        facts.positive("IMPRESSION"), fixed
+    assert "otherwise clear" in fixed and "No other acute cardiopulmonary process" in fixed
+    assert "No pleural effusion or pneumothorax." in fixed, "the other negations are kept"
+
+
+def test_linked_edit_never_displaces_its_primary():
+    from medsight.verify.edits import make_edit
+
+    text = "FINDINGS: Lungs are clear without consolidation. IMPRESSION: Normal."
+    primary = make_edit(text, 10, 48, "Right consolidation.", "p", "r")
+    linked = make_edit(text, 10, 48, "Lungs are otherwise clear without consolidation.", "l", "r", minimal=False)
+    primary.id, linked.id, linked.applies_with = "E1", "E2", ["E1"]
+    assert apply_edits(text, [linked, primary], ["E1"]) == "FINDINGS: Right consolidation. IMPRESSION: Normal."
+    assert apply_edits(text, [linked, primary], []) == text, "a linked edit alone is not applied"
+
+
+@pytest.mark.parametrize("report_id", ["CXR2", "CXR5", "CXR7", "CXR10", "CXR12", "CXR13"])
+def test_real_reports_stay_coherent_after_all_edits(report_id):
+    """Real Indiana/OpenI reports with generated image findings (the evaluation CLI's procedure)."""
+    from medsight.nlp.indiana import load_indiana_reports, report_text
+    from medsight.verify.checklist import parse_report
+    from medsight.verify.coherence import find_contradictions
+    from training.evaluate_edit_coherence import analysis_with, flagged_findings
+
+    report = next(r for r in load_indiana_reports(20) if r["id"] == report_id)
+    text = report_text(report)
+    facts = parse_report(text)
+    flagged = flagged_findings(report_id, facts.positive(), seed=0)
+    result = verify_report(text, analysis_with(flagged))
+    fixed = apply_edits(text, result.edits, [e.id for e in result.edits])
+    before = {c.finding for c in find_contradictions(facts)}
+    after = {c.finding for c in find_contradictions(parse_report(fixed))}
+    assert after <= before, (text, fixed)
+    assert all(parse_report(fixed).status(f) == "present" for f in flagged), fixed

@@ -113,3 +113,36 @@ def test_verify_page_without_study_and_empty_case_base(logged_in_app):
     assert {i["key"]: i["status"] for i in result["checklist"]}["sections"] == "fail"
     assert any("case base is empty" in c.value for c in at.caption), "empty case base is explained"
     assert any("could not be checked" in c.value for c in at.caption), "no model evidence is stated"
+
+
+@pytest.mark.slow  # the NLP stage loads in the app (about 30 s under load)
+def test_linked_edits_are_shown_and_applied_with_their_edit(logged_in_app):
+    """A report that reads normal against a flagged consolidation: one checkbox brings the linked edits along."""
+    report = ("FINDINGS: The lungs are clear. No focal consolidation, pleural effusion or pneumothorax. Heart size "
+              "normal.\nIMPRESSION: No acute cardiopulmonary process.")
+    analysis = {"pathology": {"labels": list(LABELS),
+                              "probabilities": {l: (0.9 if l == "consolidation" else 0.05) for l in LABELS},
+                              "thresholds": {l: 0.5 for l in LABELS}, "positives": ["consolidation"], "tier": "demo",
+                              "laterality": {"consolidation": "right"}}}
+    at = logged_in_app(timeout=240)
+    at.switch_page("views/verify.py").run()
+    at.session_state["analysis"] = analysis
+    at.session_state["report_text"] = report
+    at.run()
+    _button(at, "Verify").click()
+    at.run(timeout=240)
+    assert not at.exception, [e.value for e in at.exception]
+    edits = at.session_state["verification_result"]["edits"]
+    primary = next(e for e in edits if "instead of negating" in e["title"])
+    linked = [e for e in edits if primary["id"] in e["applies_with"]]
+    assert linked and set(primary["linked_ids"]) == {e["id"] for e in linked}
+    boxes = {c.key for c in at.checkbox if c.key and c.key.startswith("accept_")}
+    assert f"accept_{primary['id']}" in boxes and not any(f"accept_{e['id']}" in boxes for e in linked)
+    assert any("Applied together" in c.value and linked[0]["id"] in c.value for c in at.caption)
+    at.checkbox(key=f"accept_{primary['id']}").check()
+    at.run()
+    _button(at, "Apply accepted edits").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    fixed = at.text_area(key="verify_report_box").value
+    assert "otherwise clear" in fixed and "Right consolidation. No other acute cardiopulmonary process." in fixed, fixed

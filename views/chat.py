@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from medsight import registry
@@ -103,6 +105,17 @@ def _ensure_corpus(kb: KnowledgeBase) -> bool:
     """Build the default corpus on first use, with progress. Returns False when it could not be built."""
     if kb.count() > 0:
         return True
+    from medsight import reference
+
+    if reference.status(ui.settings()).running:  # the first-start build is on its way: wait for it, visibly
+        with st.status("Preparing the reference data (first start)…", expanded=True) as status:
+            bar = st.progress(0.0)
+            while (state := reference.status(ui.settings())).running and kb.count() == 0:
+                bar.progress(min(state.done / state.total, 1.0) if state.total else 0.0, text=state.message)
+                time.sleep(0.5)
+            status.update(label=f"Knowledge corpus ready: {kb.count():,} passages", state="complete", expanded=False)
+        if kb.count() > 0:
+            return True
     with st.status("Building the knowledge corpus (first use; a few minutes)…", expanded=True) as status:
         bar = st.progress(0.0, text="Reference notes")
 

@@ -44,6 +44,13 @@ def _similar_cases(study: Any, text: str, k: int, notes: list[str]) -> list[dict
         notes.append(str(exc))
         return []
     if not counts.get("case_reports") and not counts.get("case_images"):
+        from medsight import reference
+
+        state = reference.status(current)
+        if state.running:
+            notes.append("The similar-case base is still being prepared in the background "
+                         f"({state.message}); this verification used no similar cases.")
+            return []
         notes.append("The case base is empty, so no similar cases were used. Build it on the System page "
                      "(Reference data) or with `python -m medsight.retrieval.build`.")
         return []
@@ -158,12 +165,23 @@ def _edits_tab(result: dict, current_text: str) -> None:
     if not result["edits"]:
         st.info("No edit suggested.", icon=":material/info:")
         return
+    from medsight.verify.edits import preview
+
     st.caption("Each edit is a minimal change of the verified report. Tick the ones to accept, then apply.")
+    by_id = {e["id"]: e for e in result["edits"]}
     for edit in result["edits"]:
+        if edit.get("applies_with"):
+            continue  # shown, and applied, with the edit it keeps coherent
         with st.container(border=True):
             st.checkbox(f"Accept {edit['id']}: {edit['title']}", key=f"accept_{edit['id']}")
             st.caption(edit["reason"])
-            st.code(edit["diff"] or f"- {edit['original']}\n+ {edit['replacement']}", language="diff")
+            linked = [by_id[i] for i in edit.get("linked_ids") or [] if i in by_id]
+            if linked:
+                st.caption("Applied together, so the report does not contradict itself: "
+                           + "; ".join(f"{e['id']} {e['title']}" for e in linked))
+                st.code(preview(result["report_text"], result["edits"], edit["id"]), language="diff")
+            else:
+                st.code(edit["diff"] or f"- {edit['original']}\n+ {edit['replacement']}", language="diff")
     st.button("Apply accepted edits", on_click=_apply_accepted, icon=":material/done_all:", key="verify_apply")
     if st.session_state.get("verify_applied") is not None:
         st.success(f"Applied {len(st.session_state['verify_applied'])} edit(s) to the report editor.")

@@ -134,12 +134,14 @@ def add_indiana(base: CaseBase, limit: int | None = None, batch_size: int = 128,
     """
     cases = indiana_cases(limit)
     stats = AddStats()
+    done = 0  # counted here: a disabled (quiet) tqdm bar does not count
     with _progress(len(cases), "Indiana reports", quiet) as bar:
         for batch in _batches(cases, batch_size):
             stats += base.add_cases(batch)
             bar.update(len(batch))
+            done += len(batch)
             if progress:
-                progress(bar.n, len(cases), "Indiana/OpenI reports")
+                progress(done, len(cases), "Indiana/OpenI reports")
     return stats
 
 
@@ -159,6 +161,7 @@ def add_phantoms(base: CaseBase, n: int = DEFAULT_PHANTOMS, seed: int = PHANTOM_
     todo = [i for i in range(n) if ids[i] not in have]
     if image_dir is not None:
         image_dir.mkdir(parents=True, exist_ok=True)
+    done = len(have)
     with _progress(n, "Phantoms", quiet) as bar:
         bar.update(len(have))
         for batch in _batches(todo, batch_size):
@@ -174,8 +177,9 @@ def add_phantoms(base: CaseBase, n: int = DEFAULT_PHANTOMS, seed: int = PHANTOM_
                 images.append(phantom.image)
             stats += base.add_cases(cases, images)
             bar.update(len(batch))
+            done += len(batch)
             if progress:
-                progress(bar.n, n, "synthetic phantoms")
+                progress(done, n, "synthetic phantoms")
     return stats
 
 

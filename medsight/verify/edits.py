@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from medsight.verify.checklist import ChecklistItem, ReportFacts, display_name
+from medsight.verify.coherence import global_negatives, qualify
 from medsight.verify.discrepancies import Discrepancy, related
 
 
@@ -28,6 +29,10 @@ class SuggestedEdit:
     diff: str
     discrepancy_id: str | None = None
     checklist_key: str | None = None
+    # Edits that keep the report coherent travel together: a primary edit lists the edits applied with it
+    # (`linked_ids`); a linked edit lists its primaries (`applies_with`) and is applied when any is accepted.
+    linked_ids: list[str] = field(default_factory=list)
+    applies_with: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,9 +67,13 @@ def unified_diff(before: str, after: str) -> str:
 
 
 def make_edit(text: str, start: int, end: int, replacement: str, title: str, reason: str,
-              discrepancy_id: str | None = None, checklist_key: str | None = None) -> SuggestedEdit | None:
-    """An edit replacing text[start:end] with `replacement`, minimised; None when nothing changes."""
-    s, e, new = _minimal(text, start, end, replacement)
+              discrepancy_id: str | None = None, checklist_key: str | None = None,
+              minimal: bool = True) -> SuggestedEdit | None:
+    """An edit replacing text[start:end] with `replacement`, minimised unless `minimal` is False (a whole
+    sentence, so that any other edit inside it counts as overlapping); None when nothing changes."""
+    s, e, new = _minimal(text, start, end, replacement) if minimal else (start, end, replacement)
+    if minimal is False and text[start:end] == replacement:
+        return None
     if s == e and not new:
         return None
     after = text[:s] + new + text[e:]
@@ -73,28 +82,38 @@ def make_edit(text: str, start: int, end: int, replacement: str, title: str, rea
 
 
 def apply_edits(text: str, edits: list[SuggestedEdit] | list[dict], accepted_ids) -> str:
-    """Apply the accepted edits to the report they were computed for.
+    """Apply the accepted edits, and the edits linked to them, to the report they were computed for.
 
     Args:
         text: the original report.
         edits: `SuggestedEdit`s (or their dicts) from one verification of `text`.
-        accepted_ids: ids of the edits the user accepted.
+        accepted_ids: ids of the edits the user accepted. A linked edit (`applies_with`) comes along with any
+            of its primary edits.
 
     Returns:
-        The edited report. Stale or overlapping edits are skipped.
+        The edited report. Stale edits are skipped; of two overlapping edits the one accepted explicitly wins
+        (then the earlier one), so a linked edit never displaces a primary one.
     """
     accepted = set(accepted_ids)
     items = [e if isinstance(e, SuggestedEdit) else SuggestedEdit(**e) for e in edits]
-    chosen = sorted((e for e in items if e.id in accepted), key=lambda e: (e.start, e.end), reverse=True)
-    applied_from = len(text) + 1  # start of the leftmost span applied so far
-    for edit in chosen:
+    explicit = [e for e in items if e.id in accepted]
+    linked = [e for e in items if e.id not in accepted and accepted.intersection(e.applies_with)]
+    kept: list[tuple[int, SuggestedEdit]] = []
+    for order, edit in enumerate(explicit + linked):
         if text[edit.start:edit.end] != edit.original:
             continue
-        if edit.end > applied_from:  # overlaps an edit already applied to its right
+        if any(_overlaps(other, edit.start, edit.end) or _overlaps(edit, other.start, other.end) for _, other in kept):
             continue
+        kept.append((order, edit))
+    # From the end backwards so offsets stay valid; of insertions at one offset the first listed ends up first.
+    for _, edit in sorted(kept, key=lambda item: (item[1].start, item[1].end, item[0]), reverse=True):
         text = text[:edit.start] + edit.replacement + text[edit.end:]
-        applied_from = edit.start
     return text
+
+
+def preview(text: str, edits: list[SuggestedEdit] | list[dict], edit_id: str) -> str:
+    """Diff of the report after accepting one edit (with the edits linked to it): what the user sees."""
+    return unified_diff(text, apply_edits(text, edits, [edit_id]))
 
 
 # ----------------------------------------------------------------------------------------------------- rules
@@ -121,16 +140,64 @@ def _match_case(word: str, like: str) -> str:
     return word.capitalize() if like[:1].isupper() else word
 
 
+def _drop_negated(sentence: str, local: int, mention: str) -> str | None:
+    """The sentence without one negated finding ("No consolidation or effusion." → "No effusion."); None when
+    nothing of the sentence is left to keep."""
+    before, after = sentence[:local], sentence[local + len(mention):]
+    if re.fullmatch(r"\s*(no|there is no|there are no|without|negative for)\s+(evidence of\s+)?"
+                    r"(focal\s+|significant\s+|definite\s+)?", before, re.I) and re.fullmatch(r"[\s.]*", after):
+        return None
+    joined = re.match(r"\s*(or|and|,)\s+", after)
+    if joined:
+        return before + after[joined.end():]
+    joined = re.search(r",?\s+(or|and)\s*$|,\s*$", before)
+    if joined:
+        return before[:joined.start()] + after
+    return None
+
+
+def _stop(text: str, end: int) -> str:
+    """"." when the sentence ending at `end` has no full stop (so an appended sentence stays its own)."""
+    return "" if text[:end].rstrip()[-1:] in (".", "!", "?", "") else "."
+
+
+def _overlaps(edit: SuggestedEdit, start: int, end: int) -> bool:
+    return edit.start < end and start < edit.end or (edit.start == edit.end and start < edit.start < end)
+
+
 def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy],
                   checklist: list[ChecklistItem]) -> list[SuggestedEdit]:
-    """Edits for the discrepancies and checklist failures that have an unambiguous textual fix."""
+    """Edits for the discrepancies and checklist failures that have an unambiguous textual fix.
+
+    An edit that states a finding (adds it, or un-negates it) keeps the report coherent: global normal
+    statements that deny the finding ("the lungs are clear", "no acute cardiopulmonary process", "normal
+    chest") are qualified or removed, inside the same edit when they share its sentence, else by linked
+    edits (`applies_with`) that are applied whenever one of their primary edits is accepted; a global
+    negative in the impression also gets the finding called out in front of it.
+    """
     edits: list[SuggestedEdit] = []
     findings_end = _section_end(text, facts, "FINDINGS")
     impression_end = _section_end(text, facts, "IMPRESSION")
     critical_added: set[str] = set()
+    adding = {d.finding for d in discrepancies if d.kind in ("missed", "negated")}
+    stating: dict[str, list[SuggestedEdit]] = {}  # finding → primary edits that state it
+    side_of: dict[str, str | None] = {}
+    reason_of: dict[str, Discrepancy] = {}
+    in_impression: set[str] = set()
+    links: list[tuple[SuggestedEdit, list[SuggestedEdit]]] = []  # (linked edit, the primaries it goes with)
 
+    def qualified(sentence: str) -> str:
+        for finding in sorted(adding):
+            q = qualify(sentence, finding)
+            if q is not None:
+                sentence = q
+        return sentence
+
+    negated_by_sentence: dict[int, list[tuple[Discrepancy, object]]] = {}
     for d in discrepancies:
         side = d.evidence.map_side
+        if d.kind in ("missed", "negated"):
+            side_of[d.finding], reason_of[d.finding] = side, d
         if d.kind == "laterality" and side:
             group = related(d.finding)
             for m in facts.findings():
@@ -149,55 +216,96 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                 if edit:
                     edits.append(edit)
         elif d.kind == "negated":
-            # Every sentence that negates the finding gets its own edit (FINDINGS and IMPRESSION alike), so
-            # accepting them all cannot leave the report contradicting itself.
-            restated_in_impression = False
-            edited_sentences: set[int] = set()
+            # Every sentence that negates the finding gets an edit (FINDINGS and IMPRESSION alike), so accepting
+            # them all cannot leave the report contradicting itself; findings negated in one sentence share it.
             for m in facts.findings():
                 if m.finding != d.finding or m.status != "negated" or not m.sentence:
                     continue
                 s0 = text.rfind(m.sentence, 0, m.start + len(m.sentence))  # the sentence holding this mention
-                if s0 < 0 or s0 in edited_sentences:
+                if s0 < 0:
                     continue
-                edited_sentences.add(s0)
-                sentence = m.sentence
-                local = m.start - s0
-                stated = _side_phrase(side, d.finding) + "."
-                before, after = sentence[:local], sentence[local + len(m.text):]
-                if re.fullmatch(r"\s*(no|there is no|there are no|without|negative for)\s+(evidence of\s+)?"
-                                r"(focal\s+|significant\s+|definite\s+)?", before, re.I) and re.fullmatch(r"[\s.]*", after):
-                    new_sentence = stated
-                elif re.match(r"\s*(or|and|,)\s+", after):
-                    joined = re.match(r"\s*(or|and|,)\s+", after)
-                    new_sentence = before + after[joined.end():] + " " + stated
-                elif re.search(r"\s+(or|and|,)\s*$", before):
-                    joined = re.search(r",?\s+(or|and)\s*$|,\s*$", before)
-                    new_sentence = before[:joined.start()] + after + " " + stated
-                else:
-                    new_sentence = stated
-                edit = make_edit(text, s0, s0 + len(sentence), new_sentence,
-                                 f"State {display_name(d.finding)} instead of negating it", d.message, d.id)
-                if edit:
-                    edits.append(edit)
-                    restated_in_impression |= m.section == "IMPRESSION"
-            if (d.severity == "critical" and impression_end is not None and d.finding not in critical_added
-                    and not restated_in_impression):
-                edit = make_edit(text, impression_end, impression_end, " " + _side_phrase(side, d.finding) + ".",
-                                 f"Call out {display_name(d.finding)} in the impression", d.message, d.id)
-                if edit:
-                    edits.append(edit)
-                    critical_added.add(d.finding)
+                items = negated_by_sentence.setdefault(s0, [])
+                if not any(other is m for _, other in items):  # every mention: "airspace disease or consolidation"
+                    items.append((d, m))
         elif d.kind == "missed" and findings_end is not None:
-            edit = make_edit(text, findings_end, findings_end, " " + _side_phrase(side, d.finding) + ".",
+            edit = make_edit(text, findings_end, findings_end,
+                             _stop(text, findings_end) + " " + _side_phrase(side, d.finding) + ".",
                              f"Add {display_name(d.finding)} to the findings", d.message, d.id)
             if edit:
                 edits.append(edit)
-            if d.severity == "critical" and impression_end is not None:
-                edit = make_edit(text, impression_end, impression_end, " " + _side_phrase(side, d.finding) + ".",
-                                 f"Call out {display_name(d.finding)} in the impression", d.message, d.id)
-                if edit:
-                    edits.append(edit)
-                    critical_added.add(d.finding)
+                stating.setdefault(d.finding, []).append(edit)
+
+    from medsight.nlp import canonical_finding
+
+    for s0, items in sorted(negated_by_sentence.items()):
+        sentence = items[0][1].sentence
+        kept: str | None = sentence
+        for d, m in sorted(items, key=lambda item: -item[1].start):  # right to left: earlier offsets stay valid
+            # A finding denied by a normality statement ("heart size normal") is not named: the whole
+            # sentence is what denies it, so the sentence goes.
+            named = canonical_finding(m.text) in related(d.finding)
+            kept = _drop_negated(kept, m.start - s0, m.text) if kept is not None and named else None
+        ordered = []  # one (discrepancy, first mention) per finding, in text order
+        for d, m in sorted(items, key=lambda item: item[1].start):
+            if not any(other.finding == d.finding for other, _ in ordered):
+                ordered.append((d, m))
+        stated = " ".join(_side_phrase(d.evidence.map_side, d.finding) + "." for d, _ in ordered)
+        kept = qualified(re.sub(r"\.{2,}$", ".", kept.strip())) if kept and kept.strip(" .") else ""
+        new_sentence = (kept + " " + stated) if kept else stated
+        names = " and ".join(display_name(d.finding) for d, _ in ordered)
+        edit = make_edit(text, s0, s0 + len(sentence), new_sentence,
+                         f"State {names} instead of negating {'them' if len(ordered) > 1 else 'it'}",
+                         " ".join(d.message for d, _ in ordered), ordered[0][0].id)
+        if not edit:
+            continue
+        edits.append(edit)
+        for d, m in ordered:
+            stating.setdefault(d.finding, []).append(edit)
+            if m.section == "IMPRESSION":
+                in_impression.add(d.finding)
+
+    # Global normal statements that deny a finding an edit states: qualified once, linked to every such edit.
+    negatives = global_negatives(facts)
+    shared: dict[int, tuple[SuggestedEdit, list[SuggestedEdit]]] = {}
+    for finding in sorted(stating):
+        primaries = stating[finding]
+        name = display_name(finding)
+        for g in negatives:
+            if not g.denies(finding) or any(_overlaps(p, g.start, g.end) for p in primaries):
+                continue  # out of scope, or inside a sentence the finding's own edit rewrites
+            if g.start not in shared:
+                replacement = qualified(g.sentence)
+                edit = make_edit(text, g.start, g.end, replacement,
+                                 (f"Qualify “{g.sentence}”" if replacement else f"Remove “{g.sentence}”"),
+                                 f"“{g.sentence}” contradicts {name}, which the linked edit states.",
+                                 reason_of[finding].id if finding in reason_of else None, minimal=False)
+                if edit is None:
+                    continue
+                shared[g.start] = (edit, [])
+                edits.append(edit)
+                links.append(shared[g.start])
+            shared[g.start][1].extend(p for p in primaries if p not in shared[g.start][1])
+            if g.section == "IMPRESSION" and finding not in in_impression:
+                callout = make_edit(text, g.start, g.start, _side_phrase(side_of.get(finding), finding) + ". ",
+                                    f"Call out {name} in the impression",
+                                    f"The impression’s “{g.sentence}” would otherwise deny {name}.",
+                                    reason_of[finding].id if finding in reason_of else None)
+                if callout:
+                    edits.append(callout)
+                    links.append((callout, list(primaries)))
+                    in_impression.add(finding)
+                    critical_added.add(finding)
+
+    for finding in sorted(adding):
+        d = reason_of[finding]
+        if d.severity != "critical" or impression_end is None or finding in in_impression or finding in critical_added:
+            continue
+        edit = make_edit(text, impression_end, impression_end,
+                         _stop(text, impression_end) + " " + _side_phrase(d.evidence.map_side, finding) + ".",
+                         f"Call out {display_name(finding)} in the impression", d.message, d.id)
+        if edit:
+            edits.append(edit)
+            critical_added.add(finding)
 
     for item in checklist:
         if item.status != "fail":
@@ -216,12 +324,16 @@ def suggest_edits(text: str, facts: ReportFacts, discrepancies: list[Discrepancy
                         or finding not in facts.positive():
                     continue
                 sides = facts.sides(finding)
-                edit = make_edit(text, impression_end, impression_end,
-                                 " " + _side_phrase(next(iter(sorted(sides))) if sides else None, finding) + ".",
+                edit = make_edit(text, impression_end, impression_end, _stop(text, impression_end) + " "
+                                 + _side_phrase(next(iter(sorted(sides))) if sides else None, finding) + ".",
                                  f"Call out {display_name(finding)} in the impression", item.why,
                                  checklist_key=item.key)
                 if edit:
                     edits.append(edit)
     for number, edit in enumerate(edits, start=1):
         edit.id = f"E{number}"
+    for linked, primaries in links:
+        linked.applies_with = [p.id for p in primaries]
+        for p in primaries:
+            p.linked_ids.append(linked.id)
     return edits

