@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
-from pathlib import Path
 
 import streamlit as st
 
