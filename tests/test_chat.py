@@ -348,3 +348,21 @@ def test_reply_message_for_history(kb):
 def test_out_of_scope_helper_keeps_chest_context():
     assert is_out_of_scope("Is the liver lesion visible on the chest X-ray?") is None
     assert is_out_of_scope("What causes a migraine?") == "non_chest_medicine"
+
+
+def test_help_suggests_explaining_only_a_finding_this_study_flagged(kb):
+    engine = ChatEngine(kb, LanguageModel([]))
+    flagged = engine.answer("What can you do?", analysis=ANALYSIS).text
+    assert "Explain the consolidation finding" in flagged and "effusion finding" not in flagged
+    nothing = dict(ANALYSIS, pathology=dict(ANALYSIS["pathology"], positives=[],
+                                            probabilities={k: 0.05 for k in ANALYSIS["pathology"]["probabilities"]}))
+    assert "Explain the" not in engine.answer("What can you do?", analysis=nothing).text
+    assert "Explain the" not in engine.answer("help").text
+
+
+def test_a_refused_question_shows_no_internal_rule_codes(kb):
+    turn = ChatEngine(kb, LanguageModel([])).answer("What dose of furosemide should I give for this effusion?")
+    assert turn.refused == "dosing"
+    shown = " ".join([turn.text, *turn.notes])
+    assert not re.search(r"dose_question|dose_word|drug_for|out_of_scope", shown), shown
+    assert "medication doses" in " ".join(turn.notes)

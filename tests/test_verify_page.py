@@ -146,3 +146,22 @@ def test_linked_edits_are_shown_and_applied_with_their_edit(logged_in_app):
     assert not at.exception, [e.value for e in at.exception]
     fixed = at.text_area(key="verify_report_box").value
     assert "otherwise clear" in fixed and "Right consolidation. No other acute cardiopulmonary process." in fixed, fixed
+
+
+@pytest.mark.slow  # loads the NLP pipeline in the app shell
+def test_checks_passed_leaves_not_applicable_items_out(logged_in_app):
+    report = ("FINDINGS: The lungs are clear. No focal consolidation, pleural effusion or pneumothorax. Heart size "
+              "normal. IMPRESSION: No acute cardiopulmonary process.")
+    at = logged_in_app(timeout=240)
+    at.switch_page("views/verify.py").run()
+    at.session_state["report_text"] = report
+    at.run()
+    at.checkbox(key="verify_use_cases").uncheck()
+    _button(at, "Verify").click()
+    at.run(timeout=240)
+    assert not at.exception, [e.value for e in at.exception]
+    checklist = at.session_state["verification_result"]["checklist"]
+    statuses = [item["status"] for item in checklist]
+    assert "n/a" in statuses and "fail" in statuses
+    metric = next(m for m in at.metric if m.label == "Checks passed")
+    assert metric.value == f"{statuses.count('pass')}/{len(statuses) - statuses.count('n/a')}"

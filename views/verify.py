@@ -308,7 +308,11 @@ def main() -> None:
         st.info("The report changed since it was verified; press Verify again to re-check it.", icon=":material/sync:")
     summary = result["summary"]
     cols = st.columns(4)
-    cols[0].metric("Checks passed", f"{summary['checks_passed']}/{len(result['checklist'])}")
+    # Not-applicable items are neither passed nor failed: they are left out of the count.
+    applicable = [item for item in result["checklist"] if item.get("status") != "n/a"]
+    not_applicable = len(result["checklist"]) - len(applicable)
+    cols[0].metric("Checks passed", f"{summary['checks_passed']}/{len(applicable)}",
+                   help=f"{not_applicable} item(s) not applicable to this report" if not_applicable else None)
     cols[1].metric("Discrepancies", summary["discrepancies"])
     cols[2].metric("Critical", summary["critical"])
     cols[3].metric("Suggested edits", summary["edits"])

@@ -61,6 +61,13 @@ CHAT_RULES = (
 
 # --------------------------------------------------------------------------------------------- data
 
+# What a refused question's note says to the reader (the rule names stay in the code and its tests).
+REFUSAL_NOTES = {
+    "dosing": "refused by a safety rule: medication doses and prescriptions are not given here",
+    "out_of_scope": "refused by a safety rule: outside what this chat answers",
+}
+
+
 @dataclass
 class Citation:
     """A passage retrieved for one answer.
@@ -362,7 +369,7 @@ class ChatEngine:
             text = with_disclaimer(screen.message)
             yield from _chunks(text)
             turn.reply = ChatReply(text, "refusal", "template", "rules", "template", LEVEL_LABELS["template"] +
-                                   " (safety rule)", refused=screen.verdict, notes=[f"refused: {', '.join(screen.reasons)}"],
+                                   " (safety rule)", refused=screen.verdict, notes=[REFUSAL_NOTES.get(screen.verdict, REFUSAL_NOTES["out_of_scope"])],
                                    seconds=time.perf_counter() - start, timestamp=_now())
             return
         match = I.detect_intent(question)
@@ -623,8 +630,11 @@ class TemplateEngine:
     def _help(self) -> str:
         in_context = ("An analysis of the current study is in context." if self.context else
                       "No analysis is in context yet: run Analyze on a study for study-specific answers.")
+        # Only a finding this study's models flagged is offered as an example question.
+        flagged = list(self._flagged())
+        explain = f"- *Explain the {flagged[0].lower()} finding.*\n" if flagged else ""
         return (f"{in_context} You can ask, for example:\n"
-                "- *Explain the effusion finding.*\n- *What does the anomaly score mean?*\n"
+                f"{explain}- *What does the anomaly score mean?*\n"
                 "- *What is the differential?*\n- *What questions should I ask the clinician?*\n"
                 "- *How does the anomaly detector work?*\n- *How reliable is this result?*\n"
                 "- *What is the silhouette sign?*\n"
