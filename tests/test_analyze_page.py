@@ -42,4 +42,5 @@ def test_analyze_runs_end_to_end(logged_in_app, phantom_study):
 
     records = History(get_settings().db_path).list_records("tester", kind="analysis")
     assert records and records[0]["study_id"] == phantom_study.study_id
+    assert records[0]["title"].startswith("effusion.png — "), "History names the analysed file first"
     assert len(at.get("download_button")) == 1, "the PDF report is offered"

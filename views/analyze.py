@@ -87,7 +87,8 @@ def _run(study: Any, symptoms: str, maps: str, gate: dict) -> dict:
     st.session_state["analysis_objects"] = result.objects
     try:
         headline = "; ".join(data["summary"].get("headline", [])[:2]) or result.status
-        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id, headline[:200], data)
+        title = f"{study.filename or 'unnamed study'} — {headline}"  # History lists analyses by file, then result
+        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id, title[:200], data)
         ui.audit("analysis", {"study_id": study.study_id, "status": result.status})
     except Exception as exc:
         ui.report_error(exc, "The analysis finished but could not be saved to History")
@@ -252,6 +253,12 @@ def _stages_block(analysis: dict) -> None:
               "Time (s)": round(s["seconds"], 3), "Tier": s.get("tier", ""), "Note": s.get("message", "")}
              for s in analysis.get("stages", [])],
             hide_index=True, width="stretch",
+            # The note is the widest column: narrow the others so it is not cut off.
+            column_config={"Stage": st.column_config.TextColumn(width="medium"),
+                           "Status": st.column_config.TextColumn(width="small"),
+                           "Time (s)": st.column_config.NumberColumn(width="small"),
+                           "Tier": st.column_config.TextColumn(width="small"),
+                           "Note": st.column_config.TextColumn(width="large")},
         )
         for slot, prov in (analysis.get("models") or {}).items():
             ui.tier_badge(prov, details=True)

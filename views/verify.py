@@ -179,9 +179,10 @@ def _edits_tab(result: dict, current_text: str) -> None:
             if linked:
                 st.caption("Applied together, so the report does not contradict itself: "
                            + "; ".join(f"{e['id']} {e['title']}" for e in linked))
-                st.code(preview(result["report_text"], result["edits"], edit["id"]), language="diff")
+                st.code(preview(result["report_text"], result["edits"], edit["id"]), language="diff", wrap_lines=True)
             else:
-                st.code(edit["diff"] or f"- {edit['original']}\n+ {edit['replacement']}", language="diff")
+                st.code(edit["diff"] or f"- {edit['original']}\n+ {edit['replacement']}", language="diff",
+                        wrap_lines=True)
     st.button("Apply accepted edits", on_click=_apply_accepted, icon=":material/done_all:", key="verify_apply")
     if st.session_state.get("verify_applied") is not None:
         st.success(f"Applied {len(st.session_state['verify_applied'])} edit(s) to the report editor.")

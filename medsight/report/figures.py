@@ -60,8 +60,10 @@ def pathology_bars(probabilities: dict[str, float], thresholds: dict[str, float]
     figure.add_trace(go.Scatter(x=[float(thresholds[k]) for k in marked], y=marked, mode="markers",
                                 marker={"symbol": "line-ns-open", "size": 18, "line": {"width": 3, "color": "#fafafa"}},
                                 name="operating threshold"))
-    figure.update_layout(height=max(180, 34 * len(labels) + 60), margin={"l": 10, "r": 30, "t": 10, "b": 10},
+    figure.update_layout(height=max(180, 34 * len(labels) + 80), margin={"l": 10, "r": 30, "t": 36, "b": 10},
                          xaxis={"range": [0, 1.08], "title": "probability"}, showlegend=True,
-                         legend={"orientation": "h", "y": -0.25}, paper_bgcolor=TRANSPARENT,
+                         # Above the plot: below it, the legend sat on the x-axis title.
+                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+                         paper_bgcolor=TRANSPARENT,
                          plot_bgcolor=TRANSPARENT, font=FONT)
     return figure
