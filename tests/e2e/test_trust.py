@@ -1,5 +1,7 @@
 """The trust rule in a real browser: no DEMO finding on a real chest film, a CT slice refused, samples unchanged.
 
+Also: the symptoms typed for one patient's study are gone when another patient's study is opened.
+
 Offline default (DEMO image weights). A real adult CR chest film (pydicom's RG1_UNCI) is analysed: the page says
 what was withheld, why, and the one step to real weights, and shows no probability or score as a result. A CT
 slice is refused by the input gate with its reason and an "Analyse anyway" button. A bundled sample still gets
@@ -41,6 +43,10 @@ def test_real_film_withheld_ct_refused_sample_complete(browser, start_server):
 
     _upload(page, pydicom.data.get_testdata_file("RG1_UNCI.dcm"))
     expect(page.get_by_text("Input gate: accepted as a frontal chest radiograph")).to_be_visible()
+    symptoms = page.get_by_label("Symptoms and clinical context (optional)")
+    symptoms.fill("fever, productive cough for 4 days")
+    symptoms.press("Control+Enter")
+    wait_idle(page)
     page.get_by_role("button", name="Analyze", exact=True).click()
     wait_idle(page)
     main = page.locator('[data-testid="stMain"]')
@@ -59,6 +65,8 @@ def test_real_film_withheld_ct_refused_sample_complete(browser, start_server):
 
     _upload(page, pydicom.data.get_testdata_file("CT_small.dcm"))
     expect(main.get_by_text(re.compile(r"Not analysed: .*CT")).first).to_be_visible()
+    # Another patient's study: the first patient's symptoms do not carry over.
+    assert symptoms.input_value() == ""
     expect(main.get_by_role("button", name="Analyse anyway")).to_be_visible()
     expect(main.get_by_role("button", name="Analyze", exact=True)).to_be_disabled()
     assert_clean(page, "CT slice")
