@@ -158,18 +158,14 @@ def _validate(image: np.ndarray) -> None:
 
 def _gate_decision(study: Any, given: Any, override_by: str | None) -> dict:
     """The gate's decision as a dict: the caller's, else the gate's own; a refusal becomes an override on request."""
-    decision = given
-    if decision is None:
-        from medsight.gate import check_study
+    from medsight.gate import GateDecision, check_study
 
+    if given is None:
         decision = check_study(study)
-    if isinstance(decision, dict):
-        decision = dict(decision)
-        if override_by and decision.get("decision") == "refused":
-            decision.update(decision="overridden", overridden_by=override_by)
-        return decision
-    if override_by and decision.decision == "refused":
-        decision = decision.overridden(override_by)
+    else:
+        decision = GateDecision.from_dict(given) if isinstance(given, dict) else given
+    if override_by:
+        decision = decision.overridden(override_by)  # changes nothing on an accepted study
     return decision.to_dict()
 
 
@@ -186,9 +182,9 @@ def apply_domain_rule(result: "AnalysisResult", study: Any) -> list[str]:
     """Withhold the outputs of image models whose weights cannot speak about this input.
 
     For every image-model slot that ran, decides (`medsight.domain.assess`, with the gate's decision) whether
-    the study lies inside the domain its weights were trained on. Outside: its scores and maps leave the result and go to
-    `result.objects["withheld"][slot]` (live only, for a greyed "show anyway" view); `result.withheld[slot]`
-    records what and why, never the numbers. Returns the withheld outputs' descriptions.
+    the study lies inside the domain its weights were trained on. Outside: its scores and maps leave the result
+    and go to `result.objects["withheld"][slot]` (live only, for a greyed "show anyway" view);
+    `result.withheld[slot]` records what and why, never the numbers. Returns the withheld outputs' descriptions.
     """
     from medsight import domain
 
@@ -246,7 +242,7 @@ def run_analysis(
             override is recorded in the result (and by the caller in the audit log).
 
     Returns:
-        AnalysisResult with status COMPLETE / PARTIAL / FAILED and a record per stage.
+        AnalysisResult with status COMPLETE / PARTIAL / WITHHELD / REFUSED / FAILED and a record per stage.
     """
     result = AnalysisResult(
         analysis_id=uuid.uuid4().hex[:12],

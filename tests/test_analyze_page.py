@@ -1,5 +1,7 @@
 """Analyze page end to end in the app shell, on a generated phantom study."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -43,4 +45,6 @@ def test_analyze_runs_end_to_end(logged_in_app, phantom_study):
     records = History(get_settings().db_path).list_records("tester", kind="analysis")
     assert records and records[0]["study_id"] == phantom_study.study_id
     assert records[0]["title"].startswith("effusion.png — "), "History names the analysed file first"
+    labels = [s.label for s in at.status]
+    assert any(re.match(r"Analysis (complete|partial): \d+\.\d s from the click \(analysis stages", l) for l in labels), labels
     assert len(at.get("download_button")) == 1, "the PDF report is offered"

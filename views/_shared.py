@@ -357,17 +357,16 @@ def sample_studies(samples_dir: Path | None = None) -> list[SampleStudy]:
 
 def gate_decision(study: Any) -> dict:
     """The input gate's decision for `study` (computed once per study), with the user's override applied."""
-    from medsight.gate import check_study
+    from medsight.gate import GateDecision, check_study
 
     decisions = st.session_state.setdefault("gate_decisions", {})
     if study.study_id not in decisions:
         decisions.clear()  # only the current study's decision is kept
         decisions[study.study_id] = check_study(study).to_dict()
-    decision = dict(decisions[study.study_id])
     by = st.session_state.get("gate_overrides", {}).get(study.study_id)
-    if by and decision.get("decision") == "refused":
-        decision.update(decision="overridden", overridden_by=by)
-    return decision
+    if not by:
+        return dict(decisions[study.study_id])
+    return GateDecision.from_dict(decisions[study.study_id]).overridden(by).to_dict()
 
 
 def override_gate(study: Any) -> None:
