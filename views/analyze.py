@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
 import numpy as np
 import streamlit as st
+from PIL import Image
 
 from medsight import registry
 from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
@@ -122,8 +124,9 @@ def _withheld_block(analysis: dict) -> None:
                 st.caption("Pathology probabilities — not meaningful for this image: "
                            + ", ".join(f"{k} {float(v):.2f}" for k, v in probs.items()))
             for key, heatmap in (kept.get("maps") or {}).items():
-                st.image(heatmap.png(), caption=f"{heatmap.caption or key} — not meaningful for this image",
-                         width="stretch")
+                # Drawn in grey: a coloured heatmap reads as a finding at a glance.
+                grey = Image.open(io.BytesIO(heatmap.png())).convert("L")
+                st.image(grey, caption=f"{heatmap.caption or key} — not meaningful for this image", width="stretch")
 
 
 def _withheld_note(slot: str, withheld: dict) -> bool:

@@ -512,12 +512,10 @@ def load_dicom(
 
     image = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
     if modality is None:
-        notices.append("The file does not state its modality; results assume a chest radiograph.")
+        notices.append("The file does not state its modality; the input gate judges it by its content.")
     elif modality not in RADIOGRAPH_MODALITIES:
-        notices.append(
-            f"Modality {modality} is not a plain radiograph (CR/DX); the chest X-ray models were not "
-            "made for it, so treat their results with caution."
-        )
+        notices.append(f"Modality {modality} is not a plain radiograph (CR/DX); the chest X-ray models were not "
+                       "made for it.")
     if _text(ds, "BurnedInAnnotation").strip().upper() == "YES":
         notices.append("The file states that text is burned into the pixels; it may show identifiers.")
     spacing, spacing_source = _spacing(ds)
