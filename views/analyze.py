@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 import time
 from typing import Any
 
@@ -90,7 +91,8 @@ def _run(study: Any, symptoms: str, maps: str, gate: dict) -> dict:
     try:
         headline = "; ".join(data["summary"].get("headline", [])[:2]) or result.status
         title = f"{study.filename or 'unnamed study'} — {headline}"  # History lists analyses by file, then result
-        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id, title[:200], data)
+        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id,
+                                                     textwrap.shorten(title, 200, placeholder=" …"), data)
         ui.audit("analysis", {"study_id": study.study_id, "status": result.status})
     except Exception as exc:
         ui.report_error(exc, "The analysis finished but could not be saved to History")
