@@ -80,4 +80,14 @@ def test_real_film_withheld_ct_refused_sample_complete(browser, start_server):
     assert "Withheld:" not in main.inner_text()
     assert_clean(page, "bundled sample")
     screenshot(page, "trust-03-sample-complete", main.get_by_role("heading", name="Pathology classifier"))
+    main.get_by_text("Processing stages, timings and model tiers").click()
+    wait_idle(page)
+    screenshot(page, "trust-04-stages", main.get_by_text("Processing stages, timings and model tiers"))
+
+    # Signing out leaves the sign-in screen only: no sidebar with the last user or study, no first-start notice.
+    page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Sign out").click()
+    wait_idle(page)
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator('[data-testid="stSidebar"]')).to_have_count(0)
+    assert "First start" not in page.locator("body").inner_text()
     page.context.close()
