@@ -35,6 +35,10 @@ def _sign_in(username: str, password: str) -> None:
     st.rerun()
 
 
+# Before sign-in there is nothing for the sidebar to show; after a sign-out the browser may keep the signed-in
+# run's sidebar (last user and study) until it is told to hide it.
+st.markdown('<style>[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none}</style>',
+            unsafe_allow_html=True)
 _, centre, _ = st.columns([1, 1.25, 1])
 with centre:
     st.markdown('<div style="height: 6vh"></div>', unsafe_allow_html=True)
