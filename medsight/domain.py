@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -251,12 +250,3 @@ def withheld_entry(verdict: SlotVerdict, provenance: dict) -> dict:
         "reason": verdict.reason,
         "how_to_get_real": HOW_TO_GET_REAL,
     }
-
-
-def card_figures(path: str | Path | None = None) -> dict:
-    """The measured figures of the shipped phantom-domain model (its model card), for the System page and README."""
-    card = Path(path) if path else SHIPPED_MODELS_DIR / "phantom_domain.card.json"
-    try:
-        return json.loads(card.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

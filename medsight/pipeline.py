@@ -170,7 +170,9 @@ def _gate_decision(study: Any, given: Any, override_by: str | None) -> dict:
 
 
 def _gate_allows(gate: dict | None) -> bool:
-    return gate is None or gate.get("decision") in ("accepted", "overridden")
+    from medsight.domain import gate_accepts_chest
+
+    return gate is None or gate_accepts_chest(gate)
 
 
 def _map_slot(key: str) -> str:

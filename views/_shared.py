@@ -28,6 +28,7 @@ from streamlit.errors import StreamlitAPIException
 from medsight import webguard
 from medsight.app_state import context_from_analysis, switch_study
 from medsight.auth import Authenticator, Session
+from medsight.domain import HOW_TO_GET_REAL
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
 from medsight.registry import DOMAIN_DESCRIPTIONS, TIER_BADGES, Domain, Tier
 from medsight.storage import History
@@ -367,6 +368,15 @@ def gate_decision(study: Any) -> dict:
     if not by:
         return dict(decisions[study.study_id])
     return GateDecision.from_dict(decisions[study.study_id]).overridden(by).to_dict()
+
+
+def withheld_notice(entries: list[dict]) -> None:
+    """What the domain rule withheld and why (`domain.withheld_entry` dicts), and the one step to real weights."""
+    for entry in entries:
+        st.warning(f"**Withheld: {entry.get('what')}** ({str(entry.get('tier', '')).upper()} weights). "
+                   f"{str(entry.get('reason', '')).capitalize()}.", icon=":material/visibility_off:")
+    st.info(f"To read real chest films: {HOW_TO_GET_REAL}.", icon=":material/download:")
+    st.page_link(PAGES["system"], label="Install real weights on the System page", icon=":material/settings:")
 
 
 def override_gate(study: Any) -> None:

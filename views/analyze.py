@@ -104,12 +104,7 @@ def _withheld_block(analysis: dict) -> None:
     withheld = analysis.get("withheld") or {}
     if not withheld:
         return
-    for entry in withheld.values():
-        st.warning(f"**Withheld: {entry.get('what')}** ({str(entry.get('tier', '')).upper()} weights). "
-                   f"{str(entry.get('reason', '')).capitalize()}.", icon=":material/visibility_off:")
-    st.info(f"To read real chest films: {next(iter(withheld.values())).get('how_to_get_real')}.",
-            icon=":material/download:")
-    st.page_link(ui.PAGES["system"], label="Install real weights on the System page", icon=":material/settings:")
+    ui.withheld_notice(list(withheld.values()))
     live = (st.session_state.get("analysis_objects") or {}).get("withheld") or {}
     if not live:
         return

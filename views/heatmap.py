@@ -172,15 +172,11 @@ def main() -> None:
     slot = PATHOLOGY_SLOT if kind == "pathology_gradcam" else ANOMALY_SLOT
     loaded = pathology if slot == PATHOLOGY_SLOT else anomaly
     if loaded is not None:
-        verdict = domain.assess(study, {slot: loaded.provenance.to_dict()}, gate=ui.gate_decision(study)).verdicts[slot]
+        provenance = loaded.provenance.to_dict()
+        verdict = domain.assess(study, {slot: provenance}, gate=ui.gate_decision(study)).verdicts[slot]
         if not verdict.inside:
             with preview:
-                st.warning(f"**Withheld: {domain.SLOT_OUTPUTS.get(slot, 'this map')}** "
-                           f"({str(loaded.provenance.tier).upper()} weights). {verdict.reason.capitalize()}.",
-                           icon=":material/visibility_off:")
-                st.info(f"To read real chest films: {domain.HOW_TO_GET_REAL}.", icon=":material/download:")
-                st.page_link(ui.PAGES["system"], label="Install real weights on the System page",
-                             icon=":material/settings:")
+                ui.withheld_notice([domain.withheld_entry(verdict, provenance)])
             return
 
     label = ""
