@@ -188,6 +188,33 @@ class Study:
         }
         return _jsonable(data)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], image: np.ndarray, raw: np.ndarray | None = None) -> Study:
+        """Rebuild a study from `to_dict` output and the pixel arrays `to_dict` leaves out.
+
+        Keys `to_dict` derives from the pixels (image_size, value_range) and unknown keys are
+        ignored; JSON lists become the tuples the fields hold. The window/level state of the
+        original file is not part of `to_dict`, so the result re-windows only from ``raw``.
+
+        Args:
+            data: A `to_dict` result (possibly read back from JSON).
+            image: The display image (float32 HxW in [0, 1]).
+            raw: Modality values, if kept.
+
+        Returns:
+            A new Study; ``data`` is not modified.
+        """
+        names = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+        values = {key: value for key, value in data.items() if key in names}
+        for key in ("original_size", "pixel_spacing", "window_used"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        values["windows"] = [tuple(w) if isinstance(w, list) else w for w in values.get("windows") or []]
+        values["metadata"] = dict(values.get("metadata") or {})
+        values["notices"] = list(values.get("notices") or [])
+        values.update(image=image, raw=raw)
+        return cls(**values)
+
     def with_window(self, center: float, width: float) -> Study:
         """Re-render the display image with another window (the UI window/level control).
 
