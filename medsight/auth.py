@@ -437,13 +437,13 @@ class Authenticator:
         now = now or self.clock()
         name = normalise_username(username)
         key = self._account_key(name, self.users.get(name) is not None)
-        until = _parse(self.history.login_state(key)["locked_until"])
+        until = _parse(self.history.lockout.state(key)["locked_until"])
         return until if until and until > now else None
 
     def failed_attempts(self, username: str) -> int:
         name = normalise_username(username)
         key = self._account_key(name, self.users.get(name) is not None)
-        return int(self.history.login_state(key)["failed_count"])
+        return int(self.history.lockout.state(key)["failed_count"])
 
     def _recent_failures(self, state: dict, now: _dt.datetime) -> int:
         window = _dt.timedelta(minutes=max(1, self.settings.lockout_minutes))
@@ -476,7 +476,7 @@ class Authenticator:
         audit_user = name if entry is not None else None
 
         client_key = self._client_key(client) if client else None
-        client_state = self.history.login_state(client_key) if client_key else None
+        client_state = self.history.lockout.state(client_key) if client_key else None
         if client_state is not None:
             paused = _parse(client_state["locked_until"])
             if paused and paused > now:
@@ -484,7 +484,7 @@ class Authenticator:
                 return LoginResult(False, "Too many failed sign-in attempts from this browser. "
                                           f"Try again in {_wait_text(paused - now)}.", locked_until=paused)
 
-        state = self.history.login_state(key)
+        state = self.history.lockout.state(key)
         locked = _parse(state["locked_until"])
         if locked and locked > now:
             self.history.audit(audit_user, "login_blocked", {"reason": "account paused"})
@@ -493,9 +493,9 @@ class Authenticator:
 
         hashed = str(entry.get("password", "")) if entry else _dummy_hash()
         if verify_password(password, hashed) and entry is not None:
-            self.history.clear_login_state(key)
+            self.history.lockout.clear(key)
             if client_key:
-                self.history.clear_login_state(client_key)
+                self.history.lockout.clear(client_key)
             display = UserStore.display_name(entry, name)
             self.history.audit(name, "login", {})
             return LoginResult(True, f"Signed in as {display}.", username=name, display_name=display,
@@ -504,8 +504,8 @@ class Authenticator:
         if client_key and client_state is not None:
             client_failures = self._recent_failures(client_state, now) + 1
             pause = client_delay(client_failures)
-            self.history.set_login_state(client_key, client_failures, now.isoformat(),
-                                         (now + pause).isoformat() if pause else None)
+            self.history.lockout.set(client_key, client_failures, now.isoformat(),
+                                     (now + pause).isoformat() if pause else None)
             if pause:
                 self.history.audit(None, "login_throttled", {"scope": "browser", "failed_attempts": client_failures,
                                                              "seconds": int(pause.total_seconds())})
@@ -515,11 +515,11 @@ class Authenticator:
         pause = account_delay(count, limit, self.settings.lockout_minutes)
         if pause:
             until = now + pause
-            self.history.set_login_state(key, count, now.isoformat(), until.isoformat())
+            self.history.lockout.set(key, count, now.isoformat(), until.isoformat())
             self.history.audit(audit_user, "lockout", {"failed_attempts": count, "minutes": int(pause.total_seconds() // 60)})
             return LoginResult(False, f"Too many failed sign-in attempts. Try again in {_wait_text(pause)}.",
                                locked_until=until)
-        self.history.set_login_state(key, count, now.isoformat(), None)
+        self.history.lockout.set(key, count, now.isoformat(), None)
         self.history.audit(audit_user, "login_failed", {"failed_attempts": count, "known_account": entry is not None})
         left = limit - count
         return LoginResult(False, f"Incorrect user name or password. {left} attempt{'s' if left != 1 else ''} left "
@@ -533,7 +533,7 @@ class Authenticator:
             by: the administrator who lifted it (None: the command line).
         """
         name = normalise_username(username)
-        self.history.clear_login_state(self._account_key(name, self.users.get(name) is not None))
+        self.history.lockout.clear(self._account_key(name, self.users.get(name) is not None))
         self.history.audit(name, "unlock", {"by": by or "command line"})
 
     def start_session(self, result: LoginResult, now: _dt.datetime | None = None) -> Session:

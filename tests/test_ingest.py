@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -231,6 +232,47 @@ def test_png_with_window_and_thumbnail(phantom):
     assert study.window_used is None  # the original is untouched
     thumb = Image.open(io.BytesIO(study.thumbnail_png(32)))
     assert thumb.format == "PNG" and max(thumb.size) == 32
+
+
+# ---------------------------------------------------------------- to_dict / from_dict
+
+
+def same_study(a: Study, b: Study) -> bool:
+    """Field-by-field equality as the dataclass defines it, with pixel arrays compared by value."""
+    for f in dataclasses.fields(Study):
+        if not f.compare:
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and np.array_equal(x, y)):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _phantom_png_study(tmp_path: Path) -> Study:
+    from medsight.synthetic import write_png
+
+    path = write_png(generate_phantom(seed=7, size=128, findings=("nodule",)), tmp_path / "phantom.png", bits=16)
+    return load_study(path)
+
+
+@pytest.mark.parametrize("source", ["MR_small.dcm", "phantom.png"])
+def test_from_dict_round_trips_to_dict(source, tmp_path):
+    study = load_study(pydicom_file(source)) if source.endswith(".dcm") else _phantom_png_study(tmp_path)
+    assert study.pixel_spacing is not None or study.synthetic  # both tuple and flag fields are exercised
+    data = study.to_dict()
+    # value_range comes from the values the window applies to: the raw DICOM values, which are passed
+    # back, or a PNG's grey levels, which to_dict leaves out.
+    expected = dict(data, value_range=data["value_range"] if study.raw is not None else None)
+    for stored in (data, json.loads(json.dumps(data))):
+        back = Study.from_dict(stored, image=study.image, raw=study.raw)
+        assert same_study(back, study)
+        assert back.to_dict() == expected
+    back.notices.append("changed")
+    back.metadata["changed"] = True
+    assert "changed" not in study.notices and "changed" not in study.metadata and stored == json.loads(json.dumps(data))
 
 
 # ---------------------------------------------------------------- DICOM built with pydicom

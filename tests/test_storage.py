@@ -159,3 +159,35 @@ def test_study_round_trip_reopens_the_same_pixels(history, tmp_path):
     assert history.load_study_image("bob", study.study_id) is None
     assert history.load_study("bob", study.study_id) is None
     assert history.list_studies("bob") == []
+
+
+def test_stores_share_one_database_and_work_on_their_own(tmp_path):
+    from medsight.storage import AuditTrail, Database, LoginLockout, RecordStore
+
+    database = Database(tmp_path / "stores.sqlite3")
+    try:
+        records, audit, lockout = RecordStore(database), AuditTrail(database), LoginLockout(database)
+        rid = records.save("alice", "report", "s1", "Draft", {"text": "clear lungs"})
+        audit.record("alice", "report_saved", {"record_id": rid})
+        lockout.set("user:alice", 2, "2026-01-01T00:00:00+00:00", None)
+        assert records.get("alice", rid)["payload"] == {"text": "clear lungs"}
+        assert audit.recent(limit=1, user="alice")[0]["event"] == "report_saved"
+        assert lockout.state("user:alice")["failed_count"] == 2
+        lockout.clear("user:alice")
+        assert lockout.state("user:alice")["failed_count"] == 0
+    finally:
+        database.close()
+    history = History(tmp_path / "stores.sqlite3")  # History opens the same file and sees the same rows
+    try:
+        assert history.records.get("alice", rid) == history.get_record("alice", rid)
+        assert history.audit_trail.recent(limit=1) == history.audit_log(limit=1)
+        assert history.studies.database is history.records.database is history.lockout.database
+    finally:
+        history.close()
+
+
+def test_import_needs_neither_streamlit_nor_the_imaging_stack():
+    code = "import sys, medsight.storage; print(sorted({'streamlit', 'pydicom', 'medsight.ingest'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
