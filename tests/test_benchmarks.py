@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmarks import flops, readme
-from benchmarks.run import SECTIONS, TARGETS, target_rows
+from benchmarks.sections import SECTIONS
+from benchmarks.targets import TARGETS, target_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,8 @@ def test_target_rows_compare_in_the_right_direction():
 
 
 def test_retrieval_benchmark_measures_exact_search_beside_hnsw():
-    from benchmarks.run import format_table, run_retrieval
+    from benchmarks.report import format_table
+    from benchmarks.sections.retrieval import run_retrieval
 
     out = run_retrieval([500, 1500], n_queries=20, hnsw_variants=[{"ef_search": 50}], sweep_size=800)
     assert [row["n"] for row in out["sizes"]] == [500, 1500]
