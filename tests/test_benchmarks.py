@@ -91,6 +91,37 @@ def test_retrieval_benchmark_measures_exact_search_beside_hnsw():
     assert "Similar cases n=  1500" in table and "Chroma HNSW n=  1500" in table
 
 
+def test_section_plan_measures_what_a_section_reads_first():
+    from benchmarks.sections import plan
+
+    assert [s.name for s in plan(SECTIONS)] == list(SECTIONS)
+    assert [s.name for s in plan(["efficiency"])] == ["matmul", "efficiency"]
+    # Memory is read from the cold-start process: either selection measures both.
+    assert [s.name for s in plan(["memory"])] == [s.name for s in plan(["cold_start"])] == ["cold_start", "memory"]
+    assert [s.name for s in plan(["retrieval"])] == ["retrieval"]
+
+
+def test_a_standalone_section_is_imported_and_run_without_options(tmp_path, monkeypatch):
+    from benchmarks.sections import standalone
+
+    (tmp_path / "bench_standalone_probe.py").write_text("def run():\n    return {'pages': 3}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    section = standalone("viewer", "bench_standalone_probe")
+    assert section.name == "viewer" and section.timed
+    assert section.run(None) == {"pages": 3}
+
+
+def test_warm_stages_name_stage_records_the_pipeline_writes():
+    from types import SimpleNamespace
+
+    from benchmarks.sections.warm import PIPELINE_STAGES
+    from medsight.pipeline import run_analysis
+
+    # An unreadable image still leaves a record for every stage, without loading a model.
+    recorded = {stage.name for stage in run_analysis(SimpleNamespace(image=None), "").stages}
+    assert set(PIPELINE_STAGES.values()) <= recorded
+
+
 def _results() -> dict:
     return {
         "mode": "quick", "created": "2026-01-01T00:00:00+00:00",

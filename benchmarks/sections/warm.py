@@ -79,7 +79,9 @@ def run_warm(paths: list[Path], detector: Any, classifier: Any) -> dict:
         stages["pdf"].append(pdf_seconds)
         for key, record_name in PIPELINE_STAGES.items():
             record = result.stage(record_name)
-            if record is not None and record.status == OK:
+            if record is None:  # a renamed stage must not pass as a stage that never ran
+                raise KeyError(f"the analysis has no stage record named {record_name!r}")
+            if record.status == OK:
                 stages[key].append(record.seconds)
         for record in result.stages:
             pipeline_stages.setdefault(record.name, []).append(record.seconds)
