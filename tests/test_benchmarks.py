@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmarks import flops, readme
-from benchmarks.run import SECTIONS, TARGETS, target_rows
+from benchmarks.sections import SECTIONS
+from benchmarks.targets import TARGETS, target_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,8 @@ def test_target_rows_compare_in_the_right_direction():
 
 
 def test_retrieval_benchmark_measures_exact_search_beside_hnsw():
-    from benchmarks.run import format_table, run_retrieval
+    from benchmarks.report import format_table
+    from benchmarks.sections.retrieval import run_retrieval
 
     out = run_retrieval([500, 1500], n_queries=20, hnsw_variants=[{"ef_search": 50}], sweep_size=800)
     assert [row["n"] for row in out["sizes"]] == [500, 1500]
@@ -87,6 +89,37 @@ def test_retrieval_benchmark_measures_exact_search_beside_hnsw():
     assert all(0 < v["recall_at_10"] <= 1 for v in out["hnsw_variants"] + clustered)
     table = format_table({"targets": [], "retrieval": out})
     assert "Similar cases n=  1500" in table and "Chroma HNSW n=  1500" in table
+
+
+def test_section_plan_measures_what_a_section_reads_first():
+    from benchmarks.sections import plan
+
+    assert [s.name for s in plan(SECTIONS)] == list(SECTIONS)
+    assert [s.name for s in plan(["efficiency"])] == ["matmul", "efficiency"]
+    # Memory is read from the cold-start process: either selection measures both.
+    assert [s.name for s in plan(["memory"])] == [s.name for s in plan(["cold_start"])] == ["cold_start", "memory"]
+    assert [s.name for s in plan(["retrieval"])] == ["retrieval"]
+
+
+def test_a_standalone_section_is_imported_and_run_without_options(tmp_path, monkeypatch):
+    from benchmarks.sections import standalone
+
+    (tmp_path / "bench_standalone_probe.py").write_text("def run():\n    return {'pages': 3}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    section = standalone("viewer", "bench_standalone_probe")
+    assert section.name == "viewer" and section.timed
+    assert section.run(None) == {"pages": 3}
+
+
+def test_warm_stages_name_stage_records_the_pipeline_writes():
+    from types import SimpleNamespace
+
+    from benchmarks.sections.warm import PIPELINE_STAGES
+    from medsight.pipeline import run_analysis
+
+    # An unreadable image still leaves a record for every stage, without loading a model.
+    recorded = {stage.name for stage in run_analysis(SimpleNamespace(image=None), "").stages}
+    assert set(PIPELINE_STAGES.values()) <= recorded
 
 
 def _results() -> dict:
