@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from views import _shared as ui
+from views import _study as studies
 
 BOX = "verify_report_box"
 RESULT = "verification_result"
@@ -253,9 +254,9 @@ def main() -> None:
     if study is None:
         st.info("No study is open. Open one here or on Analyze; without a study only the report itself is checked.",
                 icon=":material/info:")
-        study = ui.study_picker("verify_picker")
+        study = studies.study_picker("verify_picker")
     else:
-        ui.study_card(study)
+        studies.study_card(study)
     if study is not None and _analysis_for(study) is None:
         st.warning("This study has not been analysed yet: the report can only be checked for completeness and "
                    "internal consistency. Run Analyze first for model evidence.", icon=":material/warning:")
