@@ -43,14 +43,23 @@ def _withheld_note(slot: str, withheld: dict) -> bool:
     return bool(entry)
 
 
+def _model_heading(title: str, slot: str, output: dict | None, stage: dict | None, withheld: dict,
+                   missing: str) -> bool:
+    """Title and tier of a model's block; False (with the reason shown) when it has nothing to show."""
+    st.subheader(title, anchor=False)
+    if _withheld_note(slot, withheld):
+        return False
+    if not output:
+        st.info(f"Not run: {(stage or {}).get('message') or missing}", icon=":material/info:")
+        return False
+    ui.tier_badge(output.get("tier", ""))
+    return True
+
+
 def anomaly_block(anomaly: dict | None, stage: dict | None, withheld: dict) -> None:
-    st.subheader("Anomaly detector", anchor=False)
-    if _withheld_note("anomaly.detector", withheld):
+    if not _model_heading("Anomaly detector", "anomaly.detector", anomaly, stage, withheld,
+                          "no anomaly detector available"):
         return
-    if not anomaly:
-        st.info(f"Not run: {(stage or {}).get('message') or 'no anomaly detector available'}", icon=":material/info:")
-        return
-    ui.tier_badge(anomaly.get("tier", ""))
     st.plotly_chart(score_gauge(float(anomaly["fused_score"]), float(anomaly["threshold"]), "Fused anomaly score"),
                     width="stretch", key="analyze_gauge")
     st.caption(summary.anomaly_caption(anomaly))
@@ -65,13 +74,9 @@ def anomaly_block(anomaly: dict | None, stage: dict | None, withheld: dict) -> N
 
 
 def pathology_block(pathology: dict | None, stage: dict | None, withheld: dict) -> None:
-    st.subheader("Pathology classifier", anchor=False)
-    if _withheld_note("pathology.classifier", withheld):
+    if not _model_heading("Pathology classifier", "pathology.classifier", pathology, stage, withheld,
+                          "no classifier available"):
         return
-    if not pathology:
-        st.info(f"Not run: {(stage or {}).get('message') or 'no classifier available'}", icon=":material/info:")
-        return
-    ui.tier_badge(pathology.get("tier", ""))
     st.plotly_chart(pathology_bars(pathology.get("probabilities", {}), pathology.get("thresholds", {})),
                     width="stretch", key="analyze_bars")
     positives = pathology.get("positives") or []
