@@ -1,6 +1,6 @@
 """Streamlit helpers shared by every page: the signed-in user, page frame, errors, badges, models, input gate.
 
-The logic behind them lives in `medsight` (errors, audit, app_state, display, model_cache); these wrappers bind
+The logic behind them lives in `medsight` (errors, audit, app_state, tier_labels, model_cache); these wrappers bind
 it to the Streamlit session. Studies are opened with `views._study`; media access is in `views._media`.
 
 Session-state keys used across pages:
@@ -22,7 +22,7 @@ from typing import Any, Callable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from medsight import app_state, audit as audit_trail, display, errors, registry
+from medsight import app_state, audit as audit_trail, errors, registry, tier_labels
 from medsight.auth import Authenticator, Session
 from medsight.config import Settings, get_settings
 from medsight.domain import HOW_TO_GET_REAL
@@ -130,11 +130,11 @@ def page_header(title: str, caption: str = "") -> None:
 
 def tier_badge(provenance: Any, *, details: bool = False) -> str:
     """Coloured badge of a model's tier (`registry.Provenance`, its dict or a tier string); returns its text."""
-    tier, info = display.tier_of(provenance)
-    label, color, icon = display.tier_style(tier)
+    tier, info = tier_labels.tier_of(provenance)
+    label, color, icon = tier_labels.tier_style(tier)
     st.badge(label, icon=icon, color=color)
     if details and info:
-        st.caption(display.provenance_line(info))
+        st.caption(tier_labels.provenance_line(info))
     return label
 
 

@@ -60,7 +60,7 @@ def read_study(source: Any, filename: str | None) -> Any | None:
 
 def study_card(study: Any) -> None:
     """Compact description of a study: file, modality, size, id, synthetic flag and notices."""
-    from medsight.display import study_line
+    from medsight.tier_labels import study_line
 
     st.markdown(study_line(study))
     if getattr(study, "synthetic", False):
