@@ -13,6 +13,7 @@ import streamlit as st
 
 from medsight.auth import ensure_first_account, first_account_created_here, minutes_text
 from medsight.storage import utc_now
+from views import _media as media
 from views import _shared as ui
 
 DISCLAIMER = "Decision support, not a diagnosis. Every finding needs review by a qualified radiologist."
@@ -82,19 +83,19 @@ def _active_session():
         return None
     live = ui.authenticator().check_session(session)
     if live is None:
-        ui.release_media_access()
+        media.release_media_access()
         st.session_state.clear()
         st.session_state["login_notice"] = (
             f"Your session ended after {minutes_text(session.idle_minutes)} without activity. Please sign in again."
         )
         return None
-    ui.bind_media_access(live)
+    media.bind_media_access(live)
     return live
 
 
 def _logout() -> None:
     ui.authenticator().logout(ui.current_session())
-    ui.release_media_access()
+    media.release_media_access()
     st.session_state.clear()  # drop the study and results along with the sign-in
     st.session_state["login_notice"] = "You have signed out."
 
@@ -211,7 +212,7 @@ def main() -> None:
         _sidebar(session, sidebar)
         _reference_progress(sidebar)
         _expiry_watch(session)
-        ui.remember_shown_media()
+        media.remember_shown_media()
 
 
 if __name__ == "__main__":

@@ -66,3 +66,32 @@ def context_from_analysis(payload: dict | None) -> dict[str, Any]:
     if payload.get("study_id") or (payload.get("study") or {}).get("study_id"):
         restored["analysis"] = payload
     return restored
+
+
+def saved_context(history: Any, user: str | None, study_id: str) -> dict[str, Any]:
+    """What History holds for a study this session has not seen yet: its latest analysis and context."""
+    if not user:
+        return {}
+    return context_from_analysis(history.latest_payload(user, "analysis", study_id))
+
+
+# --- the input gate's decision, once per study, with the reader's override -------------------------------
+def gate_decision(state: MutableMapping, study: Any) -> dict:
+    """The input gate's decision for `study` (computed once per study), with the user's override applied."""
+    from medsight.gate import GateDecision, check_study
+
+    decisions = state.setdefault("gate_decisions", {})
+    if study.study_id not in decisions:
+        decisions.clear()  # only the current study's decision is kept
+        decisions[study.study_id] = check_study(study).to_dict()
+    by = state.get("gate_overrides", {}).get(study.study_id)
+    if not by:
+        return dict(decisions[study.study_id])
+    return GateDecision.from_dict(decisions[study.study_id]).overridden(by).to_dict()
+
+
+def override_gate(state: MutableMapping, study: Any, user: str) -> dict:
+    """Record the reader's "analyse anyway" for a refused study; returns the audit detail of the override."""
+    decision = gate_decision(state, study)
+    state.setdefault("gate_overrides", {})[study.study_id] = user
+    return {"study_id": study.study_id, "code": decision.get("code"), "reason": decision.get("reason")}

@@ -21,8 +21,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,8 +30,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
+from medsight import weights
 from medsight.config import SHIPPED_MODELS_DIR, Settings, get_settings
 from medsight.device import pick_device
+from medsight.hashing import sha256_of
 
 
 class Tier(str, Enum):
@@ -204,6 +206,7 @@ class LoadedModel:
     provenance: Provenance
 
 
+log = logging.getLogger("medsight.registry")
 _SLOTS: dict[str, ModelSlot] = {}
 _CACHE: dict[tuple, LoadedModel] = {}
 _LOCK = threading.RLock()
@@ -233,6 +236,29 @@ def _import_slot_modules() -> None:
         importlib.import_module(module)
 
 
+def slot_module_status() -> dict[str, str]:
+    """Import each slot-defining module on its own, so one missing module does not hide the others.
+
+    Returns:
+        module name → "ok" or a short reason it is unavailable.
+    """
+    status: dict[str, str] = {}
+    for module in SLOT_MODULES:
+        try:
+            importlib.import_module(module)
+            status[module] = "ok"
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and (module == missing or module.startswith(missing + ".")):
+                status[module] = "not installed in this build"
+            else:
+                status[module] = f"needs the missing package {missing or 'unknown'}"
+        except Exception as exc:  # a broken module must not hide the slots of the others
+            log.warning("slot module %s failed to import: %s", module, type(exc).__name__)
+            status[module] = f"failed to import ({type(exc).__name__})"
+    return status
+
+
 def all_slots() -> list[ModelSlot]:
     """Every registered slot, importing the modules that define them."""
     _import_slot_modules()
@@ -252,30 +278,6 @@ def get_slot(name: str) -> ModelSlot:
         return _SLOTS[name]
     except KeyError:
         raise KeyError(f"No model slot named {name!r}. Known: {', '.join(sorted(_SLOTS))}") from None
-
-
-_HASHES: dict[tuple, str] = {}
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of every file in a folder in sorted order.
-
-    Remembered per process by (path, sizes, modification times), because weights folders reach hundreds of
-    MB and the same folder is loaded again whenever the data directory changes.
-    """
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    key = (str(path.resolve()), stamps)
-    if key in _HASHES:
-        return _HASHES[key]
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(chunk), b""):
-                digest.update(block)
-    _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def _rss_mb() -> float:
@@ -315,8 +317,6 @@ def _earned_tier(slot: ModelSlot, source: Source, found: Found) -> tuple[Tier, D
     if source.kind is SourceKind.DOWNLOAD and not found.path:
         # A library download that leaves no file here (the user allowed it): nothing to hash, tier as declared.
         return tier, domain, "", "", ""
-    from medsight import weights
-
     paths = [p for p in (found.path, *found.also) if p]
     verdict = weights.verdict(paths, (slot.name, *slot.built_on))
     if verdict.published:
@@ -446,6 +446,10 @@ def forget_slot(name: str) -> list[str]:
         for key in [k for k in _CACHE if k[0] in names]:
             del _CACHE[key]
     return names
+
+
+# Weights installed in this process (System page, command line) are read again on the next load.
+weights.when_installed(forget_slot)
 
 
 def reload_slot(name: str, settings: Settings | None = None, device: str | None = None) -> LoadedModel:

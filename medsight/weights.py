@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from medsight.config import Settings, get_settings
+from medsight.hashing import sha256_of
 
 #: Seconds to wait for a server before saying the download is not reachable.
 CONNECT_TIMEOUT = 8.0
@@ -253,9 +254,7 @@ def by_sha256(digest: str) -> list[PublishedFile]:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of one file (memoized by the registry per path, size and modification time)."""
-    from medsight.registry import sha256_of
-
+    """sha256 of one file (memoized per path, size and modification time)."""
     return sha256_of(path)
 
 
@@ -428,9 +427,9 @@ def packaged_path(row: PublishedFile) -> Path | None:
 def cached_path(row: PublishedFile) -> Path | None:
     """The copy of a row in the library cache its slot also reads (torchxrayvision, torch hub, whisper)."""
     if row.cache == "torchxrayvision":
-        from medsight.models.pathology import xrv_cache_dir
+        import torchxrayvision as xrv  # the cache medsight.models.pathology.xrv_cache_dir names
 
-        return xrv_cache_dir() / row.file_name
+        return Path(xrv.utils.get_cache_dir()) / row.file_name
     if row.cache == "torch_hub":
         import torch
 
@@ -703,11 +702,20 @@ def install_stamp(settings: Settings | None = None) -> str:
         return ""
 
 
-def _reload(slot: str, settings: Settings | None = None) -> None:
-    from medsight import registry
+_INSTALL_LISTENERS: list[Callable[[str], object]] = []
 
+
+def when_installed(listener: Callable[[str], object]) -> None:
+    """Call `listener(slot)` whenever weights of a slot are installed in this process (the registry forgets
+    its loaded copy), without this module importing the registry."""
+    if listener not in _INSTALL_LISTENERS:
+        _INSTALL_LISTENERS.append(listener)
+
+
+def _reload(slot: str, settings: Settings | None = None) -> None:
     mark_installed(settings or get_settings(), slot)
-    registry.forget_slot(slot)
+    for listener in _INSTALL_LISTENERS:
+        listener(slot)
 
 
 # --- command line ------------------------------------------------------------------------------------------

@@ -161,15 +161,15 @@ def test_history_lists_only_own_records_and_reopens_one(logged_in_app, account):
 
 def test_sample_study_opens_and_is_saved(logged_in_app, account, tmp_path, monkeypatch):
     from medsight.synthetic import generate_phantom, write_png
-    from views import _shared
+    from medsight import samples as bundled
 
     samples = tmp_path / "samples"
     write_png(generate_phantom(seed=3, size=256, findings=("effusion",)), samples / "effusion.png")
     (samples / "manifest.json").write_text(json.dumps(
         {"samples": [{"file": "effusion.png", "title": "Synthetic effusion", "description": "Demo phantom"},
                      {"file": "../outside.png", "title": "Escapes the folder"}]}))
-    monkeypatch.setattr(_shared, "SAMPLES_DIR", samples)
-    assert [s.title for s in _shared.sample_studies()] == ["Synthetic effusion"]
+    monkeypatch.setattr(bundled, "SAMPLES_DIR", samples)
+    assert [s.title for s in bundled.sample_studies()] == ["Synthetic effusion"]
 
     at = logged_in_app()
     at.radio(key="analyze_source").set_value("Sample study").run()
@@ -183,7 +183,7 @@ def test_sample_study_opens_and_is_saved(logged_in_app, account, tmp_path, monke
 
 
 def test_missing_or_broken_sample_manifest_is_harmless(tmp_path):
-    from views._shared import sample_studies
+    from medsight.samples import sample_studies
 
     assert sample_studies(tmp_path / "absent") == []
     (tmp_path / "manifest.json").write_text("{not json")

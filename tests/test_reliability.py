@@ -90,10 +90,11 @@ def deflated_dicom(padding_mb: int) -> bytes:
 
 @pytest.fixture
 def app_ingest(monkeypatch):
-    """`views._shared._ingest` (what the study picker calls), with the messages it shows captured."""
+    """`views._study.read_study` (what the study picker calls), with the messages it shows captured."""
     import streamlit as st
 
     from views import _shared as ui
+    from views import _study as studies
 
     shown: list[str] = []
     monkeypatch.setattr(st, "error", lambda body, **kwargs: shown.append(str(body)))
@@ -105,7 +106,7 @@ def app_ingest(monkeypatch):
     monkeypatch.setattr(ui, "report_error", report)
 
     def ingest(data: bytes, name: str):
-        return ui._ingest(data, name), shown
+        return studies.read_study(data, name), shown
 
     return ingest
 
@@ -308,9 +309,9 @@ def test_server_log_handler_is_added_once(logged_in_app):
 def test_every_bundled_sample_opens_on_analyze_without_an_error(logged_in_app):
     """The shipped demo studies (PNG, JPEG and DICOM in several encodings) open on Analyze and show their
     window/level control when they keep modality values; no error box, no exception."""
-    from views import _shared
+    from medsight.samples import sample_studies
 
-    samples = _shared.sample_studies()
+    samples = sample_studies()
     assert {s.path.suffix for s in samples} >= {".png", ".dcm"}
     at = logged_in_app()
     at.switch_page("views/analyze.py").run()

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import textwrap
 import time
 from typing import Any
 
-import numpy as np
 import streamlit as st
-from PIL import Image
 
-from medsight import registry
+from medsight import analysis_summary as summary, registry
 from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
 from medsight.report import build_pdf
-from medsight.report.figures import pathology_bars, score_gauge
+from views import _media as media
+from views import _analysis_blocks as blocks
 from views import _shared as ui
-
-RISK_COLOURS = {"High": "red", "Moderate": "orange", "Low": "green"}
-
+from views import _study as studies
 
 def _model_or_none(slot: str) -> Any:
     try:
@@ -32,9 +27,7 @@ def _window_controls(study: Any) -> Any:
     if getattr(study, "raw", None) is None:
         return study
     with st.expander("Window / level", icon=":material/contrast:"):
-        windows = list(getattr(study, "windows", None) or [])
-        low, high = (float(v) for v in (study.value_range or (float(np.min(study.raw)), float(np.max(study.raw)))))
-        options = [f"Window {i + 1}: centre {c:g}, width {w:g}" for i, (c, w) in enumerate(windows)] + ["Custom"]
+        windows, options, (low, high) = summary.window_options(study)
         current = getattr(study, "window_used", None)
         choice = st.radio("Window", options, key=f"window_choice_{study.study_id}", horizontal=True)
         if choice == "Custom":
@@ -46,7 +39,7 @@ def _window_controls(study: Any) -> Any:
             centre, width = windows[options.index(choice)]
         if current is None or (abs(current[0] - centre) > 1e-6 or abs(current[1] - width) > 1e-6):
             study = study.with_window(centre, width)
-            ui.set_current_study(study, save=False, rewindowed=True)
+            studies.set_current_study(study, save=False, rewindowed=True)
     return study
 
 
@@ -89,179 +82,12 @@ def _run(study: Any, symptoms: str, maps: str, gate: dict) -> dict:
     st.session_state["analysis"] = data
     st.session_state["analysis_objects"] = result.objects
     try:
-        headline = "; ".join(data["summary"].get("headline", [])[:2]) or result.status
-        title = f"{study.filename or 'unnamed study'} — {headline}"  # History lists analyses by file, then result
-        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id,
-                                                     textwrap.shorten(title, 200, placeholder=" …"), data)
+        title = summary.record_title(study.filename, data, result.status)  # History lists by file, then result
+        data["record_id"] = ui.history().save_record(ui.current_user(), "analysis", study.study_id, title, data)
         ui.audit("analysis", {"study_id": study.study_id, "status": result.status})
     except Exception as exc:
         ui.report_error(exc, "The analysis finished but could not be saved to History")
     return data
-
-
-def _withheld_block(analysis: dict) -> None:
-    """What the domain rule withheld, why, the one step to real weights, and the demo output behind a fold."""
-    withheld = analysis.get("withheld") or {}
-    if not withheld:
-        return
-    ui.withheld_notice(list(withheld.values()))
-    live = (st.session_state.get("analysis_objects") or {}).get("withheld") or {}
-    if not live:
-        return
-    with st.expander("Show the withheld output anyway (not meaningful for this image)", icon=":material/science:"):
-        st.caption("These numbers come from weights that cannot speak about this image. They are not findings, "
-                   "are not stored, and are not used anywhere else.")
-        for slot, kept in live.items():
-            output = kept.get("output") or {}
-            if slot == "anomaly.detector" and output:
-                st.caption(f"Anomaly score {float(output.get('fused_score', 0)):.3f} (threshold "
-                           f"{float(output.get('threshold', 0)):.3f}) — not meaningful for this image.")
-            elif output:
-                probs = output.get("probabilities") or {}
-                st.caption("Pathology probabilities — not meaningful for this image: "
-                           + ", ".join(f"{k} {float(v):.2f}" for k, v in probs.items()))
-            for key, heatmap in (kept.get("maps") or {}).items():
-                # Drawn in grey: a coloured heatmap reads as a finding at a glance.
-                grey = Image.open(io.BytesIO(heatmap.png())).convert("L")
-                st.image(grey, caption=f"{heatmap.caption or key} — not meaningful for this image", width="stretch")
-
-
-def _withheld_note(slot: str, withheld: dict) -> bool:
-    entry = withheld.get(slot)
-    if entry:
-        st.info(f"Withheld: {entry.get('what')} (see above).", icon=":material/visibility_off:")
-    return bool(entry)
-
-
-def _anomaly_block(anomaly: dict | None, stage: dict | None, withheld: dict) -> None:
-    st.subheader("Anomaly detector", anchor=False)
-    if _withheld_note("anomaly.detector", withheld):
-        return
-    if not anomaly:
-        st.info(f"Not run: {(stage or {}).get('message') or 'no anomaly detector available'}", icon=":material/info:")
-        return
-    ui.tier_badge(anomaly.get("tier", ""))
-    st.plotly_chart(score_gauge(float(anomaly["fused_score"]), float(anomaly["threshold"]), "Fused anomaly score"),
-                    width="stretch", key="analyze_gauge")
-    verdict = "outside the normal range" if anomaly.get("is_anomalous") else "within the normal range"
-    st.caption(f"Score {anomaly['fused_score']:.3f} vs threshold {anomaly['threshold']:.3f}: {verdict} "
-               f"(margin {anomaly.get('margin', anomaly['fused_score'] - anomaly['threshold']):+.3f}).")
-    if anomaly.get("peak_deviation") is not None and anomaly.get("deviation_threshold") is not None:
-        unusual = bool(anomaly.get("deviation_unusual"))
-        st.metric("Peak deviation from normal", f"{float(anomaly['peak_deviation']):.1f}",
-                  delta="above the normal range" if unusual else "within the normal range",
-                  delta_color="inverse" if unusual else "off",
-                  help="Largest per-position distance of the image's features from normal training images "
-                       f"(the deviation map); 95 % of normal images stay below "
-                       f"{float(anomaly['deviation_threshold']):.1f}.")
-
-
-def _pathology_block(pathology: dict | None, stage: dict | None, withheld: dict) -> None:
-    st.subheader("Pathology classifier", anchor=False)
-    if _withheld_note("pathology.classifier", withheld):
-        return
-    if not pathology:
-        st.info(f"Not run: {(stage or {}).get('message') or 'no classifier available'}", icon=":material/info:")
-        return
-    ui.tier_badge(pathology.get("tier", ""))
-    st.plotly_chart(pathology_bars(pathology.get("probabilities", {}), pathology.get("thresholds", {})),
-                    width="stretch", key="analyze_bars")
-    positives = pathology.get("positives") or []
-    st.caption("Above operating threshold: " + (", ".join(positives) if positives else "none"))
-
-
-def _maps_block(analysis: dict) -> None:
-    heatmaps = (st.session_state.get("analysis_objects") or {}).get("heatmaps") or {}
-    if not heatmaps:
-        return
-    st.subheader("Maps", anchor=False)
-    for key, heatmap in list(heatmaps.items())[:4]:
-        st.image(heatmap.png(), caption=heatmap.caption, width="stretch")
-        kind, _, label = key.partition(":")
-        if st.button("Open in Heatmap page", key=f"open_{key}", icon=":material/open_in_new:"):
-            st.session_state["heatmap_kind"] = "pathology_gradcam" if kind == "pathology" else kind
-            if label:
-                st.session_state["heatmap_label"] = label
-            st.switch_page(ui.PAGES["heatmap"])
-
-
-def _nlp_block(nlp: dict | None) -> None:
-    if not nlp:
-        return
-    st.subheader("Clinical text", anchor=False)
-    entities = nlp.get("entities") or []
-    if entities:
-        st.dataframe(
-            [{"Text": e.get("text"), "Type": e.get("label"), "Negated": bool(e.get("negated")),
-              "Uncertain": bool(e.get("uncertain")), "Side": e.get("laterality") or ""} for e in entities],
-            hide_index=True, width="stretch",
-        )
-    conditions = nlp.get("conditions") or []
-    if conditions:
-        st.markdown("**Conditions suggested by the text**")
-        for c in conditions:
-            evidence = "; ".join(f"“{p}”" for p in (c.get("evidence") or [])[:3])
-            st.markdown(f"- **{c.get('name')}** — {c.get('status')} (score {float(c.get('score', 0)):.2f}) {evidence}")
-
-
-def _fusion_block(fusion: dict | None) -> None:
-    if not fusion:
-        return
-    risk = fusion.get("risk") or {}
-    level = risk.get("level") if isinstance(risk, dict) else str(risk)
-    st.subheader("Risk and agreement", anchor=False)
-    if level:
-        st.badge(f"Risk: {level}", color=RISK_COLOURS.get(level, "gray"), icon=":material/priority_high:")
-        for reason in (risk.get("reasons") if isinstance(risk, dict) else None) or []:
-            st.markdown(f"- {reason if isinstance(reason, str) else reason.get('text', reason)}")
-        if isinstance(risk, dict) and risk.get("rule"):
-            st.caption(f"Rule: {risk['rule']}")
-    for key, title, icon in (("agreements", "Agreements", ":material/check_circle:"),
-                             ("contradictions", "Contradictions", ":material/warning:")):
-        items = fusion.get(key) or []
-        if items:
-            st.markdown(f"**{title}**")
-            for item in items:
-                text = item if isinstance(item, str) else item.get("message") or item.get("text") or str(item)
-                (st.warning if key == "contradictions" else st.success)(text, icon=icon)
-    confidence = fusion.get("confidence") or {}
-    if isinstance(confidence, dict) and confidence.get("low_confidence"):
-        st.warning(f"Low confidence: {confidence.get('reason', 'see the uncertainty figures')}", icon=":material/help:")
-    if fusion.get("rule"):
-        st.caption(f"Agreement rule: {fusion['rule']}")
-
-
-def _reasoning_block(reasoning: dict | None) -> None:
-    if not reasoning:
-        return
-    with st.expander(f"Clinical reasoning — {reasoning.get('backend', 'rules')}", icon=":material/psychology:"):
-        st.write(reasoning.get("reasoning", ""))
-        for i, item in enumerate(reasoning.get("differential") or [], start=1):
-            why = "; ".join(item.get("supporting") or [])
-            hedge = " (uncertain)" if item.get("uncertain") else ""
-            st.markdown(f"{i}. **{item.get('condition')}**{hedge} — ranking weight {float(item.get('score', 0)):.2f}"
-                        + (f"; supported by {why}" if why else ""))
-        st.caption("Ranking weights order the differential; they are not probabilities of disease.")
-        for c in reasoning.get("contradictions") or []:
-            st.warning(c, icon=":material/warning:")
-
-
-def _stages_block(analysis: dict) -> None:
-    with st.expander("Processing stages, timings and model tiers", icon=":material/timer:"):
-        st.dataframe(
-            [{"Stage": s["name"], "Status": s["status"],
-              "Time (s)": round(s["seconds"], 3), "Tier": s.get("tier", ""), "Note": s.get("message", "")}
-             for s in analysis.get("stages", [])],
-            hide_index=True, width="stretch",
-            # The note is the widest column: narrow the others so it is not cut off.
-            column_config={"Stage": st.column_config.TextColumn(width="medium"),
-                           "Status": st.column_config.TextColumn(width="small"),
-                           "Time (s)": st.column_config.NumberColumn(width="small"),
-                           "Tier": st.column_config.TextColumn(width="small"),
-                           "Note": st.column_config.TextColumn(width="large")},
-        )
-        for slot, prov in (analysis.get("models") or {}).items():
-            ui.tier_badge(prov, details=True)
 
 
 def _pdf_button(analysis: dict, study: Any) -> None:
@@ -275,7 +101,7 @@ def _pdf_button(analysis: dict, study: Any) -> None:
         return bytes(build_pdf(analysis, images=images, user=user, report_text=report_text,
                                verification=verification))
 
-    ui.download_on_request("Download PDF report", build, f"medsight_{study.study_id}.pdf", "application/pdf",
+    media.download_on_request("Download PDF report", build, f"medsight_{study.study_id}.pdf", "application/pdf",
                            icon=":material/picture_as_pdf:", type="primary")
 
 
@@ -285,7 +111,7 @@ def main() -> None:
     ui.page_header("Analyze", "Open a chest X-ray, add clinical context if you have it, and run the analysis.")
     left, right = st.columns([1, 1], gap="large")
     with left:
-        study = ui.study_picker("analyze")
+        study = studies.study_picker("analyze")
         refused = False
         if study is not None:
             study = _window_controls(study)
@@ -321,7 +147,7 @@ def main() -> None:
     message = " · ".join((analysis.get("summary") or {}).get("headline", []))
     {"COMPLETE": st.success, "PARTIAL": st.warning, "WITHHELD": st.warning,
      "REFUSED": st.warning}.get(status, st.error)(f"**{status}** — {message}")
-    _withheld_block(analysis)
+    blocks.withheld_block(analysis)
     withheld = analysis.get("withheld") or {}
     demo = (analysis.get("summary") or {}).get("demo_models") or []
     if demo:
@@ -331,17 +157,17 @@ def main() -> None:
     stages = {s["name"]: s for s in analysis.get("stages", [])}
     c1, c2 = st.columns(2, gap="large")
     with c1:
-        _anomaly_block(analysis.get("anomaly"), stages.get("vision: anomaly detector"), withheld)
+        blocks.anomaly_block(analysis.get("anomaly"), stages.get("vision: anomaly detector"), withheld)
     with c2:
-        _pathology_block(analysis.get("pathology"), stages.get("vision: pathology classifier"), withheld)
+        blocks.pathology_block(analysis.get("pathology"), stages.get("vision: pathology classifier"), withheld)
     c3, c4 = st.columns(2, gap="large")
     with c3:
-        _fusion_block(analysis.get("fusion"))
-        _nlp_block(analysis.get("nlp"))
+        blocks.fusion_block(analysis.get("fusion"))
+        blocks.nlp_block(analysis.get("nlp"))
     with c4:
-        _maps_block(analysis)
-    _reasoning_block(analysis.get("reasoning"))
-    _stages_block(analysis)
+        blocks.maps_block(analysis)
+    blocks.reasoning_block(analysis.get("reasoning"))
+    blocks.stages_block(analysis)
     _pdf_button(analysis, study)
 
 

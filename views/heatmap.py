@@ -10,29 +10,15 @@ from typing import Any
 
 import streamlit as st
 
-from medsight import domain
-from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
-from medsight.report.figures import components_bars, score_gauge
+from medsight import domain, heatmap_choices as choices
+from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map
+from views import _heatmap_panel as panel
 from views import _shared as ui
+from views import _study as studies
 
 ANOMALY_SLOT = "anomaly.detector"
 PATHOLOGY_SLOT = "pathology.classifier"
 CACHE_KEY = "heatmap_cache"
-CACHE_SIZE = 8  # maps kept per session (each holds the radiograph and the map at full resolution)
-
-KIND_HELP = {
-    "paper_attention": "The published method. Not an image-region map: it shows the ViT's attention over 8 "
-                       "segments of the latent code, laid out on the image for illustration only.",
-    "patch_deviation": "Each position of the last VGG16 block compared with the same position in normal "
-                       "training images: where the image's features leave the normal range. Normal areas stay "
-                       "dark.",
-    "spatial_anomaly": "Grad-CAM of the fused anomaly score through the last VGG16 block: where image "
-                       "features raise the anomaly score. Localises findings poorly (see the model card); "
-                       "the deviation map is the better guide to where.",
-    "pathology_gradcam": "Grad-CAM of one pathology label through DenseNet121's last dense block.",
-}
-
-
 def _load(slot: str) -> tuple[Any | None, str]:
     """(LoadedModel, "") or (None, what is missing)."""
     try:
@@ -54,83 +40,12 @@ def _pathology() -> tuple[Any | None, str]:
     return loaded, ""
 
 
-def _label_scores(prediction: Any) -> dict[str, tuple[float, float | None]]:
-    """label → (probability, decision threshold or None) from a pathology prediction."""
-    probs = getattr(prediction, "probabilities", None)
-    thresholds = getattr(prediction, "thresholds", None) or {}
-    if isinstance(prediction, dict):
-        probs = prediction.get("probabilities", probs)
-        thresholds = prediction.get("thresholds", thresholds) or {}
-    if not isinstance(probs, dict):
-        labels = list(getattr(prediction, "labels", []) or [])
-        probs = dict(zip(labels, list(probs or [])))
-    if not isinstance(thresholds, dict):
-        thresholds = {}
-    return {str(k): (float(v), None if thresholds.get(k) is None else float(thresholds[k])) for k, v in probs.items()}
-
-
 def _cache() -> dict:
     return st.session_state.setdefault(CACHE_KEY, {})
 
 
 def _remember(key: tuple, result: HeatmapResult) -> None:
-    cache = _cache()
-    cache.pop(key, None)
-    cache[key] = result
-    while len(cache) > CACHE_SIZE:
-        cache.pop(next(iter(cache)))
-
-
-def _score_panel(result: HeatmapResult, provenance: Any, threshold: float | None) -> None:
-    details = result.details or {}
-    left, middle, right = st.columns([1.1, 1.3, 1.2])
-    with left:
-        if result.score is not None:
-            title = "Anomaly score" if result.kind != "pathology_gradcam" else f"P({result.label})"
-            st.plotly_chart(score_gauge(float(result.score), None if threshold is None else float(threshold), title),
-                            width="stretch", key=f"gauge_{result.kind}")
-            if threshold is not None:
-                above = float(result.score) >= float(threshold)
-                st.caption(f"{'Above' if above else 'Below'} the operating threshold {float(threshold):.3f} "
-                           f"({'flagged' if above else 'not flagged'}).")
-    with middle:
-        components = details.get("components")
-        if components:
-            st.plotly_chart(components_bars({k: float(v) for k, v in components.items()}), width="stretch",
-                            key=f"components_{result.kind}")
-            raw = {k: details[k] for k in ("recon_error", "kl_divergence", "vit_score") if k in details}
-            if raw:
-                st.caption(" · ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in raw.items()))
-        if details.get("peak_threshold") is not None:
-            unusual = bool(details.get("peak_unusual"))
-            st.metric("Peak deviation from normal", f"{float(details['peak_deviation']):.1f}",
-                      delta="above the normal range" if unusual else "within the normal range",
-                      delta_color="inverse" if unusual else "off",
-                      help=f"Largest per-position distance from normal features; 95 % of normal images stay "
-                           f"below {float(details['peak_threshold']):.1f}.")
-    with right:
-        if provenance is not None:
-            ui.tier_badge(provenance, details=True)
-        st.caption(result.caption)
-        seconds = details.get("seconds")
-        if seconds is None and isinstance(details.get("timings"), dict) and "total" in details["timings"]:
-            seconds = float(details["timings"]["total"]) / 1000
-        if seconds is not None:
-            st.caption(f"Computed in {float(seconds):.2f} s.")
-
-
-def _downloads(result: HeatmapResult, study_id: str) -> None:
-    stem = f"{study_id}_{result.kind}" + (f"_{result.label}" if result.label else "")
-    columns = st.columns(4)
-    columns[0].download_button("Three panels (PNG)", result.png(), f"{stem}_panels.png", "image/png",
-                               icon=":material/download:", key="dl_panels", width="stretch")
-    try:
-        panels = result.panel_images()
-    except ValueError:
-        return
-    for column, name in zip(columns[1:], ("original", "heatmap", "overlay")):
-        column.download_button(f"{name.capitalize()} (PNG)", to_png_bytes(panels[name]), f"{stem}_{name}.png",
-                               "image/png", icon=":material/download:", key=f"dl_{name}", width="stretch")
+    choices.remember(_cache(), key, result)
 
 
 @ui.safe_page
@@ -138,7 +53,7 @@ def main() -> None:
     ui.page_header("Heatmap", "Where in the image the models look, drawn over the radiograph.")
     study = ui.current_study()
     with st.expander("Open another study" if study is not None else "Open a study", expanded=study is None):
-        study = ui.study_picker("heatmap")
+        study = studies.study_picker("heatmap")
     if study is None:
         st.info("Open a study (upload or sample) to see its maps.", icon=":material/radiology:")
         return
@@ -152,14 +67,7 @@ def main() -> None:
         st.session_state["heatmap_kind_choice"] = requested
     has_patch_model = anomaly is not None and getattr(anomaly.model, "patch_model", None) is not None
     st.session_state.setdefault("heatmap_kind_choice", "patch_deviation" if has_patch_model else "spatial_anomaly")
-    no_detector = "not available: anomaly detector missing"
-    captions = {
-        "paper_attention": "published method · not spatial" if anomaly else no_detector,
-        "patch_deviation": ("deviation from normal, per position" if has_patch_model
-                            else "not available: no model of normal features fitted" if anomaly else no_detector),
-        "spatial_anomaly": "Grad-CAM of the anomaly score" if anomaly else no_detector,
-        "pathology_gradcam": "per-label Grad-CAM" if pathology else "not available in this build",
-    }
+    captions = choices.map_captions(anomaly is not None, has_patch_model, pathology is not None)
     captions = [captions[k] for k in kinds]
     controls, preview = st.columns([1, 3])
     with controls:
@@ -167,7 +75,7 @@ def main() -> None:
         st.session_state.setdefault("heatmap_opacity", DEFAULT_OPACITY)
         opacity = st.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="heatmap_opacity",
                             help="Maximum opacity of the map; the weakest 30 % of the map is always transparent.")
-        st.caption(KIND_HELP[kind])
+        st.caption(choices.KIND_HELP[kind])
 
     slot = PATHOLOGY_SLOT if kind == "pathology_gradcam" else ANOMALY_SLOT
     loaded = pathology if slot == PATHOLOGY_SLOT else anomaly
@@ -193,7 +101,7 @@ def main() -> None:
         if probabilities is None:
             try:
                 with st.spinner("Scoring pathology labels…"):
-                    probabilities = _label_scores(classifier.predict(study.image))
+                    probabilities = choices.label_scores(classifier.predict(study.image))
             except ValueError as exc:
                 st.error(str(exc), icon=":material/broken_image:")
                 return
@@ -246,8 +154,8 @@ def main() -> None:
     threshold = (result.details or {}).get("threshold")
     if threshold is None and kind == "pathology_gradcam":
         threshold = probabilities[label][1]
-    _score_panel(result, provenance, threshold)
-    _downloads(result, study.study_id)
+    panel.score_panel(result, provenance, threshold)
+    panel.downloads(result, study.study_id)
 
 
 main()

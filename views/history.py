@@ -8,6 +8,7 @@ import streamlit as st
 
 from medsight.storage import RECORD_KINDS
 from views import _shared as ui
+from views import _study as studies
 
 KIND_LABELS = {"analysis": "Analysis", "report": "Report", "verification": "Verification", "chat": "Chat"}
 KIND_ICONS = {"analysis": ":material/radiology:", "report": ":material/description:",
@@ -38,7 +39,7 @@ def _restore_study(user: str, study_id: str | None) -> bool:
     if study is None:
         st.warning(f"Study `{study_id}` is no longer stored; the result opens without its image.")
         return True
-    ui.set_current_study(study, save=False)
+    studies.set_current_study(study, save=False)
     return True
 
 
@@ -109,11 +110,15 @@ def _studies(user: str) -> None:
                     st.switch_page(ui.PAGES["analyze"])
 
 
-ui.require_login()
-ui.page_header("History", "Your saved results and studies on this workstation. Only your own records are listed.")
-_user = ui.current_user()
-results_tab, studies_tab = st.tabs([":material/list: Results", ":material/photo_library: Studies"])
-with results_tab:
-    _records(_user)
-with studies_tab:
-    _studies(_user)
+@ui.safe_page
+def main() -> None:
+    ui.page_header("History", "Your saved results and studies on this workstation. Only your own records are listed.")
+    user = ui.current_user()
+    results_tab, studies_tab = st.tabs([":material/list: Results", ":material/photo_library: Studies"])
+    with results_tab:
+        _records(user)
+    with studies_tab:
+        _studies(user)
+
+
+main()

@@ -35,37 +35,42 @@ def _sign_in(username: str, password: str) -> None:
     st.rerun()
 
 
-# Before sign-in there is nothing for the sidebar to show; after a sign-out the browser may keep the signed-in
-# run's sidebar (last user and study) until it is told to hide it.
-st.markdown('<style>[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none}</style>',
-            unsafe_allow_html=True)
-_, centre, _ = st.columns([1, 1.25, 1])
-with centre:
-    st.markdown('<div style="height: 6vh"></div>', unsafe_allow_html=True)
-    st.markdown('<span class="medsight-brand">MEDSIGHT WORKSTATION</span>', unsafe_allow_html=True)
-    st.title("Sign in", anchor=False)
-    st.caption("Chest X-ray decision support running on this computer. Images and results stay local.")
+@ui.safe_page(sign_in=False)
+def main() -> None:
+    # Before sign-in there is nothing for the sidebar to show; after a sign-out the browser may keep the signed-in
+    # run's sidebar (last user and study) until it is told to hide it.
+    st.markdown('<style>[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none}</style>',
+                unsafe_allow_html=True)
+    _, centre, _ = st.columns([1, 1.25, 1])
+    with centre:
+        st.markdown('<div style="height: 6vh"></div>', unsafe_allow_html=True)
+        st.markdown('<span class="medsight-brand">MEDSIGHT WORKSTATION</span>', unsafe_allow_html=True)
+        st.title("Sign in", anchor=False)
+        st.caption("Chest X-ray decision support running on this computer. Images and results stay local.")
 
-    notice = st.session_state.pop("login_notice", None)
-    if notice:
-        st.info(notice, icon=":material/info:")
+        notice = st.session_state.pop("login_notice", None)
+        if notice:
+            st.info(notice, icon=":material/info:")
 
-    # Cleared on submit so the password never lingers in the session.
-    with st.form("login_form", clear_on_submit=True, border=True):
-        username = st.text_input("User name", key="login_username", autocomplete="username")
-        password = st.text_input("Password", type="password", key="login_password", autocomplete="current-password")
-        submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:", width="stretch")
-    if submitted:
-        _sign_in(username, password)
-    error = st.session_state.get("login_error")
-    if error:
-        st.error(error, icon=":material/lock:")
+        # Cleared on submit so the password never lingers in the session.
+        with st.form("login_form", clear_on_submit=True, border=True):
+            username = st.text_input("User name", key="login_username", autocomplete="username")
+            password = st.text_input("Password", type="password", key="login_password", autocomplete="current-password")
+            submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:", width="stretch")
+        if submitted:
+            _sign_in(username, password)
+        error = st.session_state.get("login_error")
+        if error:
+            st.error(error, icon=":material/lock:")
 
-    current = ui.settings()
-    st.caption(
-        f"Accounts are managed with `python -m medsight.users`. After {current.lockout_attempts} failed attempts "
-        f"sign-in to an account pauses, for longer after each further failure (up to {current.lockout_minutes} "
-        "minutes); an administrator can lift the pause. Sessions end after "
-        f"{current.session_minutes} minute{'s' if current.session_minutes != 1 else ''} without activity."
-    )
-    st.caption(":material/warning: Decision support, not a diagnosis.")
+        current = ui.settings()
+        st.caption(
+            f"Accounts are managed with `python -m medsight.users`. After {current.lockout_attempts} failed attempts "
+            f"sign-in to an account pauses, for longer after each further failure (up to {current.lockout_minutes} "
+            "minutes); an administrator can lift the pause. Sessions end after "
+            f"{current.session_minutes} minute{'s' if current.session_minutes != 1 else ''} without activity."
+        )
+        st.caption(":material/warning: Decision support, not a diagnosis.")
+
+
+main()

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from medsight import registry
+from medsight.retrieval.casebase import (IMAGE_SLOT, TEXT_SLOT, Case, CaseBase, CaseBaseError, SimilarCase,
+                                         load_image_embedder, load_text_embedder, reciprocal_rank_fusion)
 
-TEXT_SLOT = "retrieval.text_embedder"
-IMAGE_SLOT = "retrieval.image_embedder"
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_FOLDER = "all-MiniLM-L6-v2"
 
@@ -268,22 +268,6 @@ registry.register(registry.ModelSlot(
                     "come from ImageNet VGG16 features. Re-index the case base afterwards "
                     "(python -m medsight.retrieval.build --reset-images).",
 ))
-
-
-def load_text_embedder(settings=None) -> tuple[TextEmbedder, registry.Provenance]:
-    """Text embedder from the registry. Raises `registry.ModelUnavailable` with the reasons."""
-    loaded = registry.load(TEXT_SLOT, settings, device="cpu")
-    loaded.model.tier = loaded.provenance.tier
-    return loaded.model, loaded.provenance
-
-
-def load_image_embedder(settings=None) -> tuple[ImageEmbedder, registry.Provenance]:
-    """Image embedder from the registry (tier inherited from the anomaly detector)."""
-    loaded = registry.load(IMAGE_SLOT, settings)
-    return loaded.model, loaded.provenance
-
-
-from medsight.retrieval.casebase import Case, CaseBase, CaseBaseError, SimilarCase, reciprocal_rank_fusion  # noqa: E402
 
 __all__ = [
     "Case", "CaseBase", "CaseBaseError", "IMAGE_SLOT", "ImageEmbedder", "SimilarCase", "TEXT_SLOT", "TextEmbedder",

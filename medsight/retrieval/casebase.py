@@ -37,8 +37,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from medsight import registry
 from medsight.config import Settings, get_settings
 
+# Registered by medsight.retrieval (the registry imports it when a slot is first asked for).
+TEXT_SLOT = "retrieval.text_embedder"
+IMAGE_SLOT = "retrieval.image_embedder"
 REPORTS = "case_reports"
 IMAGES = "case_images"
 RRF_K = 60
@@ -47,6 +51,19 @@ RRF_K = 60
 REFRESH_SECONDS = 2.0
 #: Rows per Chroma `get` when copying a collection's vectors into memory.
 LOAD_PAGE = 5000
+
+
+def load_text_embedder(settings=None) -> tuple[Any, registry.Provenance]:
+    """Text embedder from the registry. Raises `registry.ModelUnavailable` with the reasons."""
+    loaded = registry.load(TEXT_SLOT, settings, device="cpu")
+    loaded.model.tier = loaded.provenance.tier
+    return loaded.model, loaded.provenance
+
+
+def load_image_embedder(settings=None) -> tuple[Any, registry.Provenance]:
+    """Image embedder from the registry (tier inherited from the anomaly detector)."""
+    loaded = registry.load(IMAGE_SLOT, settings)
+    return loaded.model, loaded.provenance
 
 
 class CaseBaseError(RuntimeError):
@@ -360,23 +377,23 @@ class CaseBase:
     @property
     def text_embedder(self):
         if self._text_embedder is None:
-            from medsight.retrieval import load_text_embedder
-
             self._text_embedder, self.text_provenance = load_text_embedder(self.settings)
         return self._text_embedder
 
     @property
     def image_embedder(self):
         if self._image_embedder is None:
-            from medsight.retrieval import load_image_embedder
-
             self._image_embedder, self.image_provenance = load_image_embedder(self.settings)
         return self._image_embedder
+
+    @property
+    def image_embedder_description(self) -> str | None:
+        """What the image embeddings are made from (e.g. the detector's features); None until they are loaded."""
+        return None if self._image_embedder is None else self._image_embedder.description
 
     def image_verdict(self, study: Any, gate: dict | None = None):
         """Domain verdict of the image embedder for `study`: outside it, similar cases by image are withheld."""
         from medsight import domain
-        from medsight.retrieval import IMAGE_SLOT
 
         _ = self.image_embedder  # loads it and its provenance
         provenance = self.image_provenance.to_dict() if self.image_provenance is not None else {}
