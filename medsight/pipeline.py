@@ -246,104 +246,134 @@ def run_analysis(
     Returns:
         AnalysisResult with status COMPLETE / PARTIAL / WITHHELD / REFUSED / FAILED and a record per stage.
     """
-    result = AnalysisResult(
-        analysis_id=uuid.uuid4().hex[:12],
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        status=STATUS_FAILED,
-        study=study.to_dict() if hasattr(study, "to_dict") else {},
-        symptoms=symptoms or "",
-    )
-    runner = _Runner(result, progress, total=12)
-    image = getattr(study, "image", None)
+    analysis = _Analysis(study, symptoms, detector=detector, classifier=classifier, maps=maps,
+                         reasoning_backend=reasoning_backend, gate=gate, override_by=override_by)
+    runner = _Runner(analysis.result, progress, total=12)
+    analysis.valid = runner.run("validate input", analysis.validate_input)
+    runner.run("input gate", analysis.input_gate)
+    analysis.keep_refused_study_from_image_models()
+    runner.run("vision: anomaly detector", analysis.anomaly_detector)
+    runner.run("vision: pathology classifier", analysis.pathology_classifier)
+    runner.run("vision: heatmaps", analysis.heatmaps)
+    runner.run("domain rule", analysis.domain_rule)
+    runner.run("free accelerator memory", analysis.free_memory)
+    runner.run("clinical NLP", analysis.clinical_nlp)
+    runner.run("fusion, uncertainty and risk", analysis.fusion)
+    runner.run("clinical reasoning", analysis.clinical_reasoning)
+    runner.run("report assembly", analysis.assemble_report)
+    runner.run("status", analysis.set_status)
+    return analysis.result
 
-    def validate():
-        _validate(image)
 
-    valid = runner.run("validate input", validate)
+class _Analysis:
+    """One analysis in progress: the study, the caller's options and the result its stages fill in.
 
-    def gate_stage():
-        if not valid:
+    Each stage method returns None (ok) or (status, message, tier), as `_Runner.run` expects.
+    """
+
+    def __init__(self, study: Any, symptoms: str, *, detector: Any, classifier: Any, maps: str,
+                 reasoning_backend: Any, gate: Any, override_by: str | None) -> None:
+        self.study, self.symptoms, self.maps = study, symptoms or "", maps
+        self.detector, self.classifier, self.reasoning_backend = detector, classifier, reasoning_backend
+        self.given_gate, self.override_by = gate, override_by
+        self.image = getattr(study, "image", None)
+        self.result = AnalysisResult(
+            analysis_id=uuid.uuid4().hex[:12],
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            status=STATUS_FAILED,
+            study=study.to_dict() if hasattr(study, "to_dict") else {},
+            symptoms=self.symptoms,
+        )
+        self.valid = False
+        self.no_image = "no valid image"  # why the image models are skipped
+
+    def validate_input(self) -> None:
+        """A 2-D, finite, non-blank image large enough to analyse."""
+        _validate(self.image)
+
+    def input_gate(self):
+        """Whether this is a frontal chest radiograph, or the radiologist's override of a refusal."""
+        if not self.valid:
             return SKIPPED, "no valid image", ""
-        result.gate = _gate_decision(study, gate, override_by)
-        if result.gate.get("decision") == "refused":
-            return OK, f"refused: {result.gate.get('reason', '')}", ""
-        if result.gate.get("decision") == "overridden":
-            return OK, f"refusal overridden by {result.gate.get('overridden_by') or 'the radiologist'}", ""
+        gate = self.result.gate = _gate_decision(self.study, self.given_gate, self.override_by)
+        if gate.get("decision") == "refused":
+            return OK, f"refused: {gate.get('reason', '')}", ""
+        if gate.get("decision") == "overridden":
+            return OK, f"refusal overridden by {gate.get('overridden_by') or 'the radiologist'}", ""
         return None
 
-    runner.run("input gate", gate_stage)
-    if valid and not _gate_allows(result.gate):
-        valid = False
-        no_image = f"input gate: {(result.gate or {}).get('reason') or 'not a frontal chest radiograph'}"
-    else:
-        no_image = "no valid image"
+    def keep_refused_study_from_image_models(self) -> None:
+        """A study the gate refused (and nobody overrode) is shown to no image model."""
+        if self.valid and not _gate_allows(self.result.gate):
+            self.valid = False
+            self.no_image = f"input gate: {(self.result.gate or {}).get('reason') or 'not a frontal chest radiograph'}"
 
-    def anomaly_stage():
-        if not valid:
-            return SKIPPED, no_image, ""
-        model, prov = _load("anomaly.detector", detector)
+    def anomaly_detector(self):
+        """The fused anomaly score, from the same VGG16 pass as the key anomaly map when maps are wanted."""
+        if not self.valid:
+            return SKIPPED, self.no_image, ""
+        result, image = self.result, self.image
+        model, prov = _load("anomaly.detector", self.detector)
         result.objects["detector"] = model
         result.models["anomaly.detector"] = prov
         tier = prov.get("tier", "")
-        if maps != "none" and _has_deviation_model(model):
+        if self.maps != "none" and _has_deviation_model(model):
             # The deviation map needs only this pass's activations: kept for the maps stage.
             scored, activations = model.score_with_activations(image)
             result.objects["anomaly_pass"] = (scored, activations)
             result.anomaly = scored.to_dict()
             return OK, DEVIATION_PASS_NOTE, result.anomaly.get("tier", tier)
-        shared = maps != "none" and _score_with_spatial_map(result, model, image)
+        shared = self.maps != "none" and _score_with_spatial_map(result, model, image)
         if not shared:
             result.anomaly = model.score(image).to_dict()
         return OK, SHARED_PASS_NOTE if shared else "", result.anomaly.get("tier", tier)
 
-    def pathology_stage():
-        if not valid:
-            return SKIPPED, no_image, ""
-        model, prov = _load("pathology.classifier", classifier)
-        result.objects["classifier"] = model
-        result.models["pathology.classifier"] = prov
-        result.pathology = model.predict(image).to_dict()
-        return OK, "", result.pathology.get("tier", prov.get("tier", ""))
+    def pathology_classifier(self):
+        """Per-label probabilities against their operating thresholds."""
+        if not self.valid:
+            return SKIPPED, self.no_image, ""
+        model, prov = _load("pathology.classifier", self.classifier)
+        self.result.objects["classifier"] = model
+        self.result.models["pathology.classifier"] = prov
+        self.result.pathology = model.predict(self.image).to_dict()
+        return OK, "", self.result.pathology.get("tier", prov.get("tier", ""))
 
-    def maps_stage():
-        if maps == "none" or not valid:
-            return SKIPPED, "maps not requested" if maps == "none" else no_image, ""
-        reused = "spatial_anomaly" in result.objects.get("heatmaps", {}) or "anomaly_pass" in result.objects
-        computed = compute_maps(result, image, which=maps)
+    def heatmaps(self):
+        """The requested heatmaps (see `compute_maps`), reusing the anomaly stage's pass where it can."""
+        if self.maps == "none" or not self.valid:
+            return SKIPPED, "maps not requested" if self.maps == "none" else self.no_image, ""
+        objects = self.result.objects
+        reused = "spatial_anomaly" in objects.get("heatmaps", {}) or "anomaly_pass" in objects
+        computed = compute_maps(self.result, self.image, which=self.maps)
         if not computed:
             return SKIPPED, "no model available to explain", ""
         return (OK, "anomaly map from the anomaly stage's VGG16 pass", "") if reused else None
 
-    runner.run("vision: anomaly detector", anomaly_stage)
-    runner.run("vision: pathology classifier", pathology_stage)
-    runner.run("vision: heatmaps", maps_stage)
-
-    def domain_stage():
-        if not result.models:
+    def domain_rule(self):
+        """Withhold the outputs of image models whose weights cannot speak about this study."""
+        if not self.result.models:
             return SKIPPED, "no image model ran", ""
-        withheld = apply_domain_rule(result, study)
+        withheld = apply_domain_rule(self.result, self.study)
         if withheld:
             return OK, "withheld: " + ", ".join(withheld), ""
         return None
 
-    runner.run("domain rule", domain_stage)
-
-    def free_memory():
+    def free_memory(self) -> None:
+        """Release accelerator memory before the text stages."""
         free_accelerator_memory()
 
-    runner.run("free accelerator memory", free_memory)
-
-    def nlp_stage():
-        if not (symptoms or "").strip():
+    def clinical_nlp(self):
+        """Entities and conditions from the clinical text."""
+        if not self.symptoms.strip():
             return SKIPPED, "no clinical text entered", ""
         from medsight.nlp import analyze_text
 
-        result.nlp = analyze_text(symptoms).to_dict()
-        return OK, "", str(result.nlp.get("tier", ""))
+        self.result.nlp = analyze_text(self.symptoms).to_dict()
+        return OK, "", str(self.result.nlp.get("tier", ""))
 
-    runner.run("clinical NLP", nlp_stage)
-
-    def fusion_stage():
+    def fusion(self):
+        """Image–text agreement, uncertainty and risk."""
+        result = self.result
         if not (result.anomaly or result.pathology or result.nlp):
             return SKIPPED, "nothing to fuse", ""
         from medsight.fusion import fuse
@@ -351,30 +381,25 @@ def run_analysis(
         result.fusion = fuse(result.anomaly, result.pathology, result.nlp).to_dict()
         return None
 
-    runner.run("fusion, uncertainty and risk", fusion_stage)
-
-    def reasoning_stage():
+    def clinical_reasoning(self):
+        """A ranked differential from the findings, by the language-model backend or the deterministic rules."""
         try:
             from medsight.llm.reasoning import clinical_reasoning
         except ImportError:
             return SKIPPED, "clinical reasoning is not installed in this build", ""
+        result = self.result
         findings = {"anomaly": result.anomaly, "pathology": result.pathology, "nlp": result.nlp, "fusion": result.fusion}
-        reasoning = clinical_reasoning(findings, symptoms or "", image=image, llm=reasoning_backend)
+        reasoning = clinical_reasoning(findings, self.symptoms, image=self.image, llm=self.reasoning_backend)
         result.reasoning = reasoning.to_dict()
         return OK, "", str(result.reasoning.get("backend", result.reasoning.get("tier", "")))
 
-    runner.run("clinical reasoning", reasoning_stage)
+    def assemble_report(self) -> None:
+        """The headline summary for the results view, History and PDF."""
+        self.result.summary = summarise(self.result)
 
-    def assemble():
-        result.summary = summarise(result)
-
-    runner.run("report assembly", assemble)
-
-    def status():
-        result.status = overall_status(result)
-
-    runner.run("status", status)
-    return result
+    def set_status(self) -> None:
+        """The overall status from the stage records, the gate and the domain rule."""
+        self.result.status = overall_status(self.result)
 
 
 def _has_deviation_model(detector: Any) -> bool:

@@ -348,6 +348,31 @@ def test_spatial_anomaly_map_at_image_resolution(untrained_detector):
         assert result.details["components"][key] == pytest.approx(value, abs=1e-5)
     assert all(p.grad is None for p in untrained_detector.vae.parameters())
     assert result.png()[:4] == b"\x89PNG" and result.panels is not None  # rendered on demand
+
+
+def test_anomaly_maps_explain_the_detectors_target_layer(untrained_detector, monkeypatch):
+    """`detector.target_layer` is the module whose output both anomaly maps use: 512 × 14 × 14 at 224 px."""
+    from medsight.explain import anomaly_map
+    from medsight.models.anomaly.patch import LAYER_NAME
+
+    image = np.random.default_rng(8).random((150, 110)).astype(np.float32)
+    seen = []
+    handle = untrained_detector.target_layer.register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        _, activations = untrained_detector.score_with_activations(image)  # what the deviation map reads
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and tuple(seen[0].shape) == (1, 512, 14, 14)
+    assert torch.equal(seen[0], activations)
+
+    explained = []
+    grad_cam = anomaly_map.GradCAM
+    monkeypatch.setattr(anomaly_map, "GradCAM", lambda layer, *args, **kwargs: explained.append(layer)
+                        or grad_cam(layer, *args, **kwargs))
+    result = anomaly_map.spatial_anomaly_map(untrained_detector, image, render=False)
+    assert len(explained) == 1 and explained[0] is untrained_detector.target_layer
+    assert result.details["grid"] == [14, 14]
+    assert untrained_detector.target_layer_name == LAYER_NAME and LAYER_NAME in result.details["method"]
     json.dumps(result.to_dict())
 
 

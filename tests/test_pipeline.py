@@ -131,9 +131,9 @@ def demo_models(tmp_path_factory):
 
 
 def _count_vgg16_forwards(detector):
-    """Counts VGG16 passes at its first convolution, which every path (pooled or with activations) runs."""
+    """Counts VGG16 passes at the layer the maps explain, which every path (pooled or with activations) runs."""
     calls = []
-    handle = detector.extractor.features[0].register_forward_hook(lambda *args: calls.append(1))
+    handle = detector.target_layer.register_forward_hook(lambda *args: calls.append(1))
     return calls, handle
 
 

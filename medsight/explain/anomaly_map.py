@@ -45,13 +45,6 @@ def _score_details(score: float, threshold: float, components: dict[str, float],
     }
 
 
-def last_conv_layer(detector: Any):
-    """The module whose output is explained: the ReLU after conv5_3 in `detector.extractor.features`."""
-    from medsight.models.anomaly.torch_model import LAST_CONV_RELU_INDEX
-
-    return detector.extractor.features[LAST_CONV_RELU_INDEX]
-
-
 def spatial_anomaly_map(detector: Any, image: np.ndarray, *, opacity: float = DEFAULT_OPACITY,
                         render: bool = True) -> HeatmapResult:
     """Grad-CAM map of the fused anomaly score at the radiograph's resolution, plus the score itself.
@@ -79,13 +72,13 @@ def spatial_anomaly_map(detector: Any, image: np.ndarray, *, opacity: float = DE
         parts.update({k: v.detach() for k, v in out.items()})
         return out["fused"]
 
-    cam = GradCAM(last_conv_layer(detector), fused, model=[detector.extractor, detector.vae, detector.vit])
+    cam = GradCAM(detector.target_layer, fused, model=[detector.extractor, detector.vae, detector.vit])
     out = cam(x, output_size=gray.shape[:2])
     score = float(out.scores[0])
     threshold = float(detector.threshold)
     tier = str(getattr(detector, "tier", "demo"))
     details = {
-        "method": "Grad-CAM of the fused score at VGG16 features[29] (conv5_3 ReLU, 14x14 at 224 px)",
+        "method": f"Grad-CAM of the fused score at {detector.target_layer_name}",
         "spatial": True,
         **_score_details(score, threshold, {k: float(parts[k][0]) for k in ("recon", "kl", "vit")},
                          float(parts["recon_error"][0]), float(parts["kl_divergence"][0]),
@@ -162,7 +155,7 @@ def patch_deviation_map(detector: Any, image: np.ndarray, *, opacity: float = DE
     unusual = bool(scale is not None and peak >= scale.peak_threshold)
     tier = str(getattr(detector, "tier", "demo"))
     details = {
-        "method": "Mahalanobis distance per cell from normal features at VGG16 features[29] (PaDiM-style)",
+        "method": f"Mahalanobis distance per cell from normal features (PaDiM-style) at {detector.target_layer_name}",
         "spatial": True,
         **_score_details(score, threshold, scored.components, scored.recon_error, scored.kl_divergence,
                          scored.vit_score),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -369,24 +370,65 @@ def load_dicom(
     Raises:
         IngestError: For missing pixel data, unsupported encodings, absurd sizes or corrupt data.
     """
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
+    _refuse_without_pixels(ds)
+    rows, cols, frames = _checked_geometry(ds, max_pixels)
+    notices: list[str] = []
+    arr = _read_pixels(ds, frames, notices)
+    photometric = _text(ds, "PhotometricInterpretation").strip().upper() or "MONOCHROME2"
+    bits = _int(ds, "BitsStored") or _int(ds, "BitsAllocated") or int(arr.dtype.itemsize * 8)
+    modality = _text(ds, "Modality").strip().upper() or None
+    view = _text(ds, "ViewPosition").strip().upper() or None
+    metadata = technical_metadata(ds, store_identifiers=store_identifiers)
+    shown = _display(ds, arr, photometric, bits, window, window_index, metadata, notices)
+    notices.extend(_content_notices(ds, modality))
+    spacing, spacing_source = _spacing(ds)
+    if spacing_source:
+        metadata["pixel_spacing_source"] = spacing_source
+    return Study(
+        study_id=pixel_hash(shown.image),
+        image=shown.image,
+        raw=shown.raw,
+        source_format="dicom",
+        filename=filename,
+        modality=modality,
+        view_position=view,
+        pixel_spacing=spacing,
+        original_size=(int(rows), int(cols)),
+        bits=int(bits),
+        windows=shown.windows,
+        window_used=shown.window_used,
+        metadata=metadata,
+        notices=notices,
+        synthetic=_is_synthetic(ds),
+        _levels=shown.raw if shown.raw is not None else shown.levels.astype(np.float32),
+        _invert=shown.invert,
+        _voi_function=shown.voi_function,
+    )
 
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        if "DirectoryRecordSequence" in ds or "Directory" in _kind(ds):
-            raise IngestError(
-                "This is a DICOMDIR (the index of a DICOM disc or folder), not an image; "
-                "open one of the image files it lists instead."
-            )
-        kind = _kind(ds)
-        what = describe_non_image_object(kind)
-        if what:
-            raise IngestError(
-                f"This is {what}: it contains no image pixel data, so there is nothing to display or analyse."
-            )
-        hint = " (the file may be truncated)" if "Image Storage" in kind else ""
+
+def _refuse_without_pixels(ds: Any) -> None:
+    """Refuse a DICOM object with no pixel data, saying what it is (DICOMDIR, report, RT plan...)."""
+    if any(k in ds for k in _PIXEL_KEYWORDS):
+        return
+    if "DirectoryRecordSequence" in ds or "Directory" in _kind(ds):
         raise IngestError(
-            f"This DICOM file ({kind}) contains no image pixel data{hint}, so there is nothing to display."
+            "This is a DICOMDIR (the index of a DICOM disc or folder), not an image; "
+            "open one of the image files it lists instead."
         )
+    kind = _kind(ds)
+    what = describe_non_image_object(kind)
+    if what:
+        raise IngestError(
+            f"This is {what}: it contains no image pixel data, so there is nothing to display or analyse."
+        )
+    hint = " (the file may be truncated)" if "Image Storage" in kind else ""
+    raise IngestError(
+        f"This DICOM file ({kind}) contains no image pixel data{hint}, so there is nothing to display."
+    )
+
+
+def _checked_geometry(ds: Any, max_pixels: int) -> tuple[int, int, int]:
+    """(rows, columns, frames) from the header, refusing missing, absurd or oversized images."""
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     if rows is None or cols is None:
         raise IngestError("The DICOM image has no Rows/Columns; the file is incomplete or corrupt.")
@@ -402,11 +444,14 @@ def load_dicom(
     samples = _int(ds, "SamplesPerPixel", 1) or 1
     if frames < 0 or samples not in (1, 3):
         raise IngestError("The DICOM image header is inconsistent (frames or samples per pixel).")
+    return rows, cols, frames
 
+
+def _read_pixels(ds: Any, frames: int, notices: list[str]) -> np.ndarray:
+    """Stored values of the first frame; decoder failures become plain-language IngestErrors."""
     tsuid = _ensure_transfer_syntax(ds)
     if "PixelData" in ds:
         _check_decoder(tsuid)
-    notices: list[str] = []
     try:
         arr = _decode_first_frame(ds, frames, tsuid)
     except IngestError:
@@ -430,87 +475,139 @@ def load_dicom(
             notices.append("The DICOM holds several frames; only the first is shown.")
     if arr.ndim not in (2, 3) or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise IngestError("The DICOM pixel data is not a 2-D image.")
+    return arr
 
-    photometric = _text(ds, "PhotometricInterpretation").strip().upper() or "MONOCHROME2"
-    bits = _int(ds, "BitsStored") or _int(ds, "BitsAllocated") or int(arr.dtype.itemsize * 8)
-    modality = _text(ds, "Modality").strip().upper() or None
-    view = _text(ds, "ViewPosition").strip().upper() or None
-    voi_function = _text(ds, "VOILUTFunction").strip().upper() or "LINEAR"
-    metadata = technical_metadata(ds, store_identifiers=store_identifiers)
-    windows: list[tuple[float, float]] = []
-    window_used: tuple[float, float] | None = None
-    invert = False
+
+@dataclass
+class _Display:
+    """What the display pipeline made of the stored values."""
+
+    image: np.ndarray
+    levels: np.ndarray
     raw: np.ndarray | None = None
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    window_used: tuple[float, float] | None = None
+    invert: bool = False
+    voi_function: str = "LINEAR"
 
+
+def _display(ds: Any, arr: np.ndarray, photometric: str, bits: int, window: tuple[float, float] | None,
+             window_index: int, metadata: dict, notices: list[str]) -> _Display:
+    """The [0, 1] display image of the stored values; malformed LUTs or windows become an IngestError."""
+    voi_function = _text(ds, "VOILUTFunction").strip().upper() or "LINEAR"
     try:
         if photometric == "PALETTE COLOR" or arr.ndim == 3:
-            if photometric == "PALETTE COLOR":
-                rgb = apply_color_lut(arr, ds)
-                try:
-                    depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
-                except Exception:
-                    depth = 16 if rgb.dtype.itemsize > 1 else 8
-            else:
-                rgb, depth = arr, bits
-            levels = luminance(np.asarray(rgb)[..., :3])
-            full_scale = float(2 ** min(max(depth, 1), 32) - 1)
-            metadata.update(colour_measures(np.asarray(rgb)[..., :3], full_scale))
-            image = np.clip(levels / full_scale, 0.0, 1.0)
-            notices.append(f"Colour DICOM ({photometric}) converted to greyscale luminance.")
-            metadata["voi"] = "none (colour image scaled by bit depth)"
-            if window is not None:
-                image = apply_window(levels, window[0], window[1])
-                window_used = (float(window[0]), float(window[1]))
+            shown = _colour_to_grey(arr, ds, photometric, bits, window, metadata, notices)
+            shown.voi_function = voi_function
         else:
-            levels = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-            if not np.all(np.isfinite(levels)):
-                levels = np.nan_to_num(levels, nan=0.0, posinf=0.0, neginf=0.0)
-                notices.append("Some pixel values were not finite and were set to 0.")
-            raw = levels
-            windows = _window_list(ds)
-            invert = photometric == "MONOCHROME1"
-            image = None
-            if window is not None:
-                image = apply_window(raw, window[0], window[1], voi_function)
-                window_used = (float(window[0]), float(window[1]))
-                metadata["voi"] = "window (user)"
-            if image is None and window is None:
-                image = _voi_lut_display(raw, ds, window_index)
-                if image is not None:
-                    metadata["voi"] = f"VOI LUT sequence item {window_index}"
-            if image is None and windows:
-                index = window_index
-                if not 0 <= index < len(windows):
-                    notices.append(
-                        f"Window {index + 1} does not exist (the file has {len(windows)}); the first was used."
-                    )
-                    index = 0
-                try:
-                    image = apply_window(raw, *windows[index], voi_function)
-                    window_used = windows[index]
-                    metadata["voi"] = f"window {index} from file"
-                except IngestError:
-                    notices.append("The window stored in the file is invalid; an automatic window was used.")
-            if image is None:
-                center, width = percentile_window(raw)
-                voi_function = "LINEAR_EXACT"
-                image = apply_window(raw, center, width, voi_function)
-                window_used = (center, width)
-                metadata["voi"] = "automatic (0.5–99.5 percentile)"
-                if not windows:
-                    notices.append(
-                        "The file has no display window; an automatic window "
-                        "(0.5th–99.5th percentile of pixel values) was used."
-                    )
-            if invert:
-                image = 1.0 - image
+            shown = _greyscale_display(arr, ds, photometric, window, window_index, voi_function, metadata, notices)
     except IngestError:
         raise
     except Exception as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise IngestError(f"The DICOM display attributes (LUTs/windows) are invalid: {detail}") from None
+    shown.image = np.nan_to_num(np.asarray(shown.image, dtype=np.float32), nan=0.0)
+    return shown
 
-    image = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+
+def _colour_to_grey(arr: np.ndarray, ds: Any, photometric: str, bits: int, window: tuple[float, float] | None,
+                    metadata: dict, notices: list[str]) -> _Display:
+    """Colour (RGB, YBR, palette) as luminance scaled by its bit depth; a user window applies to the luminance."""
+    from pydicom.pixels import apply_color_lut
+
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        try:
+            depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception:
+            depth = 16 if rgb.dtype.itemsize > 1 else 8
+    else:
+        rgb, depth = arr, bits
+    levels = luminance(np.asarray(rgb)[..., :3])
+    full_scale = float(2 ** min(max(depth, 1), 32) - 1)
+    metadata.update(colour_measures(np.asarray(rgb)[..., :3], full_scale))
+    image = np.clip(levels / full_scale, 0.0, 1.0)
+    notices.append(f"Colour DICOM ({photometric}) converted to greyscale luminance.")
+    metadata["voi"] = "none (colour image scaled by bit depth)"
+    window_used = None
+    if window is not None:
+        image = apply_window(levels, window[0], window[1])
+        window_used = (float(window[0]), float(window[1]))
+    return _Display(image=image, levels=levels, window_used=window_used)
+
+
+def _greyscale_display(arr: np.ndarray, ds: Any, photometric: str, window: tuple[float, float] | None,
+                       window_index: int, voi_function: str, metadata: dict, notices: list[str]) -> _Display:
+    """Modality LUT, then the VOI stage, then MONOCHROME1 inversion (bright = dense)."""
+    raw = _apply_modality_lut(arr, ds, notices)
+    windows = _window_list(ds)
+    image, window_used, voi_function = _apply_voi(raw, ds, windows, window, window_index, voi_function,
+                                                  metadata, notices)
+    invert = photometric == "MONOCHROME1"
+    if invert:
+        image = 1.0 - image
+    return _Display(image=image, levels=raw, raw=raw, windows=windows, window_used=window_used, invert=invert,
+                    voi_function=voi_function)
+
+
+def _apply_modality_lut(arr: np.ndarray, ds: Any, notices: list[str]) -> np.ndarray:
+    """Stored values → modality values (Modality LUT or rescale slope/intercept); non-finite values become 0."""
+    from pydicom.pixels import apply_modality_lut
+
+    levels = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    if not np.all(np.isfinite(levels)):
+        levels = np.nan_to_num(levels, nan=0.0, posinf=0.0, neginf=0.0)
+        notices.append("Some pixel values were not finite and were set to 0.")
+    return levels
+
+
+def _apply_voi(raw: np.ndarray, ds: Any, windows: list[tuple[float, float]], window: tuple[float, float] | None,
+               window_index: int, voi_function: str, metadata: dict, notices: list[str],
+               ) -> tuple[np.ndarray, tuple[float, float] | None, str]:
+    """VOI stage: the user's window, else the file's VOI LUT table, else its window, else an automatic one.
+
+    Returns the [0, 1] image, the window used (None for a LUT table) and the VOI LUT function applied.
+    """
+    if window is not None:
+        image = apply_window(raw, window[0], window[1], voi_function)
+        metadata["voi"] = "window (user)"
+        return image, (float(window[0]), float(window[1])), voi_function
+    image = _voi_lut_display(raw, ds, window_index)
+    if image is not None:
+        metadata["voi"] = f"VOI LUT sequence item {window_index}"
+        return image, None, voi_function
+    if windows:
+        index = window_index
+        if not 0 <= index < len(windows):
+            notices.append(f"Window {index + 1} does not exist (the file has {len(windows)}); the first was used.")
+            index = 0
+        try:
+            image = apply_window(raw, *windows[index], voi_function)
+            metadata["voi"] = f"window {index} from file"
+            return image, windows[index], voi_function
+        except IngestError:
+            notices.append("The window stored in the file is invalid; an automatic window was used.")
+    return _automatic_window(raw, windows, metadata, notices)
+
+
+def _automatic_window(raw: np.ndarray, windows: list[tuple[float, float]], metadata: dict, notices: list[str],
+                      ) -> tuple[np.ndarray, tuple[float, float], str]:
+    """A linear window over the 0.5th–99.5th percentile of the modality values."""
+    center, width = percentile_window(raw)
+    voi_function = "LINEAR_EXACT"
+    image = apply_window(raw, center, width, voi_function)
+    metadata["voi"] = "automatic (0.5–99.5 percentile)"
+    if not windows:
+        notices.append(
+            "The file has no display window; an automatic window "
+            "(0.5th–99.5th percentile of pixel values) was used."
+        )
+    return image, (center, width), voi_function
+
+
+def _content_notices(ds: Any, modality: str | None) -> list[str]:
+    """Warnings about what the file says it is: no or another modality, text burned into the pixels."""
+    notices = []
     if modality is None:
         notices.append("The file does not state its modality; the input gate judges it by its content.")
     elif modality not in RADIOGRAPH_MODALITIES:
@@ -518,30 +615,12 @@ def load_dicom(
                        "made for it.")
     if _text(ds, "BurnedInAnnotation").strip().upper() == "YES":
         notices.append("The file states that text is burned into the pixels; it may show identifiers.")
-    spacing, spacing_source = _spacing(ds)
-    if spacing_source:
-        metadata["pixel_spacing_source"] = spacing_source
-    synthetic = any(
+    return notices
+
+
+def _is_synthetic(ds: Any) -> bool:
+    """Whether the file labels itself a synthetic phantom."""
+    return any(
         "SYNTHETIC" in _text(ds, keyword).upper()
         for keyword in ("ImageComments", "SeriesDescription", "StudyDescription")
-    )
-    return Study(
-        study_id=pixel_hash(image),
-        image=image,
-        raw=raw,
-        source_format="dicom",
-        filename=filename,
-        modality=modality,
-        view_position=view,
-        pixel_spacing=spacing,
-        original_size=(int(rows), int(cols)),
-        bits=int(bits),
-        windows=windows,
-        window_used=window_used,
-        metadata=metadata,
-        notices=notices,
-        synthetic=synthetic,
-        _levels=raw if raw is not None else levels.astype(np.float32),
-        _invert=invert,
-        _voi_function=voi_function,
     )

@@ -141,14 +141,37 @@ def build_pdf(
     Returns:
         The PDF file as bytes.
     """
-    study = analysis.get("study") or {}
+    pdf = _new_document()
+    _study_header(pdf, analysis, user, include_identifiers)
+    _disclaimer_banner(pdf, analysis)
+    _summary(pdf, analysis)
+    _gate_and_withheld(pdf, analysis)
+    _images(pdf, images)
+    _anomaly_section(pdf, analysis.get("anomaly"))
+    _pathology_table(pdf, analysis.get("pathology"))
+    _clinical_text(pdf, analysis)
+    _fusion_and_risk(pdf, analysis.get("fusion"))
+    _clinical_reasoning(pdf, analysis.get("reasoning"))
+    _report_section(pdf, report_text)
+    _verification_section(pdf, verification)
+    _models_table(pdf, analysis.get("models") or {})
+    _stages_table(pdf, analysis.get("stages") or [])
+    return bytes(pdf.output())
+
+
+def _new_document() -> "_ReportPDF":
+    """An A4 document with its first page open and the disclaimer in every footer."""
     pdf = _ReportPDF(DISCLAIMER)
     pdf.alias_nb_pages()
     pdf.add_page()
     pdf.set_title("MedSight chest X-ray analysis")
     pdf.set_creator("MedSight Workstation")
+    return pdf
 
-    # Header
+
+def _study_header(pdf: "_ReportPDF", analysis: dict, user: str, include_identifiers: bool) -> None:
+    """Title, study and analysis IDs, date, user and acquisition; patient identifiers only when opted in."""
+    study = analysis.get("study") or {}
     pdf.set_font("DejaVu", "B", 16)
     pdf.set_text_color(*ACCENT)
     pdf.cell(0, 9, "MedSight Workstation — chest X-ray analysis", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -170,7 +193,9 @@ def build_pdf(
     for line in lines:
         pdf.para(line, size=9)
 
-    # Disclaimer banner
+
+def _disclaimer_banner(pdf: "_ReportPDF", analysis: dict) -> None:
+    """The decision-support disclaimer on a highlighted band, naming any demo-tier models."""
     pdf.ln(1)
     pdf.set_fill_color(255, 243, 205)
     pdf.set_font("DejaVu", "B", 9)
@@ -181,144 +206,178 @@ def build_pdf(
         pdf.multi_cell(0, 4.5, "Demo-tier models in this analysis: " + ", ".join(demo), fill=True,
                        new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    # Summary
+
+def _summary(pdf: "_ReportPDF", analysis: dict) -> None:
+    """The headline facts of the analysis."""
     summary = analysis.get("summary") or {}
     pdf.heading("Summary")
     pdf.bullets(summary.get("headline") or ["No result was produced."])
-    _gate_and_withheld(pdf, analysis)
 
-    # Images
-    if images:
-        pdf.heading("Images")
-        for caption, png in images:
-            if pdf.get_y() > pdf.h - 80:
-                pdf.add_page()
-            width = pdf.w - pdf.l_margin - pdf.r_margin
-            pdf.image(io.BytesIO(png), w=width if _is_wide(png) else width / 2.5)
-            pdf.set_font("DejaVu", "I", 8)
-            pdf.multi_cell(0, 4, caption, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-            pdf.ln(1)
 
-    anomaly = analysis.get("anomaly")
-    if anomaly:
-        pdf.heading("Unsupervised anomaly detector")
+def _images(pdf: "_ReportPDF", images: list[tuple[str, bytes]] | None) -> None:
+    """The images the reader chose, each with its caption; three-panel figures span the page."""
+    if not images:
+        return
+    pdf.heading("Images")
+    for caption, png in images:
+        if pdf.get_y() > pdf.h - 80:
+            pdf.add_page()
+        width = pdf.w - pdf.l_margin - pdf.r_margin
+        pdf.image(io.BytesIO(png), w=width if _is_wide(png) else width / 2.5)
+        pdf.set_font("DejaVu", "I", 8)
+        pdf.multi_cell(0, 4, caption, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.ln(1)
+
+
+def _anomaly_section(pdf: "_ReportPDF", anomaly: dict | None) -> None:
+    """The anomaly detector's fused score against its threshold, peak deviation and score components."""
+    if not anomaly:
+        return
+    pdf.heading("Unsupervised anomaly detector")
+    pdf.para(
+        f"Fused score {anomaly.get('fused_score', 0):.3f} against threshold {anomaly.get('threshold', 0):.3f} "
+        f"({'ANOMALOUS' if anomaly.get('is_anomalous') else 'within normal range'}); tier: {anomaly.get('tier', '—')}."
+    )
+    if isinstance(anomaly.get("peak_deviation"), (int, float)) and anomaly.get("deviation_threshold") is not None:
         pdf.para(
-            f"Fused score {anomaly.get('fused_score', 0):.3f} against threshold {anomaly.get('threshold', 0):.3f} "
-            f"({'ANOMALOUS' if anomaly.get('is_anomalous') else 'within normal range'}); tier: {anomaly.get('tier', '—')}."
+            f"Peak deviation from normal {anomaly['peak_deviation']:.1f} "
+            f"({'ABOVE' if anomaly.get('deviation_unusual') else 'within'} the normal range: 95 % of normal "
+            f"images stay below {anomaly['deviation_threshold']:.1f}); per-position model of normal features."
         )
-        if isinstance(anomaly.get("peak_deviation"), (int, float)) and anomaly.get("deviation_threshold") is not None:
-            pdf.para(
-                f"Peak deviation from normal {anomaly['peak_deviation']:.1f} "
-                f"({'ABOVE' if anomaly.get('deviation_unusual') else 'within'} the normal range: 95 % of normal "
-                f"images stay below {anomaly['deviation_threshold']:.1f}); per-position model of normal features."
-            )
-        components = anomaly.get("components") or {}
-        rows = [[k, v] for k, v in components.items() if isinstance(v, (int, float))]
-        rows += [[k, anomaly[k]] for k in ("recon_error", "kl_divergence", "vit_score") if isinstance(anomaly.get(k), (int, float))]
-        if rows:
-            pdf.table(["Component", "Value"], rows, widths=[60, 40])
+    components = anomaly.get("components") or {}
+    rows = [[k, v] for k, v in components.items() if isinstance(v, (int, float))]
+    rows += [[k, anomaly[k]] for k in ("recon_error", "kl_divergence", "vit_score") if isinstance(anomaly.get(k), (int, float))]
+    if rows:
+        pdf.table(["Component", "Value"], rows, widths=[60, 40])
 
-    pathology = analysis.get("pathology")
-    if pathology:
-        pdf.heading("Pathology classifier")
-        probs = pathology.get("probabilities") or {}
-        thresholds = pathology.get("thresholds") or {}
-        positives = set(pathology.get("positives") or [])
-        rows = [
-            [label, float(p), float(thresholds.get(label, float("nan"))), "POSITIVE" if label in positives else ""]
-            for label, p in sorted(probs.items(), key=lambda kv: -kv[1])
-        ]
-        pdf.para(f"Tier: {pathology.get('tier', '—')}", size=8.5)
-        pdf.table(["Label", "Probability", "Threshold", ""], rows, widths=[60, 35, 35, 30])
 
-    if analysis.get("symptoms") or analysis.get("nlp"):
-        pdf.heading("Clinical text")
-        if analysis.get("symptoms"):
-            pdf.para(analysis["symptoms"], style="I")
-        nlp = analysis.get("nlp") or {}
-        entities = nlp.get("entities") or []
-        if entities:
-            pdf.bullets(
-                f"{e.get('text')} ({e.get('label', '').lower()}"
-                + (", negated" if e.get("negated") else "")
-                + (", uncertain" if e.get("uncertain") else "")
-                + (f", {e['laterality']}" if e.get("laterality") else "")
-                + ")"
-                for e in entities
-            )
-        conditions = [c for c in nlp.get("conditions") or [] if c.get("status") in ("present", "uncertain")]
-        if conditions:
-            pdf.para("Conditions suggested by the text: " + ", ".join(
-                f"{c.get('name')} ({c.get('status')})" for c in conditions), size=9)
+def _pathology_table(pdf: "_ReportPDF", pathology: dict | None) -> None:
+    """Every label's probability against its operating threshold, most likely first."""
+    if not pathology:
+        return
+    pdf.heading("Pathology classifier")
+    probs = pathology.get("probabilities") or {}
+    thresholds = pathology.get("thresholds") or {}
+    positives = set(pathology.get("positives") or [])
+    rows = [
+        [label, float(p), float(thresholds.get(label, float("nan"))), "POSITIVE" if label in positives else ""]
+        for label, p in sorted(probs.items(), key=lambda kv: -kv[1])
+    ]
+    pdf.para(f"Tier: {pathology.get('tier', '—')}", size=8.5)
+    pdf.table(["Label", "Probability", "Threshold", ""], rows, widths=[60, 35, 35, 30])
 
-    fusion = analysis.get("fusion")
-    if fusion:
-        pdf.heading("Image–text agreement and risk")
-        risk = fusion.get("risk") or {}
-        level = risk.get("level") if isinstance(risk, dict) else str(risk)
-        if level:
-            pdf.set_font("DejaVu", "B", 11)
-            pdf.set_text_color(*RISK_COLOURS.get(level, (0, 0, 0)))
-            pdf.cell(0, 6, f"Risk: {level}", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-            pdf.set_text_color(0, 0, 0)
-            pdf.bullets((risk.get("reasons") if isinstance(risk, dict) else None) or [])
-        for key, title in (("agreements", "Agreements"), ("contradictions", "Contradictions")):
-            if fusion.get(key):
-                pdf.para(title, style="B")
-                pdf.bullets(fusion[key])
-        confidence = fusion.get("confidence")
-        if isinstance(confidence, dict) and confidence.get("low_confidence"):
-            pdf.para("Low confidence: " + _as_text(confidence.get("reason") or "see the uncertainty figures"), style="I")
 
-    reasoning = analysis.get("reasoning")
-    if reasoning:
-        pdf.heading(f"Clinical reasoning ({reasoning.get('backend', reasoning.get('tier', '—'))})")
-        if reasoning.get("reasoning"):
-            pdf.para(str(reasoning["reasoning"]))
-        if reasoning.get("differential"):
-            pdf.para("Differential (ranked)", style="B")
-            pdf.bullets(
-                f"{d.get('condition')} (weight {float(d.get('score', 0)):.2f})"
-                + (f": {'; '.join(d['supporting'])}" if d.get("supporting") else "")
-                for d in reasoning["differential"]
-            )
+def _clinical_text(pdf: "_ReportPDF", analysis: dict) -> None:
+    """The entered symptoms, the entities found in them (negated, uncertain, side) and suggested conditions."""
+    if not (analysis.get("symptoms") or analysis.get("nlp")):
+        return
+    pdf.heading("Clinical text")
+    if analysis.get("symptoms"):
+        pdf.para(analysis["symptoms"], style="I")
+    nlp = analysis.get("nlp") or {}
+    entities = nlp.get("entities") or []
+    if entities:
+        pdf.bullets(
+            f"{e.get('text')} ({e.get('label', '').lower()}"
+            + (", negated" if e.get("negated") else "")
+            + (", uncertain" if e.get("uncertain") else "")
+            + (f", {e['laterality']}" if e.get("laterality") else "")
+            + ")"
+            for e in entities
+        )
+    conditions = [c for c in nlp.get("conditions") or [] if c.get("status") in ("present", "uncertain")]
+    if conditions:
+        pdf.para("Conditions suggested by the text: " + ", ".join(
+            f"{c.get('name')} ({c.get('status')})" for c in conditions), size=9)
 
+
+def _fusion_and_risk(pdf: "_ReportPDF", fusion: dict | None) -> None:
+    """The risk level in its colour with its reasons, image–text agreements and contradictions, low confidence."""
+    if not fusion:
+        return
+    pdf.heading("Image–text agreement and risk")
+    risk = fusion.get("risk") or {}
+    level = risk.get("level") if isinstance(risk, dict) else str(risk)
+    if level:
+        pdf.set_font("DejaVu", "B", 11)
+        pdf.set_text_color(*RISK_COLOURS.get(level, (0, 0, 0)))
+        pdf.cell(0, 6, f"Risk: {level}", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_text_color(0, 0, 0)
+        pdf.bullets((risk.get("reasons") if isinstance(risk, dict) else None) or [])
+    for key, title in (("agreements", "Agreements"), ("contradictions", "Contradictions")):
+        if fusion.get(key):
+            pdf.para(title, style="B")
+            pdf.bullets(fusion[key])
+    confidence = fusion.get("confidence")
+    if isinstance(confidence, dict) and confidence.get("low_confidence"):
+        pdf.para("Low confidence: " + _as_text(confidence.get("reason") or "see the uncertainty figures"), style="I")
+
+
+def _clinical_reasoning(pdf: "_ReportPDF", reasoning: dict | None) -> None:
+    """The reasoning text and the ranked differential with its supporting findings."""
+    if not reasoning:
+        return
+    pdf.heading(f"Clinical reasoning ({reasoning.get('backend', reasoning.get('tier', '—'))})")
+    if reasoning.get("reasoning"):
+        pdf.para(str(reasoning["reasoning"]))
+    if reasoning.get("differential"):
+        pdf.para("Differential (ranked)", style="B")
+        pdf.bullets(
+            f"{d.get('condition')} (weight {float(d.get('score', 0)):.2f})"
+            + (f": {'; '.join(d['supporting'])}" if d.get("supporting") else "")
+            for d in reasoning["differential"]
+        )
+
+
+def _report_section(pdf: "_ReportPDF", report_text: str) -> None:
+    """The radiologist's accepted report."""
     if report_text:
         pdf.heading("Report")
         pdf.para(report_text)
-    if verification:
-        pdf.heading(f"Report verification ({verification.get('backend', verification.get('tier', '—'))})")
-        checklist = verification.get("checklist") or []
-        if checklist:
-            pdf.table(
-                ["Check", "Result", "Why"],
-                [[c.get("title", ""), c.get("status", ""), c.get("why", "")] for c in checklist],
-                widths=[55, 20, 105],
-            )
-        if verification.get("discrepancies"):
-            pdf.para("Discrepancies", style="B")
-            pdf.bullets(f"[{d.get('severity', '')}] {d.get('message', '')}" if isinstance(d, dict) else str(d)
-                        for d in verification["discrepancies"])
 
-    models = analysis.get("models") or {}
-    if models:
-        pdf.heading("Models used")
+
+def _verification_section(pdf: "_ReportPDF", verification: dict | None) -> None:
+    """The report verification checklist and the discrepancies it found, by severity."""
+    if not verification:
+        return
+    pdf.heading(f"Report verification ({verification.get('backend', verification.get('tier', '—'))})")
+    checklist = verification.get("checklist") or []
+    if checklist:
         pdf.table(
-            ["Slot", "Tier", "Source", "Version / SHA-256"],
-            [[slot, p.get("tier", ""), p.get("source_label", ""),
-              (p.get("version") or "") + (f" {p['sha256'][:12]}" if p.get("sha256") else "")]
-             for slot, p in models.items()],
-            widths=[45, 18, 70, 47],
+            ["Check", "Result", "Why"],
+            [[c.get("title", ""), c.get("status", ""), c.get("why", "")] for c in checklist],
+            widths=[55, 20, 105],
         )
-    stages = analysis.get("stages") or []
-    if stages:
-        pdf.heading("Processing stages")
-        pdf.table(
-            ["Stage", "Status", "Time (s)", "Note"],
-            [[s.get("name"), s.get("status"), float(s.get("seconds", 0.0)), s.get("message", "")[:90]] for s in stages],
-            widths=[55, 20, 20, 85],
-        )
-    return bytes(pdf.output())
+    if verification.get("discrepancies"):
+        pdf.para("Discrepancies", style="B")
+        pdf.bullets(f"[{d.get('severity', '')}] {d.get('message', '')}" if isinstance(d, dict) else str(d)
+                    for d in verification["discrepancies"])
+
+
+def _models_table(pdf: "_ReportPDF", models: dict) -> None:
+    """Each model slot's tier, source and version or weights hash."""
+    if not models:
+        return
+    pdf.heading("Models used")
+    pdf.table(
+        ["Slot", "Tier", "Source", "Version / SHA-256"],
+        [[slot, p.get("tier", ""), p.get("source_label", ""),
+          (p.get("version") or "") + (f" {p['sha256'][:12]}" if p.get("sha256") else "")]
+         for slot, p in models.items()],
+        widths=[45, 18, 70, 47],
+    )
+
+
+def _stages_table(pdf: "_ReportPDF", stages: list[dict]) -> None:
+    """Each processing stage's status, time and note."""
+    if not stages:
+        return
+    pdf.heading("Processing stages")
+    pdf.table(
+        ["Stage", "Status", "Time (s)", "Note"],
+        [[s.get("name"), s.get("status"), float(s.get("seconds", 0.0)), s.get("message", "")[:90]] for s in stages],
+        widths=[55, 20, 20, 85],
+    )
 
 
 def _is_wide(png: bytes) -> bool:

@@ -155,26 +155,59 @@ def write_dicom(
             pixel values out of range.
         RuntimeError: the compressed syntax has no usable encoder installed.
     """
+    bits_stored = _checked_bits(bits_stored, photometric, rescale_slope)
+    bits_allocated = 8 if bits_stored == 8 else 16
+    stored = _stored_pixels(image_or_phantom, n_frames, bits_stored, bits_allocated, photometric)
+    lo_mod, hi_mod = _modality_range(rescale_slope, rescale_intercept, bits_stored)
+    windows, explanations = _window_settings(windows, window_explanations, lo_mod, hi_mod, rescale_slope)
+    ids = _identifiers(stored, modality, bits_stored, photometric, rescale_slope, rescale_intercept, windows,
+                       transfer_syntax, patient_id, view_position, voi_lut)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = _new_file(path, ids)
+    _describe_study(ds, ids, modality, patient_name, patient_id, view_position, pixel_spacing, photometric)
+    _describe_pixels(ds, stored, bits_allocated, bits_stored, photometric, rescale_slope, rescale_intercept,
+                     windows, explanations)
+    if voi_lut is not None and voi_lut is not False:
+        ds.VOILUTSequence = _voi_lut_sequence(voi_lut, lo_mod, hi_mod)
+    ts = _encode_pixels(ds, stored, transfer_syntax, bits_allocated)
+    _save(ds, path, ts)
+    return path
+
+
+def _checked_bits(bits_stored: int, photometric: str, rescale_slope: float) -> int:
+    """Bits stored as an int, after refusing bit depths, photometrics and slopes DICOM does not allow."""
     if not 8 <= int(bits_stored) <= 16:
         raise ValueError("bits_stored must be between 8 and 16.")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError("photometric must be MONOCHROME1 or MONOCHROME2.")
     if rescale_slope == 0:
         raise ValueError("rescale_slope must be non-zero.")
-    bits_stored = int(bits_stored)
-    bits_allocated = 8 if bits_stored == 8 else 16
-    maxval = 2**bits_stored - 1
+    return int(bits_stored)
 
+
+def _stored_pixels(image_or_phantom: Phantom | np.ndarray, n_frames: int, bits_stored: int, bits_allocated: int,
+                   photometric: str) -> np.ndarray:
+    """Stored values (F, H, W) as the scanner would write them; MONOCHROME1 stores the complement."""
+    maxval = 2**bits_stored - 1
     frames, is_int = _frames_from(image_or_phantom, n_frames, bits_stored)
     if not is_int:
         frames = np.round(frames * maxval)
     stored = frames.astype(np.uint8 if bits_allocated == 8 else np.uint16)
     if photometric == "MONOCHROME1":
         stored = (maxval - stored).astype(stored.dtype)
-    n, rows, cols = stored.shape
+    return stored
 
-    lo_mod = rescale_intercept
-    hi_mod = rescale_intercept + rescale_slope * maxval
+
+def _modality_range(rescale_slope: float, rescale_intercept: float, bits_stored: int) -> tuple[float, float]:
+    """Modality values of the lowest and highest stored value (Modality LUT applied)."""
+    return rescale_intercept, rescale_intercept + rescale_slope * (2**bits_stored - 1)
+
+
+def _window_settings(windows: Sequence[tuple[float, float]] | None, window_explanations: Sequence[str] | None,
+                     lo_mod: float, hi_mod: float, rescale_slope: float) -> tuple[list[tuple[float, float]], list[str]]:
+    """VOI windows (default: one spanning the whole modality range) and one explanation per window."""
     if windows is None:
         windows = (((lo_mod + hi_mod) / 2.0, abs(hi_mod - lo_mod) + abs(rescale_slope)),)
     windows = [(float(c), float(w)) for c, w in windows]
@@ -183,36 +216,54 @@ def write_dicom(
     explanations = list(window_explanations or [f"WINDOW {i + 1}" for i in range(len(windows))])
     if len(explanations) != len(windows):
         raise ValueError("Give one explanation per window.")
+    return windows, explanations
 
+
+def _identifiers(stored: np.ndarray, modality: str, bits_stored: int, photometric: str, rescale_slope: float,
+                 rescale_intercept: float, windows: list[tuple[float, float]], transfer_syntax: str,
+                 patient_id: str, view_position: str, voi_lut: Any) -> dict[str, str]:
+    """UIDs, SOP class, acquisition date/time and accession number, all derived from the content.
+
+    The same pixels and patient give the same study and series; any other option gives another instance.
+    """
     digest = _entropy(stored.tobytes(), modality, bits_stored, photometric, rescale_slope, rescale_intercept,
                       windows, str(transfer_syntax), patient_id, view_position, voi_lut is not None)
     content = _entropy(stored.tobytes())
-    study_uid = uid.generate_uid(entropy_srcs=[content, patient_id, "study"])
-    series_uid = uid.generate_uid(entropy_srcs=[content, patient_id, "series", modality])
-    sop_uid = uid.generate_uid(entropy_srcs=[digest, "instance"])
-    sop_class = SOP_CLASSES.get(modality.upper(), uid.SecondaryCaptureImageStorage)
-
     when = _dt.datetime(2024, 1, 1, 8, 0) + _dt.timedelta(minutes=int(content[:8], 16) % (700 * 24 * 60))
-    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    return {
+        "study_uid": uid.generate_uid(entropy_srcs=[content, patient_id, "study"]),
+        "series_uid": uid.generate_uid(entropy_srcs=[content, patient_id, "series", modality]),
+        "sop_uid": uid.generate_uid(entropy_srcs=[digest, "instance"]),
+        "sop_class": SOP_CLASSES.get(modality.upper(), uid.SecondaryCaptureImageStorage),
+        "date": when.strftime("%Y%m%d"),
+        "time": when.strftime("%H%M%S"),
+        "accession": f"ACC{int(content[8:16], 16) % 10_000_000:07d}",
+    }
 
+
+def _new_file(path: Path, ids: dict[str, str]) -> FileDataset:
+    """An empty DICOM file data set with its file meta information (Part 10 header)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = ids["sop_class"]
+    meta.MediaStorageSOPInstanceUID = ids["sop_uid"]
     meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
     meta.ImplementationClassUID = uid.PYDICOM_IMPLEMENTATION_UID
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    return FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
 
+
+def _describe_study(ds: FileDataset, ids: dict[str, str], modality: str, patient_name: str, patient_id: str,
+                    view_position: str, pixel_spacing: tuple[float, float], photometric: str) -> None:
+    """Patient, study, series and equipment attributes, with fake identifiers and the SYNTHETIC label."""
+    date, time = ids["date"], ids["time"]
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["DERIVED", "PRIMARY"]
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
+    ds.SOPClassUID = ids["sop_class"]
+    ds.SOPInstanceUID = ids["sop_uid"]
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
-    ds.AccessionNumber = f"ACC{int(content[8:16], 16) % 10_000_000:07d}"
+    ds.AccessionNumber = ids["accession"]
     ds.Modality = modality.upper()
-    if sop_class == uid.SecondaryCaptureImageStorage:
+    if ids["sop_class"] == uid.SecondaryCaptureImageStorage:
         ds.ConversionType = "WSD"
     ds.Manufacturer = "MedSight"
     ds.ManufacturerModelName = "Synthetic chest phantom generator"
@@ -233,8 +284,8 @@ def write_dicom(
     ds.ViewPosition = view_position.upper()
     # Row direction points to the patient's left on a PA film, to the right on an AP film.
     ds.PatientOrientation = ["L", "F"] if view_position.upper() == "PA" else ["R", "F"]
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = ids["study_uid"]
+    ds.SeriesInstanceUID = ids["series_uid"]
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
@@ -246,6 +297,12 @@ def write_dicom(
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = 1 if photometric == "MONOCHROME2" else -1
 
+
+def _describe_pixels(ds: FileDataset, stored: np.ndarray, bits_allocated: int, bits_stored: int, photometric: str,
+                     rescale_slope: float, rescale_intercept: float, windows: list[tuple[float, float]],
+                     explanations: list[str]) -> None:
+    """Image pixel, multi-frame, Modality LUT (rescale) and VOI window attributes."""
+    n, rows, cols = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = rows, cols
@@ -265,22 +322,27 @@ def write_dicom(
     ds.WindowCenterWidthExplanation = explanations[0] if len(explanations) == 1 else explanations
     ds.VOILUTFunction = "LINEAR"
 
-    if voi_lut is not None and voi_lut is not False:
-        lo = int(np.floor(min(lo_mod, hi_mod)))
-        hi = int(np.ceil(max(lo_mod, hi_mod)))
-        data = _default_voi_lut(lo, hi) if voi_lut is True else np.asarray(voi_lut, dtype=np.uint16)
-        if not 1 <= data.size <= 65536:
-            raise ValueError("A VOI LUT needs 1 to 65536 entries.")
-        item = Dataset()
-        item.add(DataElement(0x00283002, "SS" if lo < 0 else "US", [data.size % 65536, lo, 16]))
-        item.LUTExplanation = "SIGMOID"
-        item.add(DataElement(0x00283006, "OW", data.astype("<u2").tobytes()))
-        ds.VOILUTSequence = DicomSequence([item])
 
+def _voi_lut_sequence(voi_lut: bool | np.ndarray, lo_mod: float, hi_mod: float) -> DicomSequence:
+    """A one-item VOI LUT Sequence: the sigmoid default (True) or the given table, from the lowest modality value."""
+    lo = int(np.floor(min(lo_mod, hi_mod)))
+    hi = int(np.ceil(max(lo_mod, hi_mod)))
+    data = _default_voi_lut(lo, hi) if voi_lut is True else np.asarray(voi_lut, dtype=np.uint16)
+    if not 1 <= data.size <= 65536:
+        raise ValueError("A VOI LUT needs 1 to 65536 entries.")
+    item = Dataset()
+    item.add(DataElement(0x00283002, "SS" if lo < 0 else "US", [data.size % 65536, lo, 16]))
+    item.LUTExplanation = "SIGMOID"
+    item.add(DataElement(0x00283006, "OW", data.astype("<u2").tobytes()))
+    return DicomSequence([item])
+
+
+def _encode_pixels(ds: FileDataset, stored: np.ndarray, transfer_syntax: str, bits_allocated: int) -> uid.UID:
+    """Put the pixels in Pixel Data, raw or through pydicom's lossless encoders; returns the transfer syntax."""
     ts = uid.UID(str(transfer_syntax))
-    pixels = stored if n > 1 else stored[0]
+    pixels = stored if stored.shape[0] > 1 else stored[0]
     if ts in UNCOMPRESSED_SYNTAXES:
-        meta.TransferSyntaxUID = ts
+        ds.file_meta.TransferSyntaxUID = ts
         raw = pixels.astype(pixels.dtype.newbyteorder(">")) if ts == uid.ExplicitVRBigEndian else pixels
         ds.PixelData = raw.tobytes()
         ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
@@ -292,10 +354,12 @@ def write_dicom(
         ds.compress(ts, pixels, generate_instance_uid=False)
     else:
         raise ValueError(f"Unsupported transfer syntax for writing: {ts} ({ts.name}).")
+    return ts
 
+
+def _save(ds: FileDataset, path: Path, ts: uid.UID) -> None:
+    """Write the file; big endian is re-encoded by dcmwrite from the little-endian data set in memory."""
     if ts == uid.ExplicitVRBigEndian:
-        # The dataset was built in memory as little endian; dcmwrite re-encodes it.
         pydicom.dcmwrite(path, ds, implicit_vr=False, little_endian=False, enforce_file_format=True)
     else:
         ds.save_as(path, enforce_file_format=True)
-    return path

@@ -22,6 +22,7 @@ from PIL import Image
 from medsight.models.anomaly.torch_model import (
     EXTRACTOR_IMAGENET,
     EXTRACTOR_LABELS,
+    LAYER_NAME,
     VAE,
     FeatureStandardizer,
     VGG16Features,
@@ -230,6 +231,14 @@ class AnomalyDetector:
     @property
     def tier(self) -> str:
         return str(self.provenance["tier"])
+
+    #: Human-readable name of `target_layer`.
+    target_layer_name = LAYER_NAME
+
+    @property
+    def target_layer(self) -> torch.nn.Module:
+        """The layer the anomaly maps explain: VGG16's last conv block after its ReLU (14×14 grid at 224 px)."""
+        return self.extractor.target_layer
 
     # ---- stages ---------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> torch.Tensor:

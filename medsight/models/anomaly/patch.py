@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from medsight.models.anomaly.checkpoint import CheckpointError, ExtractorMismatchError
+from medsight.models.anomaly.torch_model import LAYER_NAME
 
 FORMAT_NAME = "medsight-patch-deviation"
 FORMAT_VERSION = 1
-LAYER_NAME = "VGG16 features[29] (conv5_3 + ReLU), 14×14 at 224 px"
 DEFAULT_COMPONENTS = 64
 DEFAULT_EPS = 0.01
 NORMAL_PATCH_PERCENTILE = 99.0  # a cell above this share of normal cells is "unusual"

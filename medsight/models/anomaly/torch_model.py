@@ -38,6 +38,8 @@ DEMO_VGG_SEED = 1606
 #: Index in `vgg16().features` of the ReLU closing the last conv block (conv5_3), before the final
 #: max-pool: the activation map (512 x 14 x 14 at 224 px) used for spatial explanations.
 LAST_CONV_RELU_INDEX = 29
+#: That layer as a reader names it, in map details and in the files fitted on its activations.
+LAYER_NAME = f"VGG16 features[{LAST_CONV_RELU_INDEX}] (conv5_3 + ReLU), 14×14 at 224 px"
 
 EXTRACTOR_IMAGENET = "imagenet"
 EXTRACTOR_DEMO = "demo-seeded"
@@ -85,6 +87,11 @@ class VGG16Features(nn.Module):
     def train(self, mode: bool = True) -> "VGG16Features":
         # Frozen feature extractor: never switch to training behaviour.
         return super().train(False)
+
+    @property
+    def target_layer(self) -> nn.Module:
+        """The ReLU closing the last conv block (conv5_3): its 512×14×14 output at 224 px is what maps explain."""
+        return self.features[LAST_CONV_RELU_INDEX]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.avgpool(self.features(x)), 1)
