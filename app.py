@@ -224,10 +224,13 @@ else:
     # every HTTP response: security headers, the browser cookie, and media only for the signed-in session
     # that showed it (medsight/webguard.py).
     from starlette.middleware import Middleware
+    from starlette.routing import Mount
 
+    from medsight.api import create_app as create_api
     from medsight.config import get_settings
     from medsight.webguard import WorkstationGuard
 
     # On a fresh data directory the first account's password goes to this terminal now, not to a browser.
     ensure_first_account(get_settings().ensure_dirs())
-    app = st.App(__file__, middleware=[Middleware(WorkstationGuard)])
+    # The local HTTP API (medsight/api) in this same process, so it uses the models the pages have loaded.
+    app = st.App(__file__, routes=[Mount("/api", app=create_api())], middleware=[Middleware(WorkstationGuard)])

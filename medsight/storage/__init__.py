@@ -7,6 +7,7 @@
     history.records       RecordStore   analyses, reports, verification results, chat threads
     history.audit_trail   AuditTrail    the audit log
     history.lockout       LoginLockout  failed sign-ins and lockouts (used by medsight.auth)
+    history.api_tokens    ApiTokenStore tokens of the local HTTP API (hashed; medsight.api)
 
 Every read of studies and records takes the user name and filters on it: a user never sees another
 user's studies or records.
@@ -26,10 +27,13 @@ from medsight.storage.history import History
 from medsight.storage.lockout import LoginLockout
 from medsight.storage.records import RECORD_KINDS, RecordStore
 from medsight.storage.studies import StudyStore
+from medsight.storage.tokens import ApiToken, ApiTokenStore
 
 __all__ = [
     "RECORD_KINDS",
     "SCHEMA_VERSION",
+    "ApiToken",
+    "ApiTokenStore",
     "AuditTrail",
     "Database",
     "History",

@@ -3,7 +3,7 @@
 The database runs in WAL mode with `synchronous=FULL`, so a row is on disk once a write returns: a
 killed process loses nothing that was committed. One connection is shared behind a lock because
 Streamlit runs each rerun in its own thread; SQLite's own locking (with a busy timeout) covers other
-processes on the same file. The stores in this package (studies, records, audit, lockout) all write
+processes on the same file. The stores in this package (studies, records, audit, lockout, API tokens) all write
 through one `Database`.
 """
 
@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -55,6 +55,20 @@ _MIGRATIONS: dict[int, str] = {
         last_failed TEXT,
         locked_until TEXT
     );
+    """,
+    # Version 2 only adds a table: a version-1 file migrates in place and keeps every row.
+    2: """
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        hint TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        last_used TEXT,
+        revoked TEXT
+    );
+    CREATE INDEX api_tokens_user ON api_tokens (user, id DESC);
     """,
 }
 

@@ -13,12 +13,13 @@ from medsight.storage.database import Database
 from medsight.storage.lockout import LoginLockout
 from medsight.storage.records import RecordStore
 from medsight.storage.studies import StudyStore
+from medsight.storage.tokens import ApiTokenStore
 
 
 class History:
     """SQLite-backed history of one workstation's studies and results.
 
-    The work is done by the stores: `studies`, `records`, `audit_trail` and `lockout`, all on
+    The work is done by the stores: `studies`, `records`, `audit_trail`, `lockout` and `api_tokens`, all on
     `database`. The methods below are shorthands for them, kept so callers need only this object.
 
     Args:
@@ -32,6 +33,7 @@ class History:
         self.records = RecordStore(self.database)
         self.audit_trail = AuditTrail(self.database)
         self.lockout = LoginLockout(self.database)
+        self.api_tokens = ApiTokenStore(self.database)
 
     # --- database -------------------------------------------------------------------------------
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
