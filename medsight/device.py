@@ -11,8 +11,14 @@ import importlib.util
 import os
 import platform
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from typing import Iterable, MutableMapping
+
+# One copy of each model serves every page session and API call in the process. A forward hook (Grad-CAM,
+# activation capture) on a shared module would also fire for another thread's forward pass, so image-model
+# work runs one analysis or map at a time. Re-entrant: a map computed inside an analysis takes it again.
+MODELS_IN_USE = threading.RLock()
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medsight import registry
-from medsight.device import free_accelerator_memory
+from medsight.device import MODELS_IN_USE, free_accelerator_memory
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,10 @@ def run_analysis(
     analysis.valid = runner.run("validate input", analysis.validate_input)
     runner.run("input gate", analysis.input_gate)
     analysis.keep_refused_study_from_image_models()
-    runner.run("vision: anomaly detector", analysis.anomaly_detector)
-    runner.run("vision: pathology classifier", analysis.pathology_classifier)
-    runner.run("vision: heatmaps", analysis.heatmaps)
+    with MODELS_IN_USE:
+        runner.run("vision: anomaly detector", analysis.anomaly_detector)
+        runner.run("vision: pathology classifier", analysis.pathology_classifier)
+        runner.run("vision: heatmaps", analysis.heatmaps)
     runner.run("domain rule", analysis.domain_rule)
     runner.run("free accelerator memory", analysis.free_memory)
     runner.run("clinical NLP", analysis.clinical_nlp)

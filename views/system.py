@@ -11,6 +11,7 @@ import streamlit as st
 from medsight import system_report as report
 from medsight.config import Settings
 from views import _shared as ui
+from views._api_tokens import token_panel
 from views._system_models import facts, models_section
 
 
@@ -176,6 +177,7 @@ def main() -> None:
         _users_section()
     else:
         _versions_section()
+    token_panel(ui.current_user())
     _audit_section(admin)
 
 

@@ -9,7 +9,6 @@ caller's History with the same payloads and titles, and the audit log gets the s
 from __future__ import annotations
 
 import textwrap
-import threading
 from typing import Any
 
 from medsight import registry
@@ -36,9 +35,6 @@ class ApiService:
         self.history = history or History(self.settings.db_path)
         self.tokens = self.history.api_tokens
         self.limiter = limiter
-        # Maps hook into the shared models' layers (Grad-CAM), so two analyses must not run through them at once;
-        # on a workstation's few cores running them one after the other costs nothing in throughput.
-        self.analysis_lock = threading.Lock()
 
     # --- accounts and audit ---------------------------------------------------------------------
     def account_exists(self, user: str) -> bool:
@@ -114,9 +110,8 @@ class ApiService:
                                                "reason": gate.get("reason"), "via": "api"})
             gate = GateDecision.from_dict(gate).overridden(user).to_dict()
         detector, classifier = self.model("anomaly.detector"), self.model("pathology.classifier")
-        with self.analysis_lock:
-            result = run_analysis(study, symptoms or "", detector=detector, classifier=classifier, maps=maps,
-                                  gate=gate)
+        result = run_analysis(study, symptoms or "", detector=detector, classifier=classifier, maps=maps,
+                              gate=gate)
         data = result.to_dict()
         data["study_id"] = study.study_id
         headline = "; ".join(data["summary"].get("headline", [])[:2]) or result.status

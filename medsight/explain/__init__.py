@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from medsight.device import MODELS_IN_USE
 from medsight.explain.render import (
     DEFAULT_OPACITY,
     LUT,
@@ -90,6 +91,13 @@ def compute_map(kind: str, image: Any, *, detector: Any = None, classifier: Any 
     Raises:
         ValueError: unknown kind, missing model or label, or an unusable image (messages are user-facing).
     """
+    with MODELS_IN_USE:
+        return _compute_map(kind, image, detector=detector, classifier=classifier, label=label, opacity=opacity)
+
+
+def _compute_map(kind: str, image: Any, *, detector: Any, classifier: Any, label: str, opacity: float
+                 ) -> HeatmapResult:
+    """`compute_map` without the shared-model lock."""
     if kind in ("paper_attention", "spatial_anomaly", "patch_deviation"):
         if detector is None:
             raise ValueError("The anomaly detector is not loaded, so this map cannot be computed.")
