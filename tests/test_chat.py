@@ -10,7 +10,7 @@ import pytest
 
 from medsight.chat import ChatEngine, KnowledgeBase, check_question, detect_intent, ingest_jsonl, ingest_notes
 from medsight.chat import intents as I
-from medsight.chat.engine import _SentenceGate
+from medsight.chat.safety import SentenceGate
 from medsight.chat.safety import (DISCLAIMER, check_answer, citation_numbers, definitive_statements, is_dosing,
                                   is_out_of_scope, soften_definitive)
 from medsight.llm.base import LanguageModel, LLMBackend, LLMError, Prompt
@@ -282,7 +282,7 @@ def test_injection_in_passage_and_report_is_fenced_and_obeying_model_is_cut(kb):
 
 
 def test_sentence_gate_removes_citations_to_unretrieved_passages():
-    gate = _SentenceGate(n_passages=2)
+    gate = SentenceGate(n_passages=2)
     out = "".join(gate.feed_stream(iter(["Effusion blunts the angle [1]", ". It may be large [7]. Done."])))
     assert "[1]" in out and "[7]" not in out and "citation markers" in " ".join(gate.notes)
 
