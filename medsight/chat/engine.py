@@ -345,7 +345,8 @@ class ChatEngine:
             yield piece
         body = "".join(shown)
         backend: LLMBackend | None = record["model"]
-        notes += [note for note in map(_attempt_note, record["attempts"]) if note]
+        answered = "the template engine" if backend is None else backend.name
+        notes += [note for note in (_attempt_note(a, answered) for a in record["attempts"]) if note]
         if backend is not None and not getattr(backend, "weak", False):  # streamed live through the gate
             notes += gates[-1].notes
             if retrieved and not citation_numbers(body):
@@ -419,14 +420,14 @@ def answer_problems(text: str, question: str, retrieved: list[RetrievedPassage])
     return problems
 
 
-def _attempt_note(attempt: StreamAttempt) -> str:
+def _attempt_note(attempt: StreamAttempt, answered: str) -> str:
     """What the reply says about a model that did not answer (nothing for an answer cut off mid-stream, which
-    carries its own notice)."""
+    carries its own notice); `answered` names who answered instead."""
     if attempt.outcome == "failed":
         return f"{attempt.backend} did not answer ({attempt.exception})"
     if attempt.outcome == "empty":
         return f"{attempt.backend} returned no text"
     if attempt.outcome == "rejected":
         return (f"The local model ({attempt.backend}) answered, but its answer failed the checks "
-                f"({', '.join(attempt.problems)}), so the template engine answered instead.")
+                f"({', '.join(attempt.problems)}), so {answered} answered instead.")
     return ""
