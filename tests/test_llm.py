@@ -364,16 +364,26 @@ def test_llm_slot_registered_with_rules_last():
     assert [s.kind for s in slot.sources].index(registry.SourceKind.DOWNLOAD) > 0
 
 
-@pytest.mark.slow
-def test_smollm2_loads_offline_and_output_is_schema_checked(monkeypatch):
+@pytest.fixture
+def offline_smollm2(monkeypatch):
+    """The local language model with Hugging Face offline, on two threads: (backend, provenance)."""
     import torch
 
-    from medsight.llm import get_language_model, local_backend
+    from medsight.llm import local_backend
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     torch.set_num_threads(2)
-    backend, provenance = local_backend()
+    return local_backend()
+
+
+@pytest.mark.slow
+def test_smollm2_loads_offline_and_output_is_schema_checked(offline_smollm2):
+    import torch
+
+    from medsight.llm import get_language_model
+
+    backend, provenance = offline_smollm2
     assert backend is not None and backend.name == "smollm2-135m-instruct" and provenance.tier == "real"
     # Kept in bfloat16 to halve its memory; the dtype is stated where the System page shows provenance.
     assert backend.model.dtype == torch.bfloat16 and backend.dtype == "bfloat16"
@@ -471,15 +481,8 @@ def test_stream_gate_wraps_each_live_backend():
 
 
 @pytest.mark.slow
-def test_smollm2_answer_failing_the_acceptance_check_falls_through_to_rules(monkeypatch):
-    import torch
-
-    from medsight.llm import local_backend
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    torch.set_num_threads(2)
-    backend, _ = local_backend()
+def test_smollm2_answer_failing_the_acceptance_check_falls_through_to_rules(offline_smollm2):
+    backend, _ = offline_smollm2
     assert backend is not None and backend.weak, "SmolLM2 is checked before display"
     seen: list[str] = []
 
