@@ -10,7 +10,7 @@ import pytest
 
 from medsight.chat import ChatEngine, KnowledgeBase, check_question, detect_intent, ingest_jsonl, ingest_notes
 from medsight.chat import intents as I
-from medsight.chat.engine import _SentenceGate
+from medsight.chat.safety import SentenceGate
 from medsight.chat.safety import (DISCLAIMER, check_answer, citation_numbers, definitive_statements, is_dosing,
                                   is_out_of_scope, soften_definitive)
 from medsight.llm.base import LanguageModel, LLMBackend, LLMError, Prompt
@@ -282,7 +282,7 @@ def test_injection_in_passage_and_report_is_fenced_and_obeying_model_is_cut(kb):
 
 
 def test_sentence_gate_removes_citations_to_unretrieved_passages():
-    gate = _SentenceGate(n_passages=2)
+    gate = SentenceGate(n_passages=2)
     out = "".join(gate.feed_stream(iter(["Effusion blunts the angle [1]", ". It may be large [7]. Done."])))
     assert "[1]" in out and "[7]" not in out and "citation markers" in " ".join(gate.notes)
 
@@ -366,3 +366,33 @@ def test_a_refused_question_shows_no_internal_rule_codes(kb):
     shown = " ".join([turn.text, *turn.notes])
     assert not re.search(r"dose_question|dose_word|drug_for|out_of_scope", shown), shown
     assert "medication doses" in " ".join(turn.notes)
+
+
+class BreakingBackend(RecordingBackend):
+    """Streams its scripted text, then loses the connection."""
+
+    def _stream(self, prompt, *, image=None, max_tokens=512):
+        yield from super()._stream(prompt, image=image, max_tokens=max_tokens)
+        raise LLMError("connection lost")
+
+
+def test_model_stream_breaking_midway_keeps_the_shown_text_and_says_so_once(kb):
+    breaking = BreakingBackend(name="gemini", text="Consolidation is airspace filling [1]. It may be infective [2].")
+    following = RecordingBackend(name="next-model", text="Never shown [1].")
+    turn = ChatEngine(kb, LanguageModel([breaking, following])).respond("Explain the consolidation", analysis=ANALYSIS)
+    streamed = "".join(turn.stream())
+    reply = turn.reply
+    assert streamed == reply.text and reply.text.count("[The language model stopped unexpectedly.]") == 1
+    assert reply.text.startswith("Consolidation is airspace filling [1].") and reply.text.endswith(f"*{DISCLAIMER}*")
+    assert reply.level == "cloud" and reply.backend == "gemini" and following.prompts == []
+    assert not any("did not answer" in n for n in reply.notes)
+
+
+def test_weak_model_answer_failing_checks_falls_through_to_the_next_model(kb):
+    weak = RecordingBackend(name="tiny-local", text="Sure! I think it is fine. Have a nice day.", weak=True, local=True)
+    capable = RecordingBackend(name="next-model", text="Consolidation is airspace filling [1].", local=True)
+    reply = ChatEngine(kb, LanguageModel([weak, capable])).answer("Explain the consolidation", analysis=ANALYSIS)
+    assert weak.prompts and reply.backend == "next-model" and reply.level == "local" and reply.tier == "real"
+    assert reply.notes[0].startswith("The local model (tiny-local) answered, but its answer failed the checks")
+    assert reply.notes[0].endswith("so next-model answered instead.")
+    assert [(a["backend"], a["ok"]) for a in reply.attempts] == [("tiny-local", False), ("next-model", True)]

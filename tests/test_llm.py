@@ -364,16 +364,26 @@ def test_llm_slot_registered_with_rules_last():
     assert [s.kind for s in slot.sources].index(registry.SourceKind.DOWNLOAD) > 0
 
 
-@pytest.mark.slow
-def test_smollm2_loads_offline_and_output_is_schema_checked(monkeypatch):
+@pytest.fixture
+def offline_smollm2(monkeypatch):
+    """The local language model with Hugging Face offline, on two threads: (backend, provenance)."""
     import torch
 
-    from medsight.llm import get_language_model, local_backend
+    from medsight.llm import local_backend
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     torch.set_num_threads(2)
-    backend, provenance = local_backend()
+    return local_backend()
+
+
+@pytest.mark.slow
+def test_smollm2_loads_offline_and_output_is_schema_checked(offline_smollm2):
+    import torch
+
+    from medsight.llm import get_language_model
+
+    backend, provenance = offline_smollm2
     assert backend is not None and backend.name == "smollm2-135m-instruct" and provenance.tier == "real"
     # Kept in bfloat16 to halve its memory; the dtype is stated where the System page shows provenance.
     assert backend.model.dtype == torch.bfloat16 and backend.dtype == "bfloat16"
@@ -387,3 +397,103 @@ def test_smollm2_loads_offline_and_output_is_schema_checked(monkeypatch):
     assert isinstance(answer.value, Answer)  # valid, whoever answered
     assert answer.backend in ("smollm2-135m-instruct", "rules")
     assert all(not a.ok for a in answer.attempts[:-1])
+
+
+# --------------------------------------------------------------------------------------------- streaming + acceptance
+
+class StreamingBackend(LLMBackend):
+    """Streams scripted chunks; with `fail_after`, raises after that many chunks (0: before the first)."""
+
+    def __init__(self, name: str, chunks: list[str], fail_after: int | None = None, weak: bool = False):
+        self.name, self.chunks, self.fail_after, self.weak = name, list(chunks), fail_after, weak
+        self.calls = 0
+        self.timeout_s = 5.0
+
+    def _generate(self, prompt, *, image=None, max_tokens=512, json_mode=False, schema=None):
+        self.calls += 1
+        return "".join(self.chunks)
+
+    def _stream(self, prompt, *, image=None, max_tokens=512):
+        self.calls += 1
+        for index, chunk in enumerate(self.chunks):
+            if index == self.fail_after:
+                raise RuntimeError("connection lost")
+            yield chunk
+        if self.fail_after is not None and self.fail_after >= len(self.chunks):
+            raise RuntimeError("connection lost")
+
+
+def _cites(text: str) -> list[str]:
+    return [] if "[1]" in text else ["no citation markers"]
+
+
+def test_answer_failing_the_acceptance_check_falls_through_to_the_next_tier():
+    small = StreamingBackend("small-model", ["Sure, it is fine."], weak=True)
+    capable = StreamingBackend("capable", ["Effusion ", "may be present [1]."])
+    record: dict = {}
+    text = "".join(LanguageModel([small, capable]).stream_text(Prompt("s", "u"), rules=lambda: "rule text",
+                                                               accept=_cites, record=record))
+    assert text == "Effusion may be present [1]." and record["backend"] == "capable" and record["model"] is capable
+    assert [(a.backend, a.ok, a.outcome, a.problems) for a in record["attempts"]] == [
+        ("small-model", False, "rejected", ["no citation markers"]), ("capable", True, "answered", [])]
+    # An accepted checked answer is shown whole, in pieces; with every tier rejected the rules answer.
+    passing = StreamingBackend("small-model", ["Effusion may be present [1] on the left.  "], weak=True)
+    chunks = list(LanguageModel([passing]).stream_text(Prompt("s", "u"), accept=_cites, record=record))
+    assert len(chunks) > 1 and "".join(chunks) == "Effusion may be present [1] on the left."
+    assert record["backend"] == "small-model" and record["tier"] == "real"
+    record = {}
+    text = "".join(LanguageModel([small]).stream_text(Prompt("s", "u"), rules=lambda: "rule text", accept=_cites,
+                                                      record=record))
+    assert text == "rule text" and (record["backend"], record["tier"], record["model"]) == ("rules", "rules", None)
+    # Without an acceptance check a small model streams live, as before.
+    assert "".join(LanguageModel([small]).stream_text(Prompt("s", "u"))) == "Sure, it is fine."
+
+
+def test_stream_breaking_midway_ends_with_the_stopped_notice_once():
+    breaking = StreamingBackend("breaking", ["First sentence. ", "Second "], fail_after=2)
+    following = StreamingBackend("following", ["never shown"])
+    record: dict = {}
+    chunks = list(LanguageModel([breaking, following]).stream_text(Prompt("s", "u"), rules=lambda: "rule text",
+                                                                   record=record))
+    assert chunks == ["First sentence. ", "Second ", llm_base.STOPPED_UNEXPECTEDLY]
+    assert "".join(chunks).count("stopped unexpectedly") == 1 and following.calls == 0
+    assert record["backend"] == "breaking" and record["errors"] == ["breaking: RuntimeError"]
+    assert [a.outcome for a in record["attempts"]] == ["stopped"]
+    # Failing before the first chunk, or yielding nothing, moves on without a notice.
+    early, silent = StreamingBackend("early", ["x"], fail_after=0), StreamingBackend("silent", [])
+    record = {}
+    text = "".join(LanguageModel([early, silent, following]).stream_text(Prompt("s", "u"), record=record))
+    assert text == "never shown" and record["backend"] == "following"
+    assert [(a.backend, a.outcome, a.exception) for a in record["attempts"]] == [
+        ("early", "failed", "RuntimeError"), ("silent", "empty", ""), ("following", "answered", "")]
+
+
+def test_stream_gate_wraps_each_live_backend():
+    wrapped: list[str] = []
+
+    def gate(chunks):
+        wrapped.append("gate")
+        return (chunk.upper() for chunk in chunks)
+
+    early, following = StreamingBackend("early", ["x"], fail_after=0), StreamingBackend("following", ["ok"])
+    text = "".join(LanguageModel([early, following]).stream_text(Prompt("s", "u"), gate=gate))
+    assert text == "OK" and wrapped == ["gate", "gate"]
+
+
+@pytest.mark.slow
+def test_smollm2_answer_failing_the_acceptance_check_falls_through_to_rules(offline_smollm2):
+    backend, _ = offline_smollm2
+    assert backend is not None and backend.weak, "SmolLM2 is checked before display"
+    seen: list[str] = []
+
+    def reject(text: str) -> list[str]:
+        seen.append(text)
+        return ["not grounded in the retrieved passages"]
+
+    record: dict = {}
+    text = "".join(LanguageModel([backend]).stream_text(
+        Prompt("You are a radiology assistant.", "Name one finding on a chest X-ray."),
+        rules=lambda: "The rule engine answered.", accept=reject, checked_max_tokens=16, record=record))
+    assert seen and seen[0].strip(), "SmolLM2 answered and its answer was checked"
+    assert text == "The rule engine answered." and record["backend"] == "rules"
+    assert [(a.backend, a.outcome) for a in record["attempts"]] == [("smollm2-135m-instruct", "rejected")]

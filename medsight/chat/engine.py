@@ -7,15 +7,15 @@ Order of work for one question:
      conversation.
   3. Retrieval from the knowledge corpus: the reference note(s) for the topic and the intent, plus the most
      similar literature passages (sentence-embedding search in ChromaDB). Passages are numbered [1], [2] …
-  4. Answer, by tier:
+  4. Answer, by tier, through `LanguageModel.stream_text` (which owns streaming and the fall-through):
        cloud  Gemini (only with GEMINI_API_KEY and the user's consent),
        local  MedGemma (mlx-vlm, Apple Silicon) or a local transformers model,
-       template  the deterministic engine (always available; the default).
-     A model's output passes a sentence gate before it is shown: a sentence with medication dosing ends the
-     answer, definitive-diagnosis wording is softened, and markers that point to no retrieved passage are
+       template  the deterministic engine (`medsight.chat.templates`; always available; the default).
+     A model's live output passes the `SentenceGate` before it is shown: a sentence with medication dosing ends
+     the answer, definitive-diagnosis wording is softened, and markers that point to no retrieved passage are
      removed. Small models flagged `weak` (SmolLM2-135M) are not streamed live: their whole answer must pass
-     `check_answer` (citations present, no dosing, no diagnosis wording, on topic) or the template engine
-     answers instead, and the reply says so.
+     `answer_problems` (citations present, no dosing, no diagnosis wording, on topic, grounded) or the next
+     tier answers, and the reply says so.
   5. The decision-support disclaimer closes every reply.
 Report text and retrieved passages are data: they are fenced in prompts (`medsight.llm.prompts.fence`) and
 the template engine only quotes sentences from them that pass the dosing, diagnosis and injection screens.
@@ -32,14 +32,13 @@ from typing import Any, Iterator, Sequence
 
 from medsight.chat import intents as I
 from medsight.chat.corpus import CorpusError, KnowledgeBase, RetrievedPassage
-from medsight.registry import ModelUnavailable
-from medsight.chat.safety import (DISCLAIMER, check_answer, check_question, citation_numbers, definitive_statements,
-                                  grounding_problems, is_dosing, screen_injection, soften_definitive,
-                                  strip_invalid_citations,
-                                  with_disclaimer)
-from medsight.llm.base import LanguageModel, LLMBackend, LLMError, Message, Prompt
+from medsight.chat.safety import (DISCLAIMER, SentenceGate, check_answer, check_question, citation_numbers,
+                                  grounding_problems, with_disclaimer)
+from medsight.chat.templates import TemplateEngine, finding_name, terms
+from medsight.llm.base import LanguageModel, LLMBackend, Message, Prompt, StreamAttempt, text_pieces
 from medsight.llm.prompts import CHAT_SYSTEM, fence
 from medsight.llm.safety import normalise_text
+from medsight.registry import ModelUnavailable
 
 MAX_PASSAGES = 5
 LITERATURE_K = 2
@@ -187,63 +186,6 @@ def study_context(analysis: dict | None, verification: dict | None = None) -> di
     return out
 
 
-# --------------------------------------------------------------------------------------------- helpers
-
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_WORD = re.compile(r"[a-z][a-z-]{3,}")
-_STOP = {"what", "does", "this", "that", "with", "from", "have", "about", "there", "their", "which", "when", "where",
-         "would", "could", "should", "explain", "mean", "means", "tell", "more", "study", "patient", "image", "your",
-         "they", "them", "were", "been", "being", "into", "than", "then", "also", "some", "such"}
-
-
-_SECTION_LABEL = re.compile(r"^(?:[A-Z][A-Z &/-]{3,}:?\s+)+(?=[A-Z])")
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences of a passage, without structured-abstract labels such as "BACKGROUND"."""
-    return [_SECTION_LABEL.sub("", s.strip()) for s in _SENT_SPLIT.split(text or "") if s.strip()]
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall((text or "").lower()) if w not in _STOP}
-
-
-def safe_sentence(sentence: str) -> bool:
-    """A sentence the template engine may quote: no dosing, no diagnosis claims, no instructions."""
-    return not (is_dosing(sentence) or definitive_statements(sentence) or screen_injection(sentence).flagged)
-
-
-def best_sentences(text: str, query: str, n: int = 1, prefer: Sequence[str] = (), max_chars: int = 320,
-                   exclude: set[str] | frozenset = frozenset()) -> list[str]:
-    """The `n` quotable sentences of `text` that share the most words with `query` (ties: earlier first).
-
-    Args:
-        prefer: words that add weight (e.g. "radiograph" for imaging appearance).
-    """
-    wanted = _terms(query) | {p.lower() for p in prefer}
-    scored = []
-    for index, sentence in enumerate(sentences(text)):
-        if sentence in exclude or len(sentence) > max_chars or len(sentence) < 25 or not safe_sentence(sentence):
-            continue
-        words = _terms(sentence)
-        score = len(words & wanted) + 0.5 * sum(1 for p in prefer if p.lower() in sentence.lower())
-        scored.append((-score, index, sentence))
-    scored.sort()
-    chosen = sorted(scored[:n], key=lambda item: item[1])
-    return [s for _, _, s in chosen]
-
-
-def _fmt(p: Any) -> str:
-    try:
-        return f"{float(p):.2f}"
-    except (TypeError, ValueError):
-        return str(p)
-
-
-def _name(finding: str) -> str:
-    return finding.replace("_", " ")
-
-
 # --------------------------------------------------------------------------------------------- engine
 
 class ChatTurn:
@@ -294,7 +236,7 @@ class ChatEngine:
             flagged = list(((study_context(analysis).get("pathology") or {}).get("flagged") or {}))
             if flagged:
                 finding = max(flagged, key=lambda f: study_context(analysis)["pathology"]["flagged"][f]["probability"])
-                return I.Topic("finding", finding, _name(finding), I.FINDING_NOTE.get(finding, ""))
+                return I.Topic("finding", finding, finding_name(finding), I.FINDING_NOTE.get(finding, ""))
         return None
 
     def _note_keys(self, question: str, match: I.IntentMatch, topic: I.Topic | None,
@@ -367,7 +309,7 @@ class ChatEngine:
         screen = check_question(question)
         if not screen.ok:
             text = with_disclaimer(screen.message)
-            yield from _chunks(text)
+            yield from text_pieces(text)
             turn.reply = ChatReply(text, "refusal", "template", "rules", "template", LEVEL_LABELS["template"] +
                                    " (safety rule)", refused=screen.verdict, notes=[REFUSAL_NOTES.get(screen.verdict, REFUSAL_NOTES["out_of_scope"])],
                                    seconds=time.perf_counter() - start, timestamp=_now())
@@ -383,77 +325,42 @@ class ChatEngine:
             notes.append(f"knowledge corpus unavailable: {str(exc).splitlines()[0][:200]}")
         retrieval_seconds = time.perf_counter() - t0
         context = study_context(analysis, verification)
-        attempts: list[dict] = []
+        # Greetings, help and out-of-scope questions need no model: the template engine answers them.
         factual = match.intent not in (I.GREETING, I.HELP, I.OUT_OF_SCOPE)
+        llm = self.llm if (self.llm is not None and factual) else LanguageModel([])
+        gates: list[SentenceGate] = []
 
-        for backend in (self.llm.backends if (self.llm is not None and factual) else []):
-            level = "local" if getattr(backend, "local", True) else "cloud"
-            prompt = self.build_prompt(question, context, retrieved, history, report_text)
-            a0 = time.perf_counter()
-            if getattr(backend, "weak", False):
-                try:
-                    raw = backend.generate(prompt, max_tokens=LOCAL_MAX_TOKENS)
-                except LLMError as exc:
-                    attempts.append({"backend": backend.name, "ok": False, "seconds": round(time.perf_counter() - a0, 2),
-                                     "error": str(exc)[:200]})
-                    notes.append(f"{backend.name} did not answer ({type(exc).__name__})")
-                    continue
-                check = check_answer(raw, len(retrieved), require_citation=bool(retrieved), question=question,
-                                     context_terms=tuple(_terms(question) | _terms(" ".join(
-                                         r.passage.title + " " + r.passage.text[:600] for r in retrieved))))
-                if retrieved:  # a small model must also stay close to what it cites
-                    check.problems += grounding_problems(raw, [r.passage.text for r in retrieved])
-                    check.ok = not check.problems
-                attempts.append({"backend": backend.name, "ok": check.ok, "seconds": round(time.perf_counter() - a0, 2),
-                                 "error": "; ".join(check.problems)})
-                if not check.ok:
-                    notes.append(f"The local model ({backend.name}) answered, but its answer failed the checks "
-                                 f"({', '.join(check.problems)}), so the template engine answered instead.")
-                    continue
-                text = with_disclaimer(raw.strip())
-                yield from _chunks(text)
-                turn.reply = self._reply(text, match, level, backend, retrieved, notes, attempts, start,
-                                         retrieval_seconds)
-                return
-            # Capable models stream live through the sentence gate.
-            gate = _SentenceGate(len(retrieved))
-            shown: list[str] = []
-            try:
-                for piece in gate.feed_stream(backend.stream(prompt, max_tokens=CLOUD_MAX_TOKENS)):
-                    shown.append(piece)
-                    yield piece
-            except Exception as exc:  # noqa: BLE001 - any backend failure moves to the next tier
-                attempts.append({"backend": backend.name, "ok": False, "seconds": round(time.perf_counter() - a0, 2),
-                                 "error": type(exc).__name__})
-                if shown:
-                    tail = "\n\n[The language model stopped unexpectedly.]"
-                    shown.append(tail)
-                    yield tail
-                else:
-                    notes.append(f"{backend.name} did not answer ({type(exc).__name__})")
-                    continue
-            if not shown:
-                attempts.append({"backend": backend.name, "ok": False, "seconds": round(time.perf_counter() - a0, 2),
-                                 "error": "empty answer"})
-                notes.append(f"{backend.name} returned no text")
-                continue
-            attempts.append({"backend": backend.name, "ok": True, "seconds": round(time.perf_counter() - a0, 2)})
-            notes += gate.notes
-            body = "".join(shown)
+        def gated(chunks: Iterator[str]) -> Iterator[str]:
+            gates.append(SentenceGate(len(retrieved)))
+            return gates[-1].feed_stream(chunks)
+
+        record: dict = {}
+        shown: list[str] = []
+        for piece in llm.stream_text(
+                self.build_prompt(question, context, retrieved, history, report_text),
+                rules=lambda: TemplateEngine(question, match, topic, context, retrieved, analysis, history).compose(),
+                accept=lambda text: answer_problems(text, question, retrieved), gate=gated,
+                max_tokens=CLOUD_MAX_TOKENS, checked_max_tokens=LOCAL_MAX_TOKENS, record=record):
+            shown.append(piece)
+            yield piece
+        body = "".join(shown)
+        backend: LLMBackend | None = record["model"]
+        answered = "the template engine" if backend is None else backend.name
+        notes += [note for note in (_attempt_note(a, answered) for a in record["attempts"]) if note]
+        if backend is not None and not getattr(backend, "weak", False):  # streamed live through the gate
+            notes += gates[-1].notes
             if retrieved and not citation_numbers(body):
                 extra = "\n\n(This answer cites none of the retrieved passages; treat it as unsupported.)"
                 notes.append("the model cited no passage")
                 body += extra
                 yield extra
-            tail = f"\n\n*{DISCLAIMER}*"
-            yield tail
-            turn.reply = self._reply(body + tail, match, level, backend, retrieved, notes, attempts, start,
-                                     retrieval_seconds)
-            return
-
-        text = with_disclaimer(TemplateEngine(question, match, topic, context, retrieved, analysis, history).compose())
-        yield from _chunks(text)
-        turn.reply = self._reply(text, match, "template", None, retrieved, notes, attempts, start, retrieval_seconds)
+        tail = "" if DISCLAIMER in body else f"\n\n*{DISCLAIMER}*"
+        yield tail
+        level = "template" if backend is None else ("local" if getattr(backend, "local", True) else "cloud")
+        attempts = [{"backend": a.backend, "ok": a.ok, "seconds": round(a.seconds, 2), "error": a.error}
+                    for a in record["attempts"]]
+        turn.reply = self._reply(body + tail, match, level, backend, retrieved, notes, attempts, start,
+                                 retrieval_seconds)
 
     def _reply(self, text: str, match: I.IntentMatch, level: str, backend: LLMBackend | None,
                retrieved: list[RetrievedPassage], notes, attempts, start: float, retrieval_seconds: float) -> ChatReply:
@@ -502,317 +409,25 @@ def _snippet(text: str, limit: int = 360) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
-def _chunks(text: str, words: int = 4) -> Iterator[str]:
-    """Text in small pieces for `st.write_stream` (whitespace kept, so joining gives the text back)."""
-    tokens = re.findall(r"\S+\s*|\s+", text)
-    for i in range(0, len(tokens), words):
-        yield "".join(tokens[i:i + words])
+def answer_problems(text: str, question: str, retrieved: list[RetrievedPassage]) -> list[str]:
+    """What keeps a small model's whole answer from being shown: the answer checks and, when passages were
+    retrieved, the grounding checks (none: the answer may be shown)."""
+    context_terms = terms(question) | terms(" ".join(r.passage.title + " " + r.passage.text[:600] for r in retrieved))
+    problems = list(check_answer(text, len(retrieved), require_citation=bool(retrieved), question=question,
+                                 context_terms=tuple(context_terms)).problems)
+    if retrieved:  # a small model must also stay close to what it cites
+        problems += grounding_problems(text, [r.passage.text for r in retrieved])
+    return problems
 
 
-class _SentenceGate:
-    """Releases model output sentence by sentence after the safety edits (see the module docstring)."""
-
-    def __init__(self, n_passages: int):
-        self.n_passages = n_passages
-        self.notes: list[str] = []
-        self.stopped = False
-
-    def _release(self, sentence: str) -> str | None:
-        if is_dosing(sentence):
-            self.stopped = True
-            self.notes.append("the model's answer turned to medication dosing and was cut off")
-            return "\n\n[The rest of this answer was withheld: it turned to medication amounts, which this tool does " \
-                   "not provide.]"
-        if definitive_statements(sentence):
-            sentence = soften_definitive(sentence)
-            self.notes.append("definitive wording was softened")
-        fixed = strip_invalid_citations(sentence, self.n_passages)
-        if fixed != sentence:
-            self.notes.append("citation markers pointing to no retrieved passage were removed")
-        return fixed
-
-    def feed_stream(self, chunks: Iterator[str]) -> Iterator[str]:
-        buffer = ""
-        for chunk in chunks:
-            buffer += chunk
-            while not self.stopped:
-                m = re.search(r"[.!?](\s+|\n)", buffer)
-                if not m:
-                    break
-                sentence, buffer = buffer[:m.end()], buffer[m.end():]
-                out = self._release(sentence)
-                if out:
-                    yield out
-            if self.stopped:
-                return
-        if buffer.strip() and not self.stopped:
-            out = self._release(buffer)
-            if out:
-                yield out
-
-
-# --------------------------------------------------------------------------------------------- templates
-
-class TemplateEngine:
-    """Deterministic answers per intent from the study results and the retrieved passages."""
-
-    def __init__(self, question: str, match: I.IntentMatch, topic: I.Topic | None, context: dict,
-                 retrieved: list[RetrievedPassage], analysis: dict | None, history: Sequence[dict]):
-        self.question, self.match, self.topic, self.context = question, match, topic, context
-        self.retrieved, self.analysis, self.history = retrieved, analysis or {}, history
-        self._used: set[str] = set()  # sentences already quoted, so two citations of one note differ
-
-    # passages
-    def _find(self, key: str) -> RetrievedPassage | None:
-        return next((r for r in self.retrieved if r.passage.note_key == key), None)
-
-    def _notes(self) -> list[RetrievedPassage]:
-        return [r for r in self.retrieved if r.passage.source == "note"]
-
-    def _literature(self) -> list[RetrievedPassage]:
-        return [r for r in self.retrieved if r.passage.source != "note"]
-
-    def _cite(self, r: RetrievedPassage, n: int = 1, prefer: Sequence[str] = (), query: str | None = None) -> str:
-        picked = best_sentences(r.passage.text, query or self.question, n=n, prefer=prefer, exclude=self._used)
-        self._used.update(picked)
-        return " ".join(f"{s.rstrip()} [{r.rank}]" if s.rstrip()[-1:] not in ".!?" else f"{s.rstrip()[:-1]} [{r.rank}]."
-                        for s in picked)
-
-    def _literature_lines(self) -> list[str]:
-        lines = []
-        for r in self._literature():
-            quote = best_sentences(r.passage.text, f"{self.question} {self.topic.text if self.topic else ''}", n=1)
-            year = f", {r.passage.year}" if r.passage.year else ""
-            if quote:
-                lines.append(f"- *{r.passage.title}*{year}: \u201c{quote[0]}\u201d [{r.rank}]")
-            else:
-                lines.append(f"- *{r.passage.title}*{year} [{r.rank}]")
-        return lines
-
-    # study facts
-    def _flagged(self) -> dict:
-        return (self.context.get("pathology") or {}).get("flagged") or {}
-
-    def _near(self) -> dict:
-        return (self.context.get("pathology") or {}).get("near_threshold") or {}
-
-    def _finding_status(self, finding: str) -> str | None:
-        from medsight.llm.rules import model_findings
-
-        ev = model_findings(self.analysis).get(finding)
-        if ev is None:
-            return None
-        side = f", {ev['laterality']}" if ev.get("laterality") and ev["laterality"] != "n/a" else ""
-        if ev["positive"]:
-            return (f"In this study the pathology classifier flags {_name(finding)} (probability {_fmt(ev['probability'])},"
-                    f" operating threshold {_fmt(ev['threshold'])}{side}).")
-        if ev["near"]:
-            return (f"In this study {_name(finding)} is just below its operating threshold (probability "
-                    f"{_fmt(ev['probability'])} vs {_fmt(ev['threshold'])}), so the model does not flag it, but the "
-                    "margin is small.")
-        return (f"In this study the pathology classifier does not flag {_name(finding)} (probability "
-                f"{_fmt(ev['probability'])}, threshold {_fmt(ev['threshold'])}).")
-
-    def _no_sources(self) -> str:
-        return ("The knowledge corpus returned no passage for this question, so I cannot cite a source; build the "
-                "corpus with `python -m medsight.chat.corpus` or from this page.")
-
-    # intents
-    def compose(self) -> str:
-        handler = getattr(self, f"_{self.match.intent}", self._explain_finding)
-        return handler().strip()
-
-    def _greeting(self) -> str:
-        return ("Hello. I can explain this study's results, what the scores mean, a differential to consider, "
-                "questions for the referring clinician, how the models work and where they are uncertain, and "
-                "define chest radiograph terms — with citations from the local knowledge corpus.")
-
-    def _help(self) -> str:
-        in_context = ("An analysis of the current study is in context." if self.context else
-                      "No analysis is in context yet: run Analyze on a study for study-specific answers.")
-        # Only a finding this study's models flagged is offered as an example question.
-        flagged = list(self._flagged())
-        explain = f"- *Explain the {flagged[0].lower()} finding.*\n" if flagged else ""
-        return (f"{in_context} You can ask, for example:\n"
-                f"{explain}- *What does the anomaly score mean?*\n"
-                "- *What is the differential?*\n- *What questions should I ask the clinician?*\n"
-                "- *How does the anomaly detector work?*\n- *How reliable is this result?*\n"
-                "- *What is the silhouette sign?*\n"
-                "I do not give medication doses or prescriptions, and I do not make diagnoses.")
-
-    def _out_of_scope(self) -> str:
-        return ("I can't answer that: this chat gives decision support about chest radiographs, not diagnoses, "
-                "prognoses or legal and billing advice. I can list a differential to consider, explain a finding "
-                "or suggest questions for the referring clinician.")
-
-    def _score_meaning(self) -> str:
-        parts: list[str] = []
-        anomaly = self.context.get("anomaly")
-        if anomaly:
-            above = "above" if anomaly.get("is_anomalous") else "below"
-            verdict = "outside the normal range" if anomaly.get("is_anomalous") else "within the normal range"
-            parts.append(f"This study's anomaly score is {float(anomaly['fused_score']):.3f}, {above} its threshold "
-                         f"{float(anomaly['threshold']):.3f}, so the detector calls it {verdict} "
-                         f"(model tier: {anomaly.get('tier') or 'unknown'}).")
-            if anomaly.get("peak_deviation") is not None and anomaly.get("deviation_threshold") is not None:
-                where = "above" if anomaly.get("deviation_unusual") else "within"
-                parts.append(f"Its peak deviation from normal is {float(anomaly['peak_deviation']):.1f}, {where} the "
-                             f"normal range (95 % of normal images stay below "
-                             f"{float(anomaly['deviation_threshold']):.1f}); the deviation map on the Heatmap page "
-                             "shows where.")
-        elif not self.context:
-            parts.append("No analysis is in context, so there is no score to interpret yet; here is what the scores "
-                         "mean in general.")
-        note = self._find("anomaly_score")
-        if note:
-            parts.append(self._cite(note, 2, prefer=("threshold", "unusual", "measures")))
-        flagged, near = self._flagged(), self._near()
-        pathology = self._find("pathology_classifier")
-        if flagged or near or pathology:
-            if flagged:
-                parts.append("Flagged labels: " + ", ".join(f"{_name(k)} {_fmt(v['probability'])} (threshold "
-                                                            f"{_fmt(v['threshold'])})" for k, v in flagged.items()) + ".")
-            if near:
-                parts.append("Just below threshold: " + ", ".join(f"{_name(k)} {_fmt(v['probability'])}"
-                                                                  for k, v in near.items()) + ".")
-            if pathology:
-                parts.append(self._cite(pathology, 1, prefer=("0.5", "rescaled", "operating")))
-        threshold = self._find("operating_threshold")
-        if threshold:
-            parts.append(self._cite(threshold, 1, prefer=("below", "negative")))
-        risk = self.context.get("risk")
-        if risk:
-            reasons = "; ".join(str(r).rstrip(". ") for r in risk.get("reasons") or [])
-            parts.append(f"The fusion stage rates the risk as {risk['level']}" + (f" ({reasons})." if reasons else "."))
-        if not self.retrieved:
-            parts.append(self._no_sources())
-        return " ".join(p for p in parts if p)
-
-    def _explain_finding(self) -> str:
-        parts: list[str] = []
-        topic = self.topic
-        if topic is None:
-            if not self.context:
-                return ("Which finding would you like explained? No analysis is in context; name a finding (for "
-                        "example *pleural effusion*) or run Analyze first.")
-            if not self._flagged():
-                parts.append("The image models flag no finding in this study.")
-                return " ".join(parts + ["A negative result does not exclude disease; ask about the limits of the "
-                                         "models for details."])
-        if topic is not None and topic.findings and self.analysis:
-            statuses = [s for s in (self._finding_status(f) for f in topic.findings) if s]
-            if statuses:
-                parts += statuses
-            elif self.context.get("pathology") is not None:
-                parts.append(f"The image models in this study do not report {topic.text} as a label.")
-        note = self._find(topic.note_key) if topic is not None and topic.note_key else (self._notes() or [None])[0]
-        if note:
-            parts.append(self._cite(note, 2, prefer=("is", "means"), query=f"{note.passage.title} is"))
-            parts.append(self._cite(note, 1, prefer=("radiograph", "appears", "shows", "signs"),
-                                    query="radiograph appearance signs"))
-        lit = self._literature_lines()
-        if lit:
-            parts.append("\nFrom the literature:\n" + "\n".join(lit))
-        if not self.retrieved:
-            parts.append(self._no_sources())
-        return " ".join(_dedupe(p for p in parts if p))
-
-    def _definition(self) -> str:
-        note = self._find(self.topic.note_key) if self.topic is not None and self.topic.note_key else None
-        note = note or (self._notes() or [None])[0]
-        parts = []
-        if note:
-            parts.append(f"**{note.passage.title}.** " + self._cite(note, 2, query=f"{note.passage.title} is means"))
-        lit = self._literature_lines()[:1]
-        if lit:
-            parts.append("\nRelated literature:\n" + "\n".join(lit))
-        if not parts:
-            return self._no_sources()
-        return " ".join(parts)
-
-    def _differential(self) -> str:
-        from medsight.llm.rules import differential_from_findings
-
-        parts: list[str] = []
-        if self.analysis and self.context.get("pathology") is not None:
-            items = differential_from_findings(self.analysis, str(self.analysis.get("symptoms") or ""))
-            lines = [f"{i}. {d.condition}" + (f" — {'; '.join(d.supporting[:2])}" if d.supporting else "")
-                     + (" (uncertain: supported only near threshold)" if d.uncertain else "")
-                     for i, d in enumerate(items[:5], start=1)]
-            parts.append("Conditions to consider, ranked by the documented rules from this study's model findings "
-                         "(a ranking aid, not probabilities of disease):\n\n" + "\n".join(lines) + "\n\n")
-        for note in self._notes()[:2]:
-            parts.append(self._cite(note, 1, prefer=("overlap", "causes", "similar", "mimic", "include"),
-                                    query="causes include overlaps with mimic differential"))
-        lit = self._literature_lines()
-        if lit:
-            parts.append("\nFrom the literature:\n" + "\n".join(lit))
-        if not parts:
-            return ("No analysis is in context and the question names no finding; name a finding (for example "
-                    "*consolidation*) or run Analyze first.")
-        if not self.retrieved:
-            parts.append(self._no_sources())
-        return " ".join(parts)
-
-    def _next_steps(self) -> str:
-        parts: list[str] = ["Points to consider with the referring clinician (the decisions are theirs):"]
-        bullets = ["Is there a prior radiograph to compare with?",
-                   "What are the symptoms and their duration (fever, cough, breathlessness, chest pain, trauma)?"]
-        flagged = self._flagged()
-        if "pneumothorax" in flagged:
-            bullets.insert(0, "A pneumothorax is flagged: confirm on the image and, if real, communicate it "
-                              "promptly to the treating team.")
-        if self._near():
-            bullets.append("Findings just below threshold (" + ", ".join(_name(k) for k in self._near()) +
-                           ") deserve a second look on the image.")
-        if self.context.get("contradictions"):
-            bullets.append("The image models and the clinical text disagree on: " +
-                           "; ".join(self.context["contradictions"][:2]))
-        parts.append("\n" + "\n".join(f"- {b}" for b in bullets) + "\n")
-        for note in self._notes()[:2]:
-            parts.append(self._cite(note, 1, prefer=("next", "usual", "considerations", "ct", "follow-up", "comparison"),
-                                    query="next considerations usual next steps comparison follow-up CT"))
-        lit = self._literature_lines()[:1]
-        if lit:
-            parts.append("\nFrom the literature:\n" + "\n".join(lit))
-        if not self.retrieved:
-            parts.append(self._no_sources())
-        return " ".join(parts)
-
-    def _how_model_works(self) -> str:
-        parts = []
-        for key, prefer in (("anomaly_score", ("fuses", "compared")), ("pathology_classifier", ("outputs", "tier")),
-                            ("tiers", ("real", "demo"))):
-            note = self._find(key)
-            if note:
-                parts.append(self._cite(note, 2, prefer=prefer))
-        tiers = (self.analysis.get("summary") or {}).get("tiers") or {}
-        if tiers:
-            parts.append("Tiers in this analysis: " + ", ".join(f"{k} = {v}" for k, v in tiers.items()) + ".")
-        return " ".join(parts) if parts else self._no_sources()
-
-    def _limits(self) -> str:
-        parts = []
-        note = self._find("limits")
-        if note:
-            parts.append(self._cite(note, 3, prefer=("threshold", "alone", "validated", "uncertain")))
-        tiers = self._find("tiers")
-        demo = (self.analysis.get("summary") or {}).get("demo_models") or []
-        if demo:
-            parts.append("In this analysis these models are demo tier: " + ", ".join(demo) + ".")
-            if tiers:
-                parts.append(self._cite(tiers, 1, prefer=("demo", "phantom")))
-        if self._near():
-            parts.append("Near-threshold results here: " + ", ".join(
-                f"{_name(k)} {_fmt(v['probability'])} vs {_fmt(v['threshold'])}" for k, v in self._near().items()) + ".")
-        return " ".join(parts) if parts else self._no_sources()
-
-
-def _dedupe(parts) -> list[str]:
-    seen, out = set(), []
-    for part in parts:
-        key = part.strip()
-        if key and key not in seen:
-            seen.add(key)
-            out.append(part)
-    return out
+def _attempt_note(attempt: StreamAttempt, answered: str) -> str:
+    """What the reply says about a model that did not answer (nothing for an answer cut off mid-stream, which
+    carries its own notice); `answered` names who answered instead."""
+    if attempt.outcome == "failed":
+        return f"{attempt.backend} did not answer ({attempt.exception})"
+    if attempt.outcome == "empty":
+        return f"{attempt.backend} returned no text"
+    if attempt.outcome == "rejected":
+        return (f"The local model ({attempt.backend}) answered, but its answer failed the checks "
+                f"({', '.join(attempt.problems)}), so {answered} answered instead.")
+    return ""

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from medsight.llm.safety import DISCLAIMER, DOSING_REFUSAL, detect_drug_dosing, normalise_text, screen_injection
 
 __all__ = [
     "DISCLAIMER", "DOSING_REFUSAL", "OUT_OF_SCOPE_REFUSAL", "AnswerCheck", "QuestionCheck", "check_answer",
     "check_question", "citation_numbers", "definitive_statements", "is_dosing", "is_out_of_scope",
-    "grounding_problems", "redact_dosing", "screen_injection", "soften_definitive", "with_disclaimer",
+    "grounding_problems", "redact_dosing", "screen_injection", "SentenceGate", "soften_definitive",
+    "strip_invalid_citations", "with_disclaimer",
 ]
 
 OUT_OF_SCOPE_REFUSAL = ("That is outside what I can help with here. I answer questions about chest radiographs, "
@@ -295,3 +297,50 @@ def with_disclaimer(text: str) -> str:
     if DISCLAIMER in text:
         return text
     return f"{text}\n\n*{DISCLAIMER}*"
+
+
+class SentenceGate:
+    """Releases a live model answer sentence by sentence after the safety edits.
+
+    A sentence with medication dosing ends the answer (a notice replaces it), definitive-diagnosis wording is
+    softened, and citation markers pointing to no retrieved passage are removed. `notes` say what was changed.
+    """
+
+    def __init__(self, n_passages: int):
+        self.n_passages = n_passages
+        self.notes: list[str] = []
+        self.stopped = False
+
+    def _release(self, sentence: str) -> str | None:
+        if is_dosing(sentence):
+            self.stopped = True
+            self.notes.append("the model's answer turned to medication dosing and was cut off")
+            return "\n\n[The rest of this answer was withheld: it turned to medication amounts, which this tool does " \
+                   "not provide.]"
+        if definitive_statements(sentence):
+            sentence = soften_definitive(sentence)
+            self.notes.append("definitive wording was softened")
+        fixed = strip_invalid_citations(sentence, self.n_passages)
+        if fixed != sentence:
+            self.notes.append("citation markers pointing to no retrieved passage were removed")
+        return fixed
+
+    def feed_stream(self, chunks: Iterator[str]) -> Iterator[str]:
+        """The edited sentences of a stream of text chunks."""
+        buffer = ""
+        for chunk in chunks:
+            buffer += chunk
+            while not self.stopped:
+                m = re.search(r"[.!?](\s+|\n)", buffer)
+                if not m:
+                    break
+                sentence, buffer = buffer[:m.end()], buffer[m.end():]
+                out = self._release(sentence)
+                if out:
+                    yield out
+            if self.stopped:
+                return
+        if buffer.strip() and not self.stopped:
+            out = self._release(buffer)
+            if out:
+                yield out

@@ -20,8 +20,9 @@ from typing import Any
 from medsight import registry
 from medsight.config import Settings, get_settings
 from medsight.device import mlx_vlm_available
-from medsight.llm.base import (Attempt, LanguageModel, LLMBackend, LLMError, LLMTimeout, Message, Prompt,
-                               SchemaError, StructuredAnswer, TextAnswer, extract_json, parse_structured)
+from medsight.llm.base import (STOPPED_UNEXPECTEDLY, Acceptance, Attempt, LanguageModel, LLMBackend, LLMError,
+                               LLMTimeout, Message, Prompt, SchemaError, StreamAttempt, StructuredAnswer, TextAnswer,
+                               extract_json, parse_structured, text_pieces)
 from medsight.llm.gemini import CLOUD_NOTICE, GeminiBackend, cloud_allowed, deidentify_text, gemini_backend
 from medsight.llm.safety import DISCLAIMER, detect_drug_dosing, screen_injection
 
@@ -206,8 +207,8 @@ def get_language_model(settings: Settings | None = None, *, consent: bool | None
 
 
 __all__ = [
-    "Attempt", "CLOUD_NOTICE", "DISCLAIMER", "GeminiBackend", "LLMBackend", "LLMError", "LLMTimeout",
-    "LanguageModel", "Message", "Prompt", "RulesEngine", "SLOT", "SchemaError", "StructuredAnswer", "TextAnswer",
-    "cloud_allowed", "deidentify_text", "detect_drug_dosing", "extract_json", "get_language_model",
-    "local_backend", "next_local_backend", "parse_structured", "screen_injection",
+    "Acceptance", "Attempt", "CLOUD_NOTICE", "DISCLAIMER", "GeminiBackend", "LLMBackend", "LLMError", "LLMTimeout",
+    "LanguageModel", "Message", "Prompt", "RulesEngine", "SLOT", "STOPPED_UNEXPECTEDLY", "SchemaError", "StreamAttempt",
+    "StructuredAnswer", "TextAnswer", "cloud_allowed", "deidentify_text", "detect_drug_dosing", "extract_json",
+    "get_language_model", "local_backend", "next_local_backend", "parse_structured", "screen_injection", "text_pieces",
 ]

@@ -1,7 +1,9 @@
 """The language-model interface shared by report verification, clinical reasoning and chat.
 
 Backends (cloud Gemini, MedGemma via mlx-vlm, a local transformers model) implement `LLMBackend`.
-`LanguageModel` tries them in order and records which one answered. Structured answers are validated
+`LanguageModel` tries them in order and records which one answered; `stream_text` also streams, falling
+through to the next backend when one fails, yields nothing or (given an acceptance check) gives an answer the
+caller rejects. Structured answers are validated
 against a pydantic schema: an invalid answer is retried once with the validation error, then the next
 backend is tried; when every backend fails, the task's deterministic rule function answers. Invalid model
 output is never returned as if it were valid.
@@ -15,13 +17,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 
 DEFAULT_TIMEOUT_S = 60.0
+
+# Ends a streamed answer whose backend failed after its first chunk (what was shown cannot be taken back).
+STOPPED_UNEXPECTEDLY = "\n\n[The language model stopped unexpectedly.]"
+
+# Judges a whole answer before it is shown: returns its problems (none: the answer may be shown).
+Acceptance = Callable[[str], Sequence[str]]
 
 
 class LLMError(RuntimeError):
@@ -129,6 +137,21 @@ class Attempt:
 
 
 @dataclass
+class StreamAttempt(Attempt):
+    """One try in `LanguageModel.stream_text`.
+
+    Attributes:
+        outcome: "answered"; "failed" (an error before any text; `exception` names its type); "stopped" (an
+            error after the first chunk: the answer ends with `STOPPED_UNEXPECTEDLY`); "empty"; or "rejected"
+            (the acceptance check found `problems`).
+    """
+
+    outcome: str = "answered"
+    problems: list[str] = field(default_factory=list)
+    exception: str = ""
+
+
+@dataclass
 class StructuredAnswer(Generic[T]):
     """A schema-valid answer and who gave it.
 
@@ -167,6 +190,13 @@ class TextAnswer:
     def to_dict(self) -> dict:
         return {"text": self.text, "backend": self.backend, "tier": self.tier,
                 "attempts": [asdict(a) for a in self.attempts], "seconds": round(self.seconds, 3)}
+
+
+def text_pieces(text: str, words: int = 4) -> Iterator[str]:
+    """Text in small pieces for a streamed display (whitespace kept, so joining gives the text back)."""
+    tokens = re.findall(r"\S+\s*|\s+", text)
+    for i in range(0, len(tokens), words):
+        yield "".join(tokens[i:i + words])
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
@@ -302,33 +332,76 @@ class LanguageModel:
         return TextAnswer(rules(), "rules", "rules", attempts, time.perf_counter() - start)
 
     def stream_text(self, prompt: Prompt, *, rules: Callable[[], str] | None = None, image: Any = None,
-                    max_tokens: int = 512, record: dict | None = None) -> Iterator[str]:
-        """Stream from the first backend that yields anything; `record["backend"]`/`["tier"]` say who.
+                    max_tokens: int = 512, record: dict | None = None, accept: Acceptance | None = None,
+                    checked_max_tokens: int | None = None,
+                    gate: Callable[[Iterator[str]], Iterator[str]] | None = None) -> Iterator[str]:
+        """Stream from the first backend whose answer can be shown; the record says who answered and why others did not.
 
-        A backend that fails before its first chunk is skipped; one that fails mid-stream ends the stream
-        with a notice (chunks already shown cannot be taken back).
+        Args:
+            rules: the deterministic answer when no backend gives one (tier "rules").
+            record: filled with "backend" and "tier" of the answer, "model" (the answering backend, None for
+                rules), "attempts" (a `StreamAttempt` per try) and "errors" ("name: ExceptionType").
+            accept: for backends flagged `weak`: their whole answer (at most `checked_max_tokens`) is generated
+                first and shown only when `accept(text)` finds no problem; otherwise the next tier answers.
+            gate: wraps each live stream (e.g. sentence-by-sentence safety edits); called once per backend.
+
+        A live backend that fails or yields nothing before its first chunk is skipped; one that fails mid-stream
+        ends the stream with `STOPPED_UNEXPECTEDLY` (chunks already shown cannot be taken back). Answers given
+        whole (checked answers, `rules()`) are yielded in small pieces, so they display as a stream too.
+
+        Raises:
+            LLMError: no backend answered and no `rules` function was given.
         """
         record = record if record is not None else {}
+        attempts = record.setdefault("attempts", [])
+        errors = record.setdefault("errors", [])
         for backend in self.backends:
+            t0 = time.perf_counter()
+            checked = accept is not None and getattr(backend, "weak", False)
+            if checked:
+                try:
+                    text = backend.generate(prompt, image=image, max_tokens=checked_max_tokens or max_tokens,
+                                            timeout_s=self.timeout_s)
+                except LLMError as exc:
+                    errors.append(f"{backend.name}: {type(exc).__name__}")
+                    attempts.append(StreamAttempt(backend.name, False, time.perf_counter() - t0, str(exc)[:300],
+                                                  outcome="failed", exception=type(exc).__name__))
+                    continue
+                problems = list(accept(text))
+                attempts.append(StreamAttempt(backend.name, not problems, time.perf_counter() - t0,
+                                              "; ".join(problems), outcome="rejected" if problems else "answered",
+                                              problems=problems))
+                if problems:
+                    continue
+                record.update(backend=backend.name, tier=backend.tier, model=backend)
+                yield from text_pieces(text.strip())
+                return
             started = False
             try:
-                for chunk in backend.stream(prompt, image=image, max_tokens=max_tokens):
+                chunks = backend.stream(prompt, image=image, max_tokens=max_tokens)
+                for chunk in (gate(chunks) if gate is not None else chunks):
                     if not started:
-                        record.update(backend=backend.name, tier=backend.tier)
+                        record.update(backend=backend.name, tier=backend.tier, model=backend)
                         started = True
                     yield chunk
             except Exception as exc:  # noqa: BLE001 - any backend failure moves to the next tier
-                record.setdefault("errors", []).append(f"{backend.name}: {type(exc).__name__}")
+                errors.append(f"{backend.name}: {type(exc).__name__}")
+                attempts.append(StreamAttempt(backend.name, False, time.perf_counter() - t0, type(exc).__name__,
+                                              outcome="stopped" if started else "failed",
+                                              exception=type(exc).__name__))
                 if started:
-                    yield "\n\n[The language model stopped unexpectedly.]"
+                    yield STOPPED_UNEXPECTEDLY
                     return
                 continue
             if started:
+                attempts.append(StreamAttempt(backend.name, True, time.perf_counter() - t0))
                 return
+            attempts.append(StreamAttempt(backend.name, False, time.perf_counter() - t0, "empty answer",
+                                          outcome="empty"))
         if rules is None:
             raise LLMError("no language model answered")
-        record.update(backend="rules", tier="rules")
-        yield rules()
+        record.update(backend="rules", tier="rules", model=None)
+        yield from text_pieces(rules())
 
 
 def as_language_model(llm: "LanguageModel | LLMBackend | list[LLMBackend] | None") -> "LanguageModel | None":
