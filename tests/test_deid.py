@@ -392,3 +392,28 @@ def test_identity_map_refuses_a_copy_from_elsewhere(medsight_home):
     with pytest.raises(ValueError):
         IdentityMap().remember(original, other)
     assert not os.path.exists(medsight_home / "identity-map.sqlite3")
+
+
+# ---------------------------------------------------------------- burned-in text reaches the PDF and batch output
+
+
+def test_burned_in_annotation_warning_in_pdf_and_batch_output(tmp_path):
+    pdfium = pytest.importorskip("pypdfium2")
+    from medsight.batch import BatchRow, write_results
+    from medsight.deid import BURNED_IN_WARNING, burned_in_warning
+    from medsight.ingest import load_study
+    from medsight.report.pdf import build_pdf
+
+    ds = base_dataset()
+    ds.BurnedInAnnotation = "YES"
+    study = load_study(written(ds))
+    assert burned_in_warning(study.metadata) == BURNED_IN_WARNING
+    analysis = {"study": {"study_id": "s1", "metadata": study.metadata}}
+    doc = pdfium.PdfDocument(build_pdf(analysis))
+    text = "\n".join(doc[i].get_textpage().get_text_range() for i in range(len(doc)))
+    assert "burned into the pixels" in " ".join(text.split())
+    doc = pdfium.PdfDocument(build_pdf({"study": {"study_id": "s2", "metadata": {"burned_in_annotation": "NO"}}}))
+    assert "burned into" not in doc[0].get_textpage().get_text_range()
+
+    csv_path, json_path = write_results([BatchRow(file="a.dcm", warning=BURNED_IN_WARNING)], {}, tmp_path)
+    assert BURNED_IN_WARNING in csv_path.read_text() and BURNED_IN_WARNING in json_path.read_text()
