@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread, uid
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from medsight.deid import (
@@ -26,6 +26,7 @@ from medsight.deid import (
     uid_pseudonym,
 )
 from medsight.deid.table import actions_by_tag
+from test_ingest import make_dicom
 
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(1, 33))
@@ -37,15 +38,8 @@ UID_ROOT = "1.2.826.0.1.3680043.8.498.777."
 
 def base_dataset() -> Dataset:
     """A small valid DX image, the kind of file a PACS sends."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = uid.DigitalXRayImageStorageForPresentation
-    ds.SOPClassUID = uid.DigitalXRayImageStorageForPresentation
-    ds.Modality = "DX"
+    ds = make_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8), modality="DX")
     ds.BurnedInAnnotation = "NO"
-    ds.set_pixel_data(np.arange(64, dtype=np.uint16).reshape(8, 8), "MONOCHROME2", 12)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
 
 
