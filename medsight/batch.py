@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from medsight import domain, registry
+from medsight.deid.metadata import burned_in_warning
 from medsight.gate import check_study
 from medsight.ingest import IngestError, load_study
 
@@ -38,6 +39,7 @@ class BatchRow:
     study_id: str = ""
     status: str = "ok"
     message: str = ""
+    warning: str = ""
     gate: str = ""
     withheld: str = ""
     withheld_reason: str = ""
@@ -80,6 +82,7 @@ def score_folder(files: Iterable[Path], *, batch_size: int = 16, pathology: bool
                 row.status, row.message = "unreadable", str(exc)
                 continue
             row.study_id = study.study_id
+            row.warning = burned_in_warning(study.metadata) or ""
             inside = _admit(row, study, models)
             if inside:
                 to_score.append((row, study, inside))
@@ -133,10 +136,10 @@ def write_results(rows: list[BatchRow], summary: dict, out_dir: Path) -> tuple[P
     labels = sorted({label for r in rows for label in r.probabilities})
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "study_id", "status", "message", "gate", "withheld", "withheld_reason", "anomaly_score",
+        writer.writerow(["file", "study_id", "status", "message", "warning", "gate", "withheld", "withheld_reason", "anomaly_score",
                          "threshold", "anomalous", "positives"] + [f"p_{label}" for label in labels])
         for r in rows:
-            writer.writerow([r.file, r.study_id, r.status, r.message, r.gate, r.withheld, r.withheld_reason,
+            writer.writerow([r.file, r.study_id, r.status, r.message, r.warning, r.gate, r.withheld, r.withheld_reason,
                              _blank(r.anomaly_score), _blank(r.threshold), _blank(r.anomalous), r.positives]
                             + [r.probabilities.get(label, "") for label in labels])
     json_path.write_text(json.dumps({"summary": summary, "rows": [asdict(r) for r in rows]}, indent=1), encoding="utf-8")

@@ -23,6 +23,15 @@ def _env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in _TRUE
 
 
+RETAIN_DATES_CHOICES = ("off", "modified", "full")
+
+
+def _retain_dates(value: str) -> str:
+    """An unknown value falls back to "off", the choice that keeps no dates."""
+    value = value.strip().lower()
+    return value if value in RETAIN_DATES_CHOICES else "off"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings for the workstation.
@@ -38,6 +47,13 @@ class Settings:
         max_upload_mb: largest accepted upload. `MEDSIGHT_MAX_UPLOAD_MB`.
         session_minutes: login session lifetime. `MEDSIGHT_SESSION_MINUTES`.
         lockout_attempts / lockout_minutes: failed logins before a lockout, and its length.
+        deid_secret_file: where this installation's de-identification secret lives (default
+            `<home>/deid-secret.key`). `MEDSIGHT_DEID_SECRET_FILE`.
+        deid_retain_dates: PS3.15 Retain Longitudinal Temporal Information option: "off" (dates
+            removed), "modified" (dates shifted by a per-patient offset, so intervals between
+            priors stay real) or "full" (dates kept). `MEDSIGHT_DEID_RETAIN_DATES`.
+        identity_map_days: days the protected map of original study identifiers is kept (results
+            sent back to the source PACS need them). `MEDSIGHT_IDENTITY_MAP_DAYS`.
     """
 
     home: Path = field(default_factory=lambda: PROJECT_ROOT / ".medsight")
@@ -50,11 +66,15 @@ class Settings:
     session_minutes: int = 60
     lockout_attempts: int = 5
     lockout_minutes: int = 15
+    deid_secret_file: Path | None = None
+    deid_retain_dates: str = "off"
+    identity_map_days: int = 30
 
     @classmethod
     def from_env(cls) -> "Settings":
         """Build settings from `MEDSIGHT_*` environment variables."""
         home = os.environ.get("MEDSIGHT_HOME")
+        secret_file = os.environ.get("MEDSIGHT_DEID_SECRET_FILE", "").strip()
         return cls(
             home=Path(home).expanduser().resolve() if home else PROJECT_ROOT / ".medsight",
             device=os.environ.get("MEDSIGHT_DEVICE", "auto").strip().lower() or "auto",
@@ -66,6 +86,9 @@ class Settings:
             session_minutes=int(os.environ.get("MEDSIGHT_SESSION_MINUTES", "60")),
             lockout_attempts=int(os.environ.get("MEDSIGHT_LOCKOUT_ATTEMPTS", "5")),
             lockout_minutes=int(os.environ.get("MEDSIGHT_LOCKOUT_MINUTES", "15")),
+            deid_secret_file=Path(secret_file).expanduser().resolve() if secret_file else None,
+            deid_retain_dates=_retain_dates(os.environ.get("MEDSIGHT_DEID_RETAIN_DATES", "")),
+            identity_map_days=int(os.environ.get("MEDSIGHT_IDENTITY_MAP_DAYS", "30")),
         )
 
     # Derived locations inside the data directory.
@@ -85,6 +108,16 @@ class Settings:
     @property
     def users_path(self) -> Path:
         return self.home / "users.yaml"
+
+    @property
+    def deid_secret_path(self) -> Path:
+        """The per-installation secret behind UID, patient and date pseudonyms."""
+        return self.deid_secret_file or self.home / "deid-secret.key"
+
+    @property
+    def identity_map_path(self) -> Path:
+        """Encrypted map from pseudonymous study UIDs back to the source PACS's identifiers."""
+        return self.home / "identity-map.sqlite3"
 
     def ensure_dirs(self) -> "Settings":
         """Create the data directory tree, readable by its owner only (idempotent), and return self."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medsight.ingest.deid import technical_metadata
+from medsight.deid.metadata import BURNED_IN_WARNING, technical_metadata
 from medsight.ingest.errors import IngestError
 from medsight.ingest.study import (
     Study,
@@ -614,7 +614,7 @@ def _content_notices(ds: Any, modality: str | None) -> list[str]:
         notices.append(f"Modality {modality} is not a plain radiograph (CR/DX); the chest X-ray models were not "
                        "made for it.")
     if _text(ds, "BurnedInAnnotation").strip().upper() == "YES":
-        notices.append("The file states that text is burned into the pixels; it may show identifiers.")
+        notices.append(BURNED_IN_WARNING)
     return notices
 
 

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
+from medsight.deid.metadata import burned_in_warning
+
 DISCLAIMER = (
     "Decision support, not a diagnosis. Findings must be confirmed by a qualified radiologist. "
     "Models marked DEMO were trained on synthetic phantoms and are for demonstration only."
@@ -192,6 +194,9 @@ def _study_header(pdf: "_ReportPDF", analysis: dict, user: str, include_identifi
         lines.append("This study is a SYNTHETIC PHANTOM generated for demonstration.")
     for line in lines:
         pdf.para(line, size=9)
+    warning = burned_in_warning(study.get("metadata"))
+    if warning:
+        pdf.para(f"WARNING: {warning}", size=9, style="B")
 
 
 def _disclaimer_banner(pdf: "_ReportPDF", analysis: dict) -> None:
