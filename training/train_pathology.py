@@ -349,8 +349,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
-    """Thresholds and test figures of an existing checkpoint on the same validation and test phantoms as training,
-    next to the thresholds stored in it."""
+    """Test figures of an existing checkpoint at its stored operating thresholds, on the validation and test
+    phantoms the training CLI generates, next to the thresholds Youden's J would pick on that validation split now."""
     torch.set_num_threads(max(1, args.threads))
     checkpoint = torch.load(args.out, map_location="cpu", weights_only=False)  # our own checkpoint format
     net = build_demo_densenet(len(DEMO_LABELS))
@@ -358,11 +358,12 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     cache_dir = args.cache_dir or get_settings().home / "cache" / "pathology"
     data = {split: phantom_split(split, n, args.phantom_size, checkpoint["input_size"], cache_dir, not args.no_progress)
             for split, n in (("val", args.n_val), ("test", args.n_test))}
-    thresholds = validation_thresholds(net, data["val"])
-    stored = dict(zip(checkpoint["labels"], checkpoint["thresholds"]))
-    return {"thresholds": {k: round(v, 5) for k, v in thresholds.items()},
-            "stored_thresholds": {k: round(float(v), 5) for k, v in stored.items()},
-            "metrics": held_out_metrics(net, data, thresholds)}
+    stored = {label: float(value) for label, value in zip(checkpoint["labels"], checkpoint["thresholds"])}
+    recomputed = validation_thresholds(net, data["val"])
+    return {"stored_thresholds": {k: round(v, 5) for k, v in stored.items()},
+            "validation_thresholds_now": {k: round(v, 5) for k, v in recomputed.items()},
+            "val_auroc": {k: round(v, 4) for k, v in per_label_auroc(data["val"]["y"], predict_logits(net, data["val"]["x"])).items()},
+            "metrics": held_out_metrics(net, data, stored)}
 
 
 def main(argv: list[str] | None = None) -> int:
