@@ -1,7 +1,7 @@
 """Evaluate an anomaly-detector checkpoint: JSON report and PNG plots.
 
-Report: AUROC with a bootstrap 95% CI for the full fused score and each ablation (reconstruction only,
-KL only, ViT only, reconstruction + KL, full fusion), per-finding AUROC, sensitivity / specificity /
+Report: AUROC with a stratified-bootstrap 95% CI (training.metrics) for the full fused score and each
+ablation (reconstruction only, KL only, ViT only, reconstruction + KL, full fusion), per-finding AUROC, sensitivity / specificity /
 confusion matrix at the checkpoint's threshold, and time per stage. Plots: ROC curves, score
 distributions with the threshold, confusion matrix, and a 2-D projection of the latent means (UMAP when
 installed, else PCA) coloured by class.

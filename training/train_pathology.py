@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch CPU threads (1: on a shared CPU, OpenMP threads spin-wait on each other)")
     parser.add_argument("--resume", action="store_true", help="continue from the last finished epoch of an interrupted run")
     parser.add_argument("--evaluate", action="store_true",
-                        help="no training: recompute the validation thresholds and test figures of the existing --out "
-                             "checkpoint and print them (nothing is written)")
+                        help="no training: print the test figures of the existing --out checkpoint at its stored "
+                             "thresholds, and the thresholds the validation split gives now (nothing is written)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -175,8 +175,8 @@ def bootstrap_auroc_ci(y: np.ndarray, scores: np.ndarray) -> dict[str, list[floa
     return {label: auroc_with_ci(y[:, k], scores[:, k]).rounded()["ci95"] for k, label in enumerate(DEMO_LABELS)}
 
 
-def held_out_metrics(net: torch.nn.Module, data: dict[str, dict[str, np.ndarray]], thresholds: dict[str, float]
-                 ) -> dict[str, Any]:
+def held_out_metrics(net: torch.nn.Module, data: dict[str, dict[str, np.ndarray]],
+                     thresholds: dict[str, float]) -> dict[str, Any]:
     """Figures of the model card's "metrics" on the test split (operating points at the given thresholds)."""
     test_logits = predict_logits(net, data["test"]["x"])
     test_probs = 1.0 / (1.0 + np.exp(-test_logits))
@@ -360,9 +360,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
             for split, n in (("val", args.n_val), ("test", args.n_test))}
     stored = {label: float(value) for label, value in zip(checkpoint["labels"], checkpoint["thresholds"])}
     recomputed = validation_thresholds(net, data["val"])
+    val_auroc = per_label_auroc(data["val"]["y"], predict_logits(net, data["val"]["x"]))
     return {"stored_thresholds": {k: round(v, 5) for k, v in stored.items()},
             "validation_thresholds_now": {k: round(v, 5) for k, v in recomputed.items()},
-            "val_auroc": {k: round(v, 4) for k, v in per_label_auroc(data["val"]["y"], predict_logits(net, data["val"]["x"])).items()},
+            "val_auroc": {k: round(v, 4) for k, v in val_auroc.items()},
             "metrics": held_out_metrics(net, data, stored)}
 
 
