@@ -383,7 +383,7 @@ def test_shipped_phantom_extractor_matches_the_demo_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="the published fused score of the demo weights reaches AUROC 0.69 on these 20 "
                    "fresh single-finding phantoms (0.657 on 100; held-out test split with multi-finding phantoms "
-                   "0.796, 95% CI 0.727-0.856). The peak deviation from normal of the same pass reaches 0.91 on "
+                   "0.796, 95% CI 0.731-0.852). The peak deviation from normal of the same pass reaches 0.91 on "
                    "the 100 (tests/test_anomaly_patch.py); see models/anomaly_demo.card.json")
 def test_shipped_demo_weights_separate_fresh_phantoms(tmp_path):
     """Target: the shipped demo separates unseen phantoms with AUROC > 0.7 (not met; strict xfail)."""

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from medsight.models.anomaly import VGG16Features, xray_to_vgg_input
 from medsight.models.anomaly.checkpoint import PREPROCESS_NAME
+from training.data_args import add_data_arguments, build_extractor, resolve_splits
 from training.datasets import Sample, load_image
 
 THUMBNAIL_SIZE = 128
@@ -133,8 +134,6 @@ def extract_features(samples: Sequence[Sample], extractor: VGG16Features, cache_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.train_anomaly import add_data_arguments, build_extractor, resolve_splits
-
     parser = argparse.ArgumentParser(prog="python -m training.anomaly_features", description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     parser.add_argument("--extractor", default="demo",

@@ -25,8 +25,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from training.anomaly_features import DEFAULT_CACHE_DIR, THUMBNAIL_SIZE, extract_features
+from training.data_args import add_data_arguments, build_extractor, resolve_splits
 from training.datasets import Sample, load_image
-from training.evaluate_anomaly import bootstrap_auroc
+from training.metrics import BOOTSTRAP_RESAMPLES, auroc_with_ci, bootstrap_note
 
 
 class ConvAutoencoder(nn.Module):
@@ -109,7 +110,7 @@ def inference_ms_per_image(model: nn.Module, samples: Sequence[Sample]) -> float
 
 def run_baseline(train_thumbs: np.ndarray, train_normal: np.ndarray, val_thumbs: np.ndarray, val_normal: np.ndarray,
                  test_thumbs: np.ndarray, test_targets: np.ndarray, timing_samples: Sequence[Sample] = (),
-                 epochs: int = 30, rca_percentile: float | None = None, n_boot: int = 1000,
+                 epochs: int = 30, rca_percentile: float | None = None, n_boot: int = BOOTSTRAP_RESAMPLES,
                  progress: bool = True) -> dict[str, Any]:
     """Train on normal thumbnails and evaluate; returns the report dict."""
     normals = train_thumbs[train_normal]
@@ -123,8 +124,8 @@ def run_baseline(train_thumbs: np.ndarray, train_normal: np.ndarray, val_thumbs:
         report["rca"] = {"percentile": rca_percentile, "dropped": int((~keep).sum())}
         model = train_autoencoder(normals[keep], val_thumbs[val_normal], epochs=epochs, progress=progress)
     scores = recon_mse(model, _tensor(test_thumbs))
-    auc, low, high = bootstrap_auroc(test_targets, scores, n_boot)
-    report.update({"auroc": round(auc, 4), "ci95": [round(low, 4), round(high, 4)], "n_test": int(len(scores))})
+    report.update(auroc_with_ci(test_targets, scores, n_boot).rounded())
+    report.update({"n_test": int(len(scores)), "bootstrap": bootstrap_note(n_boot)})
     if timing_samples:
         report["inference_ms_per_image"] = inference_ms_per_image(model, timing_samples)
         report["timing_note"] = f"median, 1 image per call, CPU, torch threads {torch.get_num_threads()}"
@@ -132,8 +133,6 @@ def run_baseline(train_thumbs: np.ndarray, train_normal: np.ndarray, val_thumbs:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.train_anomaly import add_data_arguments, build_extractor, resolve_splits
-
     parser = argparse.ArgumentParser(prog="python -m training.baseline_autoencoder", description=__doc__.split("\n")[0])
     add_data_arguments(parser)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,

@@ -1,7 +1,7 @@
 """Evaluate an anomaly-detector checkpoint: JSON report and PNG plots.
 
-Report: AUROC with a bootstrap 95% CI for the full fused score and each ablation (reconstruction only,
-KL only, ViT only, reconstruction + KL, full fusion), per-finding AUROC, sensitivity / specificity /
+Report: AUROC with a stratified-bootstrap 95% CI (training.metrics) for the full fused score and each
+ablation (reconstruction only, KL only, ViT only, reconstruction + KL, full fusion), per-finding AUROC, sensitivity / specificity /
 confusion matrix at the checkpoint's threshold, and time per stage. Plots: ROC curves, score
 distributions with the threshold, confusion matrix, and a 2-D projection of the latent means (UMAP when
 installed, else PCA) coloured by class.
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from medsight.models.anomaly import (
     EXTRACTOR_IMAGENET,
@@ -32,25 +32,11 @@ from medsight.models.anomaly import (
 from medsight.models.anomaly.torch_model import count_parameters
 from medsight.registry import sha256_of
 from training.anomaly_features import DEFAULT_CACHE_DIR, FeatureSet, extract_features
+from training.data_args import add_data_arguments, build_extractor, describe_data, resolve_splits
 from training.datasets import Sample, load_image
+from training.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, auroc, auroc_with_ci, bootstrap_note, confusion_at
 
 ABLATIONS = ("recon only", "KL only", "ViT only", "recon+KL", "full fusion")
-
-
-def bootstrap_auroc(targets: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """AUROC and its percentile bootstrap 95% CI (resamples lacking a class are redrawn)."""
-    targets, scores = np.asarray(targets), np.asarray(scores)
-    auc = float(roc_auc_score(targets, scores))
-    rng = np.random.default_rng(seed)
-    values = []
-    while len(values) < n_boot:
-        index = rng.integers(0, len(targets), len(targets))
-        if targets[index].min() == targets[index].max():
-            continue
-        values.append(roc_auc_score(targets[index], scores[index]))
-    low, high = np.percentile(values, [2.5, 97.5])
-    return auc, float(low), float(high)
 
 
 def ablation_scores(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -62,17 +48,6 @@ def ablation_scores(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "recon+KL": parts["recon"] + parts["kl"],
         "full fusion": parts["fused"],
     }
-
-
-def confusion_at(targets: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    predicted = scores >= threshold
-    positive = targets.astype(bool)
-    tp, fn = int((predicted & positive).sum()), int((~predicted & positive).sum())
-    tn, fp = int((~predicted & ~positive).sum()), int((predicted & ~positive).sum())
-    ratio = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
-    return {"threshold": round(float(threshold), 4), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
-            "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn), "accuracy": ratio(tp + tn, len(targets))}
 
 
 def stage_timings(detector: AnomalyDetector, samples: Sequence[Sample]) -> dict[str, float]:
@@ -113,7 +88,7 @@ def _plots(out_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray], th
     for name in ABLATIONS:
         fpr, tpr, _ = roc_curve(targets, scores[name])
         ax.plot(fpr, tpr, lw=2 if name == "full fusion" else 1,
-                label=f"{name} (AUROC {roc_auc_score(targets, scores[name]):.3f})")
+                label=f"{name} (AUROC {auroc(targets, scores[name]):.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC, held-out test set")
     ax.legend(fontsize=7, loc="lower right")
@@ -165,8 +140,8 @@ def _plots(out_dir: Path, targets: np.ndarray, scores: dict[str, np.ndarray], th
     return files
 
 
-def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | None, n_boot: int = 1000,
-             seed: int = 0, timing_samples: Sequence[Sample] | None = None, title: str = "",
+def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | None,
+             n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, timing_samples: Sequence[Sample] | None = None, title: str = "",
              projection: str = "auto") -> dict[str, Any]:
     """Evaluate on cached test features; writes report.json and plots to `out_dir` (None: no files).
 
@@ -181,9 +156,8 @@ def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | 
     parts = {k: v.float().cpu().numpy() for k, v in parts_t.items()}
     scores = ablation_scores(parts)
     ablation = {}
-    for i, name in enumerate(ABLATIONS):
-        auc, low, high = bootstrap_auroc(targets, scores[name], n_boot, seed + i)
-        ablation[name] = {"auroc": round(auc, 4), "ci95": [round(low, 4), round(high, 4)]}
+    for name in ABLATIONS:  # one seed: every ablation is scored on the same resampled images
+        ablation[name] = auroc_with_ci(targets, scores[name], n_boot, seed).rounded()
     confusion = confusion_at(targets, scores["full fusion"], detector.threshold)
     normal = targets == 0
     per_finding = {}
@@ -192,7 +166,7 @@ def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | 
         if has.sum() >= 2:
             mask = normal | has
             per_finding[finding] = {"n": int(has.sum()),
-                                    "auroc": round(float(roc_auc_score(has[mask], scores["full fusion"][mask])), 4)}
+                                    "auroc": round(auroc(has[mask], scores["full fusion"][mask]), 4)}
     report: dict[str, Any] = {
         "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -200,7 +174,7 @@ def evaluate(detector: AnomalyDetector, test: FeatureSet, out_dir: str | Path | 
         "tier": detector.tier, "extractor": detector.extractor.kind,
         "extractor_sha256": detector.extractor.sha256, "calibration": detector.calibration.to_dict(),
         "ablation": ablation, "per_finding_full_fusion": per_finding, "at_threshold": confusion,
-        "bootstrap": {"resamples": n_boot, "interval": "percentile 95%"},
+        "bootstrap": bootstrap_note(n_boot, seed),
         "score_means": {"normal": round(float(parts["fused"][normal].mean()), 4),
                         "anomalous": round(float(parts["fused"][~normal].mean()), 4)},
     }
@@ -266,8 +240,6 @@ def write_card(path: Path, checkpoint: Path, detector: AnomalyDetector, meta: di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.train_anomaly import add_data_arguments, build_extractor, describe_data, resolve_splits
-
     parser = argparse.ArgumentParser(prog="python -m training.evaluate_anomaly", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     add_data_arguments(parser)
@@ -276,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="phantom-trained extractor weights (default: the shipped models/ copy)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and plots")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--n-boot", type=int, default=BOOTSTRAP_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

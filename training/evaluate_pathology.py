@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from medsight.config import PROJECT_ROOT
 from medsight.models.pathology.labels import PHANTOM_FINDING_TO_LABEL
+from training.metrics import auroc
 
 DEFAULT_SEED = 7707  # not one of the training CLI's split seeds
 
@@ -45,17 +46,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def auroc_per_label(classifier, phantoms) -> dict[str, Any]:
     """AUROC per label of the classifier's raw probabilities against the phantoms' labels."""
-    from sklearn.metrics import roc_auc_score
-
     probs = classifier.raw_probabilities([p.image for p in phantoms])
     out: dict[str, Any] = {}
     for finding, label in PHANTOM_FINDING_TO_LABEL.items():
         if label not in classifier.labels:
             continue
         y = np.array([finding in p.labels for p in phantoms])
-        if 0 < y.sum() < len(y):
-            k = classifier.labels.index(label)
-            out[label] = {"auroc": round(float(roc_auc_score(y, probs[:, k])), 4), "n_positive": int(y.sum()), "n_negative": int((~y).sum())}
+        value = auroc(y, probs[:, classifier.labels.index(label)])
+        if value is not None:
+            out[label] = {"auroc": round(value, 4), "n_positive": int(y.sum()), "n_negative": int((~y).sum())}
     return out
 
 

@@ -37,10 +37,10 @@ from medsight.models.anomaly.patch import (
     PatchDeviationModel,
     principal_axes,
 )
+from training.data_args import add_data_arguments, describe_data, resolve_splits
 from training.datasets import Sample, load_image
-from training.evaluate_anomaly import bootstrap_auroc
 from training.evaluate_maps import load_detector_for_eval
-from training.train_anomaly import add_data_arguments, describe_data, resolve_splits
+from training.metrics import auroc_with_ci, bootstrap_note
 
 DEMO_OUT = SHIPPED_MODELS_DIR / "anomaly_patch_demo.pt"
 
@@ -121,29 +121,40 @@ def fit_and_evaluate(detector: Any, train: Sequence[Sample], val: Sequence[Sampl
     evaluation: dict[str, Any] = {"n_train_normal": len(train_normal), "n_val_normal": len(val_normal),
                                   "scale": model.scale.to_dict()}
     if test:
-        peaks, fused = [], []
-        for acts, scores in activation_batches(detector, list(test), desc="evaluate (test)", progress=progress):
-            peaks.append(model.distances(acts).amax(dim=(1, 2)))
-            fused.append(scores)
-        peak = torch.cat(peaks).numpy()
-        fused_scores = torch.cat(fused).numpy()
-        targets = np.array([0 if s.is_normal else 1 for s in test])
-        if 0 < targets.sum() < len(targets):
-            auc, low, high = bootstrap_auroc(targets, peak)
-            f_auc, f_low, f_high = bootstrap_auroc(targets, fused_scores)
-            flagged = peak >= model.scale.peak_threshold
-            evaluation["test"] = {
-                "n": len(test), "n_anomalous": int(targets.sum()),
-                "auroc_peak_deviation": round(auc, 4),
-                "auroc_peak_deviation_ci95": [round(low, 4), round(high, 4)],
-                "auroc_fused_score": round(f_auc, 4),
-                "auroc_fused_score_ci95": [round(f_low, 4), round(f_high, 4)],
-                "sensitivity_at_normal_threshold": round(float(flagged[targets == 1].mean()), 4),
-                "specificity_at_normal_threshold": round(float(1 - flagged[targets == 0].mean()), 4),
-            }
+        evaluation.update(evaluate_on_test(model, detector, test, progress))
     evaluation["seconds"] = round(time.time() - started, 1)
     model.meta["evaluation"] = evaluation
     return model, evaluation
+
+
+def evaluate_on_test(model: PatchDeviationModel, detector: Any, test: Sequence[Sample],
+                     progress: bool = True) -> dict[str, Any]:
+    """Image-level figures of the peak deviation on a labelled split, next to the detector's fused score:
+    AUROC with its bootstrap CI, and sensitivity / specificity at the model's normal-range threshold.
+
+    Returns:
+        {"test": {...}, "bootstrap": {...}}, or {} when the split lacks normal or abnormal images.
+    """
+    peaks, fused = [], []
+    for acts, scores in activation_batches(detector, list(test), desc="evaluate (test)", progress=progress):
+        peaks.append(model.distances(acts).amax(dim=(1, 2)))
+        fused.append(scores)
+    peak = torch.cat(peaks).numpy()
+    fused_scores = torch.cat(fused).numpy()
+    targets = np.array([0 if s.is_normal else 1 for s in test])
+    if not 0 < targets.sum() < len(targets):
+        return {}
+    peak_auc, fused_auc = auroc_with_ci(targets, peak), auroc_with_ci(targets, fused_scores)
+    flagged = peak >= model.scale.peak_threshold
+    return {"test": {
+        "n": len(test), "n_anomalous": int(targets.sum()),
+        "auroc_peak_deviation": round(peak_auc.auroc, 4),
+        "auroc_peak_deviation_ci95": peak_auc.rounded()["ci95"],
+        "auroc_fused_score": round(fused_auc.auroc, 4),
+        "auroc_fused_score_ci95": fused_auc.rounded()["ci95"],
+        "sensitivity_at_normal_threshold": round(float(flagged[targets == 1].mean()), 4),
+        "specificity_at_normal_threshold": round(float(1 - flagged[targets == 0].mean()), 4),
+    }, "bootstrap": bootstrap_note()}
 
 
 def write_card(path: Path, model: PatchDeviationModel, detector: Any, command: str) -> Path:
@@ -188,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--components", type=int, default=DEFAULT_COMPONENTS, help="principal axes kept")
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="ridge added to each covariance")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine may be shared)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="evaluate the existing --out file on the test split without refitting; prints the "
+                             "figures (the file is left unchanged)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -197,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--out is required for a real detector (e.g. <data dir>/models/anomaly_patch.pt)")
         args.out = DEMO_OUT
     train, val, test = resolve_splits(args)
+    if args.evaluate:
+        model = PatchDeviationModel.load(args.out, detector.extractor.sha256)
+        print(json.dumps(evaluate_on_test(model, detector, test, progress=not args.no_progress), indent=2))
+        return 0
     model, evaluation = fit_and_evaluate(
         detector, train, val, test, n_components=args.components, eps=args.eps, progress=not args.no_progress,
         meta={"data": describe_data(args), "detector_tier": detector.tier})

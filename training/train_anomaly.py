@@ -44,10 +44,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm import tqdm
 
-from medsight.config import SHIPPED_MODELS_DIR, get_settings
+from medsight.config import SHIPPED_MODELS_DIR
 from medsight.models.anomaly import (
     DEMO_VGG_SEED,
     EXTRACTOR_IMAGENET,
@@ -58,17 +57,14 @@ from medsight.models.anomaly import (
     Calibration,
     FeatureStandardizer,
     VGG16Features,
-    build_demo_extractor,
-    build_imagenet_extractor,
-    hub_cache_vgg16_path,
-    load_imagenet_extractor,
-    load_phantom_extractor,
     save_detector,
 )
 from medsight.models.anomaly.checkpoint import DEFAULT_CONFIG, build_networks
 from medsight.models.anomaly.torch_model import kl_per_sample, recon_error_per_sample, vae_loss
 from training.anomaly_features import DEFAULT_CACHE_DIR, FeatureSet, extract_features
-from training.datasets import Sample, phantom_samples, read_dataset, split_samples
+from training.data_args import add_data_arguments, build_extractor, describe_data, resolve_splits
+from training.evaluate_anomaly import evaluate, write_card
+from training.metrics import auroc, youden_threshold
 
 DEMO_DISCLAIMERS = {
     "phantom": "demo — trained on synthetic phantoms; VGG16 fine-tuned on synthetic phantoms, not ImageNet "
@@ -104,68 +100,6 @@ class TrainConfig:
     vit_on_posterior_samples: bool = True
     seed: int = 0
     device: str = "cpu"
-
-
-# ---- data -----------------------------------------------------------------------------------------
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument("--data", default="phantoms",
-                       help="phantoms, or covid:<root>, folders:<root>, csv:<manifest.csv>, dicom:<root>")
-    group.add_argument("--n-train", type=int, default=600, help="phantoms: training images")
-    group.add_argument("--n-val", type=int, default=200, help="phantoms: validation images")
-    group.add_argument("--n-test", type=int, default=200, help="phantoms: test images")
-    group.add_argument("--phantom-size", type=int, default=512, help="phantoms: image side in pixels")
-    group.add_argument("--phantom-seed", type=int, default=1,
-                       help="phantoms: dataset seed of the training split (validation +1, test +2)")
-    group.add_argument("--normal-fraction", type=float, default=0.5, help="phantoms: share of normal images")
-    group.add_argument("--split-seed", type=int, default=0, help="file datasets: seed of the 70/15/15 split")
-
-
-def resolve_splits(args: argparse.Namespace) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    """Train / validation / test samples for the parsed data arguments."""
-    if args.data == "phantoms":
-        make = lambda n, k: phantom_samples(n, seed=args.phantom_seed + k, size=args.phantom_size,  # noqa: E731
-                                            normal_fraction=args.normal_fraction)
-        return make(args.n_train, 0), make(args.n_val, 1), make(args.n_test, 2)
-    return split_samples(read_dataset(args.data), seed=args.split_seed)
-
-
-def describe_data(args: argparse.Namespace) -> str:
-    if args.data == "phantoms":
-        return (f"synthetic phantoms (medsight.synthetic, {args.phantom_size} px, dataset seeds "
-                f"{args.phantom_seed}/{args.phantom_seed + 1}/{args.phantom_seed + 2}, normal fraction "
-                f"{args.normal_fraction})")
-    return f"{args.data} (stratified 70/15/15 split, seed {args.split_seed})"
-
-
-def build_extractor(kind: str) -> VGG16Features:
-    """VGG16 trunk: "demo" (seeded), "phantom" (shipped phantom-trained file), a phantom-extractor .pt path,
-    or "imagenet" (local files or, if allowed, a download).
-
-    Raises:
-        SystemExit: ImageNet weights requested but unavailable.
-    """
-    if kind == "demo":
-        return build_demo_extractor()
-    if kind == "phantom" or kind.endswith(".pt"):
-        path = Path(kind) if kind != "phantom" else SHIPPED_MODELS_DIR / PHANTOM_EXTRACTOR_FILE
-        if not path.is_file():
-            raise SystemExit(f"Phantom-trained extractor {path} not found; build it with "
-                             "`python -m training.train_vgg_extractor train`.")
-        return load_phantom_extractor(path)
-    if kind != "imagenet":
-        raise SystemExit(f"Unknown extractor {kind!r}: use demo, phantom, imagenet or a .pt weights file.")
-    settings = get_settings()
-    for candidate in (settings.models_dir / "vgg16-397923af.pth", SHIPPED_MODELS_DIR / "vgg16-397923af.pth",
-                      hub_cache_vgg16_path()):
-        if candidate.is_file():
-            return load_imagenet_extractor(candidate)
-    if settings.allow_network:
-        from torchvision.models import VGG16_Weights
-
-        return build_imagenet_extractor(VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True))
-    raise SystemExit("ImageNet VGG16 weights (vgg16-397923af.pth) not found in the models folder or the torch hub "
-                     "cache; place the file there or set MEDSIGHT_ALLOW_DOWNLOADS=1.")
 
 
 # ---- phases ---------------------------------------------------------------------------------------
@@ -299,7 +233,6 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
     start, best, best_state, bad, history, done = _resume(state_path, resume, vit, opt, gen)
     if done:
         return vit.eval(), history
-    two_classes = len(np.unique(val_y)) == 2
     bar = tqdm(range(start, cfg.vit_epochs), desc="phase 2 ViT", unit="epoch", disable=not progress)
     for epoch in bar:
         vit.train()
@@ -325,7 +258,8 @@ def train_vit(vae: nn.Module, train_x: np.ndarray, train_y: np.ndarray, val_x: n
         with torch.no_grad():
             prob = vit(z_val).clamp(1e-6, 1 - 1e-6)
             val_loss = float(bce(prob, y_val))
-        val_auc = float(roc_auc_score(val_y, prob.cpu().numpy())) if two_classes else float("nan")
+        val_auc = auroc(val_y, prob.cpu().numpy())
+        val_auc = float("nan") if val_auc is None else val_auc
         if val_loss < best - 1e-9:
             best, bad = val_loss, 0
             best_state = copy.deepcopy(vit.state_dict())
@@ -361,13 +295,6 @@ def calibrate(vae: nn.Module, normal_x: np.ndarray, source: str, device: str = "
     return Calibration(recon_mean=float(recon.mean()), recon_std=float(max(recon.std(ddof=1), 1e-8)),
                        kl_mean=float(kl.mean()), kl_std=float(max(kl.std(ddof=1), 1e-8)),
                        source=source, n_images=int(len(normal_x)))
-
-
-def youden_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity − 1 (ties: the lowest such threshold)."""
-    fpr, tpr, thresholds = roc_curve(targets, scores)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(max(thresholds[best], 0.0), 1.0))
 
 
 # ---- whole run ------------------------------------------------------------------------------------
@@ -413,8 +340,8 @@ def fit(train: FeatureSet, val: FeatureSet, extractor: VGG16Features, cfg: Train
     with torch.inference_mode():
         val_scores = detector.components_from_features(torch.from_numpy(val.features))["fused"].cpu().numpy()
     if len(np.unique(val.targets)) == 2:
-        detector.threshold = youden_threshold(val_scores, val.targets)
-        summary["val_auroc_full"] = float(roc_auc_score(val.targets, val_scores))
+        detector.threshold = youden_threshold(val.targets, val_scores)
+        summary["val_auroc_full"] = auroc(val.targets, val_scores)
         summary["threshold_method"] = "Youden J on validation"
     else:
         detector.threshold = float(np.percentile(val_scores, 95))
@@ -522,8 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_detector(out, detector, meta, config=DEFAULT_CONFIG)
     print(f"checkpoint: {out}  threshold {detector.threshold:.4f}  val AUROC {summary.get('val_auroc_full')}")
     if args.eval_dir is not None:
-        from training.evaluate_anomaly import evaluate, write_card
-
         test = extract_features(test_s, extractor, args.cache_dir, desc="test features", progress=progress)
         report = evaluate(detector, test, args.eval_dir, timing_samples=test_s[:8], title=describe_data(args))
         meta["metrics"]["test"] = report["headline"]

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from medsight.config import PROJECT_ROOT, get_settings
 from medsight.models.pathology.labels import DEMO_LABELS, PHANTOM_FINDING_TO_LABEL
 from medsight.models.pathology.torch_model import DEMO_ARCH, XRayPreprocess, build_demo_densenet
+from training.metrics import auroc, auroc_with_ci, bootstrap_note, confusion_at, youden_threshold
 
 CHECKPOINT_FORMAT = "medsight.pathology.demo/1"
 # Dataset seeds of the three splits; the evaluation CLI and the tests use other seeds.
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared CPU, OpenMP threads spin-wait on each other)")
     parser.add_argument("--resume", action="store_true", help="continue from the last finished epoch of an interrupted run")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="no training: print the test figures of the existing --out checkpoint at its stored "
+                             "thresholds, and the thresholds the validation split gives now (nothing is written)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -147,52 +151,48 @@ def predict_logits(net: torch.nn.Module, x: np.ndarray, batch_size: int = 64) ->
 
 
 def per_label_auroc(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    return {label: float(roc_auc_score(y[:, k], scores[:, k])) for k, label in enumerate(DEMO_LABELS)}
+    """AUROC of each demo label (scores may be logits or probabilities: AUROC depends only on their order)."""
+    return {label: auroc(y[:, k], scores[:, k]) for k, label in enumerate(DEMO_LABELS)}
 
 
 def youden_thresholds(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Per-label probability threshold maximising sensitivity + specificity − 1 on the validation split."""
-    from sklearn.metrics import roc_curve
-
-    out = {}
-    for k, label in enumerate(DEMO_LABELS):
-        fpr, tpr, thr = roc_curve(y[:, k], probs[:, k])
-        finite = np.isfinite(thr)
-        best = int(np.argmax(np.where(finite, tpr - fpr, -np.inf)))
-        out[label] = float(np.clip(thr[best], 1e-4, 1 - 1e-4))
-    return out
+    return {label: youden_threshold(y[:, k], probs[:, k]) for k, label in enumerate(DEMO_LABELS)}
 
 
 def operating_point_metrics(y: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Sensitivity and specificity of each label at its operating threshold."""
     out = {}
     for k, label in enumerate(DEMO_LABELS):
-        pred = probs[:, k] >= thresholds[label]
-        pos, neg = y[:, k] == 1, y[:, k] == 0
-        out[label] = {
-            "sensitivity": round(float(pred[pos].mean()) if pos.any() else float("nan"), 4),
-            "specificity": round(float((~pred[neg]).mean()) if neg.any() else float("nan"), 4),
-            "n_positive": int(pos.sum()),
-            "n_negative": int(neg.sum()),
-        }
+        at = confusion_at(y[:, k], probs[:, k], thresholds[label])
+        out[label] = {"sensitivity": at["sensitivity"], "specificity": at["specificity"],
+                      "n_positive": at["tp"] + at["fn"], "n_negative": at["tn"] + at["fp"]}
     return out
 
 
-def bootstrap_auroc_ci(y: np.ndarray, scores: np.ndarray, n_boot: int = 500, seed: int = 0) -> dict[str, list[float]]:
-    """95 % percentile bootstrap interval of each label's AUROC."""
-    from sklearn.metrics import roc_auc_score
+def bootstrap_auroc_ci(y: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
+    """95 % confidence interval of each label's AUROC (training.metrics.auroc_with_ci, same seed per label)."""
+    return {label: auroc_with_ci(y[:, k], scores[:, k]).rounded()["ci95"] for k, label in enumerate(DEMO_LABELS)}
 
-    rng = np.random.default_rng(seed)
-    out = {}
-    for k, label in enumerate(DEMO_LABELS):
-        values = []
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(y), len(y))
-            if 0 < y[idx, k].sum() < len(idx):
-                values.append(roc_auc_score(y[idx, k], scores[idx, k]))
-        out[label] = [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
-    return out
+
+def held_out_metrics(net: torch.nn.Module, data: dict[str, dict[str, np.ndarray]],
+                     thresholds: dict[str, float]) -> dict[str, Any]:
+    """Figures of the model card's "metrics" on the test split (operating points at the given thresholds)."""
+    test_logits = predict_logits(net, data["test"]["x"])
+    test_probs = 1.0 / (1.0 + np.exp(-test_logits))
+    test_auc = per_label_auroc(data["test"]["y"], test_logits)
+    return {
+        "test_auroc": {k: round(v, 4) for k, v in test_auc.items()},
+        "test_auroc_95ci": bootstrap_auroc_ci(data["test"]["y"], test_logits),
+        "test_auroc_bootstrap": bootstrap_note(),
+        "test_mean_auroc": round(float(np.mean(list(test_auc.values()))), 4),
+        "test_operating_point": operating_point_metrics(data["test"]["y"], test_probs, thresholds),
+    }
+
+
+def validation_thresholds(net: torch.nn.Module, val: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per-label Youden thresholds of the network's probabilities on the validation split."""
+    return youden_thresholds(val["y"], 1.0 / (1.0 + np.exp(-predict_logits(net, val["x"]))))
 
 
 def config_fingerprint(args: argparse.Namespace) -> str:
@@ -277,18 +277,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     "best": best, "epoch": epoch + 1}, last_path)
 
     net.load_state_dict(best["state_dict"])
-    val_probs = 1.0 / (1.0 + np.exp(-predict_logits(net, data["val"]["x"])))
-    thresholds = youden_thresholds(data["val"]["y"], val_probs)
-    test_logits = predict_logits(net, data["test"]["x"])
-    test_probs = 1.0 / (1.0 + np.exp(-test_logits))
-    test_auc = per_label_auroc(data["test"]["y"], test_logits)
-    metrics = {
-        "test_auroc": {k: round(v, 4) for k, v in test_auc.items()},
-        "test_auroc_95ci": bootstrap_auroc_ci(data["test"]["y"], test_logits),
-        "test_mean_auroc": round(float(np.mean(list(test_auc.values()))), 4),
-        "test_operating_point": operating_point_metrics(data["test"]["y"], test_probs, thresholds),
-        "val_auroc_best_epoch": history[best["epoch"] - 1]["val_auroc"],
-    }
+    thresholds = validation_thresholds(net, data["val"])
+    metrics = held_out_metrics(net, data, thresholds) | {"val_auroc_best_epoch": history[best["epoch"] - 1]["val_auroc"]}
     version = f"demo-{dt.date.today().isoformat()}-{config_fingerprint(args)[:8]}"
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
@@ -358,8 +348,30 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return card
 
 
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Test figures of an existing checkpoint at its stored operating thresholds, on the validation and test
+    phantoms the training CLI generates, next to the thresholds Youden's J would pick on that validation split now."""
+    torch.set_num_threads(max(1, args.threads))
+    checkpoint = torch.load(args.out, map_location="cpu", weights_only=False)  # our own checkpoint format
+    net = build_demo_densenet(len(DEMO_LABELS))
+    net.load_state_dict(checkpoint["state_dict"])
+    cache_dir = args.cache_dir or get_settings().home / "cache" / "pathology"
+    data = {split: phantom_split(split, n, args.phantom_size, checkpoint["input_size"], cache_dir, not args.no_progress)
+            for split, n in (("val", args.n_val), ("test", args.n_test))}
+    stored = {label: float(value) for label, value in zip(checkpoint["labels"], checkpoint["thresholds"])}
+    recomputed = validation_thresholds(net, data["val"])
+    val_auroc = per_label_auroc(data["val"]["y"], predict_logits(net, data["val"]["x"]))
+    return {"stored_thresholds": {k: round(v, 5) for k, v in stored.items()},
+            "validation_thresholds_now": {k: round(v, 5) for k, v in recomputed.items()},
+            "val_auroc": {k: round(v, 4) for k, v in val_auroc.items()},
+            "metrics": held_out_metrics(net, data, stored)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.evaluate:
+        print(json.dumps(evaluate_checkpoint(args), indent=2))
+        return 0
     try:
         train(args)
     except KeyboardInterrupt:

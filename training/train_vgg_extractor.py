@@ -44,7 +44,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from medsight.config import SHIPPED_MODELS_DIR
@@ -60,6 +59,7 @@ from medsight.models.anomaly.torch_model import (
 )
 from training.anomaly_features import DEFAULT_CACHE_DIR, THUMBNAIL_SIZE, _thumbnail, fingerprint
 from training.datasets import Sample, load_image, phantom_samples
+from training.metrics import auroc
 
 FINDING_NAMES = ("consolidation", "nodule", "effusion", "pneumothorax", "cardiomegaly")
 DEFAULT_WORK_DIR = Path("artifacts") / "vgg_extractor"
@@ -159,14 +159,10 @@ class Block5WithHead(nn.Module):
 
 
 def _auroc_per_finding(targets: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    out = {}
-    for j, name in enumerate(FINDING_NAMES):
-        if 0 < targets[:, j].sum() < len(targets):
-            out[name] = round(float(roc_auc_score(targets[:, j], logits[:, j])), 4)
-    any_target = targets.max(axis=1)
-    if 0 < any_target.sum() < len(any_target):
-        out["any finding (max logit)"] = round(float(roc_auc_score(any_target, logits.max(axis=1))), 4)
-    return out
+    columns = {name: (targets[:, j], logits[:, j]) for j, name in enumerate(FINDING_NAMES)}
+    columns["any finding (max logit)"] = (targets.max(axis=1), logits.max(axis=1))
+    values = {name: auroc(y, s) for name, (y, s) in columns.items()}
+    return {name: round(v, 4) for name, v in values.items() if v is not None}
 
 
 def train_block5(train: dict[str, np.ndarray], val: dict[str, np.ndarray], epochs: int, batch_size: int,
