@@ -97,6 +97,7 @@ class Filing:
     derived_from: str  # one sentence for SeriesDescription / DerivationDescription / ImageComments
     new_study: bool
     body_part: str = ""  # as the source says, or CHEST when the gate took the image for a chest film
+    origin: str = ""  # a new study's origin in a few words, for the 64-character description attributes
 
     def identity_kwargs(self) -> dict[str, Any]:
         """Patient and study keyword arguments for a highdicom SOP class constructor."""
@@ -126,14 +127,16 @@ def filing_for(study: Any, analysis: dict, source: Any = None) -> Filing:
                       body_part=body_part)
     fmt = str(getattr(study, "source_format", "") or "").upper() or "unknown"
     if fmt == "DICOM":
+        origin = "DICOM source, its identifiers not kept"
         derived = ("Derived from a DICOM image whose original identifiers were not kept by MedSight Workstation "
                    "(new, anonymous study)")
     else:
+        origin = f"derived from a non-DICOM file ({fmt})"
         derived = f"Derived from a non-DICOM file ({fmt}) by MedSight Workstation (new, anonymous study)"
     now = datetime.now()
     study_values = {"StudyDate": now.strftime("%Y%m%d"), "StudyTime": now.strftime("%H%M%S"), "StudyID": "MEDSIGHT"}
     return Filing(str(generate_uid()), {"PatientName": "ANONYMOUS^"}, study_values, None, derived, new_study=True,
-                  body_part=body_part)
+                  body_part=body_part, origin=origin)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ def mark_derived(ds: Any, filing: Filing, description: str, models: list[ModelDe
     ds.SoftwareVersions = software_versions(models)
     if filing.new_study:
         ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = _lo("No patient identifiers: " + filing.derived_from)
+        ds.DeidentificationMethod = _lo("No identifiers: " + filing.origin)
+        ds.StudyDescription = _lo("MedSight results " + filing.origin)
     if "InstitutionName" in ds:
         del ds.InstitutionName

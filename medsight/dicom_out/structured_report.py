@@ -281,10 +281,11 @@ def _scheme_identification() -> Any:
 
 
 def _library_ready(header: Any) -> bool:
-    """Whether the image library can describe the source (radiographs need orientation and imager spacing)."""
-    modality = str(header.get("Modality") or "")
-    if not modality or "Rows" not in header or "Columns" not in header:
-        return False
-    if modality in ("CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"):
-        return len(header.get("PatientOrientation") or []) == 2 and "ImagerPixelSpacing" in header
+    """Whether the image library can describe the source (each modality needs its own geometry attributes)."""
+    from highdicom.sr import ImageLibraryEntryDescriptors
+
+    try:
+        ImageLibraryEntryDescriptors(header)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return False  # the reference to the source instance still stands in each measurement group
     return True
