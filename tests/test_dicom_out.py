@@ -274,3 +274,22 @@ def test_without_the_original_identifiers_a_dicom_study_is_not_filed_into_a_gues
     assert "original identifiers were not kept" in objects[0].ImageComments
     assert np.asarray(objects[0].pixel_array).ndim == 2
     _assert_valid(_written(objects, tmp_path))
+
+
+def test_analyze_page_offers_the_dicom_results_on_request(logged_in_app, tmp_path):
+    from medsight.synthetic import generate_phantom, write_png
+
+    path = write_png(generate_phantom(seed=7, size=256, findings=("effusion",)), tmp_path / "effusion.png")
+    study = load_study(path)
+    at = logged_in_app(timeout=240)
+    at.switch_page("views/analyze.py").run()
+    at.session_state["study"] = study
+    at.run()
+    next(b for b in at.button if b.label == "Analyze").click()
+    at.run(timeout=240)
+    assert len(at.get("download_button")) == 1, "only the PDF until DICOM results are asked for"
+    at.toggle(key=f"dicom_results_{study.study_id}").set_value(True)
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("download_button")) == 2
+    assert [c.label for c in at.checkbox] == ["Sign the SR as verified by me"], "a PNG has no original study to file into"
