@@ -12,6 +12,7 @@ from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
 from medsight.report import build_pdf
 from views import _media as media
 from views import _analysis_blocks as blocks
+from views._dicom_results import dicom_results_block
 from views import _shared as ui
 from views import _study as studies
 
@@ -169,6 +170,7 @@ def main() -> None:
     blocks.reasoning_block(analysis.get("reasoning"))
     blocks.stages_block(analysis)
     _pdf_button(analysis, study)
+    dicom_results_block(analysis, study)
 
 
 main()
