@@ -38,6 +38,14 @@ class Settings:
         max_upload_mb: largest accepted upload. `MEDSIGHT_MAX_UPLOAD_MB`.
         session_minutes: login session lifetime. `MEDSIGHT_SESSION_MINUTES`.
         lockout_attempts / lockout_minutes: failed logins before a lockout, and its length.
+        node_ae_title: this workstation's DICOM AE title. `MEDSIGHT_NODE_AE_TITLE`.
+        node_port: TCP port of the DICOM receiver. `MEDSIGHT_NODE_PORT`.
+        node_bind: address the receiver listens on; 127.0.0.1 (this computer only) unless changed.
+            `MEDSIGHT_NODE_BIND`.
+        node_remotes: remote DICOM nodes (PACS) as "AE@host:port", separated by ";" or ",".
+            `MEDSIGHT_NODE_REMOTES`.
+        node_auto_analyse: analyse received studies in the background as they arrive. `MEDSIGHT_NODE_AUTO_ANALYSE`.
+        node_user: account that owns received studies (empty: the first administrator). `MEDSIGHT_NODE_USER`.
     """
 
     home: Path = field(default_factory=lambda: PROJECT_ROOT / ".medsight")
@@ -50,6 +58,12 @@ class Settings:
     session_minutes: int = 60
     lockout_attempts: int = 5
     lockout_minutes: int = 15
+    node_ae_title: str = "MEDSIGHT"
+    node_port: int = 11112
+    node_bind: str = "127.0.0.1"
+    node_remotes: str = ""
+    node_auto_analyse: bool = False
+    node_user: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,6 +80,12 @@ class Settings:
             session_minutes=int(os.environ.get("MEDSIGHT_SESSION_MINUTES", "60")),
             lockout_attempts=int(os.environ.get("MEDSIGHT_LOCKOUT_ATTEMPTS", "5")),
             lockout_minutes=int(os.environ.get("MEDSIGHT_LOCKOUT_MINUTES", "15")),
+            node_ae_title=os.environ.get("MEDSIGHT_NODE_AE_TITLE", "").strip() or "MEDSIGHT",
+            node_port=int(os.environ.get("MEDSIGHT_NODE_PORT", "11112")),
+            node_bind=os.environ.get("MEDSIGHT_NODE_BIND", "").strip() or "127.0.0.1",
+            node_remotes=os.environ.get("MEDSIGHT_NODE_REMOTES", "").strip(),
+            node_auto_analyse=_env_bool("MEDSIGHT_NODE_AUTO_ANALYSE"),
+            node_user=os.environ.get("MEDSIGHT_NODE_USER", "").strip(),
         )
 
     # Derived locations inside the data directory.
@@ -81,6 +101,11 @@ class Settings:
     @property
     def chroma_dir(self) -> Path:
         return self.home / "chroma"
+
+    @property
+    def dicom_inbox(self) -> Path:
+        """Instances received by the DICOM node, one file each (owner-only, like the rest of `home`)."""
+        return self.home / "dicom-inbox"
 
     @property
     def users_path(self) -> Path:
