@@ -95,7 +95,7 @@ class Receiver:
         self.recover()
         ae = AE(ae_title=self.node.ae_title)
         ae.supported_contexts = _storage_contexts()
-        ae.maximum_pdu_size = 0  # accept the peer's PDU size: fewer round trips for large instances
+        ae.maximum_pdu_size = 1 << 20  # 1 MiB PDUs: few round trips for large instances, bounded buffers
         ae.network_timeout = 60
         ae.dimse_timeout = 120
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS),

@@ -109,12 +109,13 @@ class NodeSettings:
 
 
 def receiving_user(settings: Settings, wanted: str = "") -> str:
-    """The account that owns received studies: `wanted` or `settings.node_user` if set, else the first administrator.
+    """The account that owns received studies: `wanted` or `settings.node_user` if set, else the first administrator
+    (alphabetically).
 
     Raises:
         ValueError: when that account does not exist or the workstation has no account yet.
     """
-    from medsight.auth import ADMIN, UserStore
+    from medsight.auth import UserStore
 
     store = UserStore(settings.users_path)
     name = (wanted or settings.node_user).strip().lower()
@@ -122,8 +123,9 @@ def receiving_user(settings: Settings, wanted: str = "") -> str:
         if store.get(name) is None:
             raise ValueError(f"The receiving account {name!r} does not exist; create it or choose another one.")
         return name
-    # Accounts are kept in creation order, and the workstation's first account is always an administrator.
-    admins = [account for account, entry in store.users().items() if ADMIN in store.roles_of(entry)]
+    # The accounts file keeps no creation order, so "first" is alphabetical: stable, and on a workstation
+    # with one administrator (the usual case) it is the account created at first start.
+    admins = store.admins()
     if not admins:
         raise ValueError("No account exists yet: start the app once (it creates the first administrator), "
                          "then start the DICOM receiver.")
