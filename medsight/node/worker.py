@@ -31,7 +31,7 @@ def _describe_non_image(path: Path) -> str | None:
 
         from medsight.ingest.dicom import describe_non_image_object
 
-        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        header = pydicom.dcmread(path, defer_size=4096, force=True)  # large values stay on disk
         if "PixelData" in header or "FloatPixelData" in header or "DoubleFloatPixelData" in header:
             return None
         sop_class = header.get("SOPClassUID")
