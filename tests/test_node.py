@@ -451,3 +451,58 @@ def test_a_200_mb_instance_is_received(node_factory):
     assert pydicom.dcmread(stored, stop_before_pixels=True).Rows == 10_000
     entry = wait_for(lambda: [e for e in node.history.worklist.received() if e["state"] != "pending"], timeout=300)[0]
     assert entry["state"] in ("image", "unreadable")  # too many pixels to display is said, not crashed on
+
+
+# --- pages ------------------------------------------------------------------------------------------
+def _analysed(history, user, path, payload):
+    from medsight.ingest import load_study
+
+    study = load_study(path)
+    history.save_study(user, study)
+    if payload is not None:
+        history.save_record(user, "analysis", study.study_id, "analysis", payload)
+    return study
+
+
+def test_worklist_page_lists_most_urgent_first_and_opens_a_study_in_analyze(logged_in_app, account, tmp_path):
+    history = History(get_settings().ensure_dirs().db_path)
+    user = account[0]
+    _analysed(history, user, SAMPLES / "normal_pa.png", {"status": "COMPLETE", "fusion": {"risk": {"level": "Low"}}})
+    urgent = _analysed(history, user, SAMPLES / "cardiomegaly_pa.dcm",
+                       {"status": "COMPLETE", "fusion": {"risk": {"level": "High"}}, "withheld": {}})
+    _analysed(history, user, SAMPLES / "effusion_left_pa.dcm",
+              {"status": "WITHHELD", "fusion": {"risk": {"level": "High"}}, "withheld": {"x": {}}})
+    at = logged_in_app()
+    at.switch_page("views/worklist.py").run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Worklist" in [t.value for t in at.title]
+    titles = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert titles == ["**cardiomegaly_pa.dcm**", "**normal_pa.png**", "**effusion_left_pa.dcm**"]
+    at.button(key=f"worklist_open_u{history.list_studies(user)[-2]['id']}").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["study"].study_id == urgent.study_id
+
+
+def test_system_panel_starts_and_stops_the_receiver_and_echoes(account):
+    from streamlit.testing.v1 import AppTest
+
+    from medsight.auth import Authenticator
+
+    settings = get_settings()
+    login = Authenticator(settings, History(settings.ensure_dirs().db_path)).login(*account)
+    at = AppTest.from_string("from views._dicom_node import dicom_node_panel\ndicom_node_panel('tester')",
+                             default_timeout=60)
+    at.session_state["username"] = account[0]
+    at.session_state["auth_session"] = Authenticator(settings).start_session(login)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    port = free_port()
+    at.number_input[0].set_value(port)
+    at.button[0].click().run()  # the form's "Start receiver"
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Receiving as **MEDSIGHT**" in s.value for s in at.success)
+    at.text_input(key="dicom_remote").input(f"MEDSIGHT@127.0.0.1:{port}").run()
+    at.button(key="dicom_echo").click().run()
+    assert any("answered in" in s.value for s in at.success)
+    at.button(key="dicom_stop").click().run()
+    assert not at.exception and any(b.label == "Start receiver" for b in at.button)
