@@ -52,6 +52,37 @@ def _analyse_later(user: str, study_id: str) -> None:
              "Queued: it is analysed when the DICOM receiver (with its worker) runs.", icon=":material/schedule:")
 
 
+def _send(user: str, study_id: str, remote_text: str) -> None:
+    """Send the study's DICOM results (SR, maps, PDF from `medsight.dicom_out`) to the chosen remote node."""
+    from medsight.dicom_out import derived_objects
+    from medsight.node import RemoteNode, send_results
+
+    try:
+        study = ui.history().load_study(user, study_id)
+        analysis = ui.history().latest_payload(user, "analysis", study_id)
+        with st.spinner("Sending to PACS…"):
+            result = send_results(ui.history(), user, study_id, derived_objects(study, analysis),
+                                  RemoteNode.parse(remote_text), ui.settings().node_ae_title)
+    except Exception as exc:
+        ui.report_error(exc, "The results could not be sent")
+        return
+    (st.toast if result.ok else st.error)(result.message)
+
+
+def _remotes() -> list[str]:
+    """Configured remote nodes, when DICOM results can be made in this build; else none (no send button)."""
+    import importlib.util
+
+    from medsight.node import parse_remotes
+
+    if importlib.util.find_spec("medsight.dicom_out") is None:
+        return []
+    try:
+        return [str(r) for r in parse_remotes(ui.settings().node_remotes)]
+    except ValueError:
+        return []
+
+
 def _caption(entry: dict) -> str:
     parts = [STATUS_LABELS.get(entry["status"], entry["status"]), SOURCE_LABELS.get(entry["source"], ""),
              _when(entry["arrived"])]
@@ -64,7 +95,7 @@ def _caption(entry: dict) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def _row(user: str, entry: dict) -> None:
+def _row(user: str, entry: dict, remotes: list[str]) -> None:
     with st.container(border=True):
         info, action = st.columns([6, 1], vertical_alignment="center")
         band = entry["band"]
@@ -85,6 +116,10 @@ def _row(user: str, entry: dict) -> None:
                                   width="stretch", help="Analyse in the background"):
             _analyse_later(user, entry["study_id"])
             st.rerun()
+        if remotes and entry["status"] in ("analysed", "reported", "sent") and action.button(
+                "Send", key=f"worklist_send_{entry['key']}", icon=":material/send:", width="stretch",
+                help=f"Send the DICOM results to {remotes[0]}"):
+            _send(user, entry["study_id"], remotes[0])
 
 
 def _summary(entries: list[dict]) -> None:
@@ -120,8 +155,9 @@ def main() -> None:
                 "Analyze page appear here." if show != "All" else "No studies yet.", icon=":material/inbox:")
         return
     _summary(entries)
+    remotes = _remotes()
     for entry in entries:
-        _row(user, entry)
+        _row(user, entry, remotes)
 
 
 main()

@@ -2,6 +2,7 @@
 
     echo(remote)                  C-ECHO a remote node (`RemoteNode("PACS", "10.0.0.5", 104)`)
     send(datasets, remote)        C-STORE pydicom Datasets or DICOM files to it
+    send_results(history, ...)    the same for a study's results, marking it "sent" on the worklist
     DicomNode(settings, history)  the receiver (Storage SCP) and its background worker; `.start()`, `.stop()`
     python -m medsight.node       the receiver as its own process (see `medsight.node.__main__`)
 
@@ -12,7 +13,7 @@ ingest, input gate, History, the worklist and (with `MEDSIGHT_NODE_AUTO_ANALYSE`
 
 from medsight.node.scu import EchoResult, SendResult, echo, send
 from medsight.node.settings import NodeSettings, RemoteNode, bind_warning, parse_remotes, receiving_user
-from medsight.node.service import DicomNode
+from medsight.node.service import DicomNode, send_results
 
 __all__ = [
     "DicomNode",
@@ -25,4 +26,5 @@ __all__ = [
     "parse_remotes",
     "receiving_user",
     "send",
+    "send_results",
 ]

@@ -61,3 +61,17 @@ class DicomNode:
                     worker_busy=self.worker.busy, filed=self.worker.filed, analysed=self.worker.analysed,
                     waiting=self.worker.waiting())
         return data
+
+
+def send_results(history: Any, user: str, study_id: str, datasets: list, remote: Any,
+                 local_ae_title: str = "MEDSIGHT") -> Any:
+    """Send a study's result objects (Datasets or files) to `remote`; when every one was stored the worklist
+    shows the study as sent. The attempt is audited either way (no identifiers, only counts)."""
+    from medsight.node.scu import send
+
+    result = send(datasets, remote, local_ae_title)
+    if result.ok:
+        history.worklist.mark_sent(user, study_id, str(remote), result.sent)
+    history.audit(user, "sent_to_pacs", {"study_id": study_id, "remote": str(remote), "sent": result.sent,
+                                         "failed": result.failed})
+    return result
