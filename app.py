@@ -194,7 +194,8 @@ def main() -> None:
             st.Page(ui.PAGES["voice"], title="Voice Entry", icon=":material/mic:"),
             st.Page(ui.PAGES["chat"], title="Chat", icon=":material/forum:"),
         ],
-        "Records": [st.Page(ui.PAGES["history"], title="History", icon=":material/history:")],
+        "Records": [st.Page(ui.PAGES["worklist"], title="Worklist", icon=":material/format_list_numbered:"),
+                    st.Page(ui.PAGES["history"], title="History", icon=":material/history:")],
         # Everyone sees the models and their own audit trail there; the admin parts are for admins only.
         ("Admin" if session.is_admin else "Workstation"): [
             st.Page(ui.PAGES["system"], title="System", icon=":material/memory:")],

@@ -54,6 +54,14 @@ class Settings:
             priors stay real) or "full" (dates kept). `MEDSIGHT_DEID_RETAIN_DATES`.
         identity_map_days: days the protected map of original study identifiers is kept (results
             sent back to the source PACS need them). `MEDSIGHT_IDENTITY_MAP_DAYS`.
+        node_ae_title: this workstation's DICOM AE title. `MEDSIGHT_NODE_AE_TITLE`.
+        node_port: TCP port of the DICOM receiver. `MEDSIGHT_NODE_PORT`.
+        node_bind: address the receiver listens on; 127.0.0.1 (this computer only) unless changed.
+            `MEDSIGHT_NODE_BIND`.
+        node_remotes: remote DICOM nodes (PACS) as "AE@host:port", separated by ";" or ",".
+            `MEDSIGHT_NODE_REMOTES`.
+        node_auto_analyse: analyse received studies in the background as they arrive. `MEDSIGHT_NODE_AUTO_ANALYSE`.
+        node_user: account that owns received studies (empty: the first administrator). `MEDSIGHT_NODE_USER`.
     """
 
     home: Path = field(default_factory=lambda: PROJECT_ROOT / ".medsight")
@@ -69,6 +77,12 @@ class Settings:
     deid_secret_file: Path | None = None
     deid_retain_dates: str = "off"
     identity_map_days: int = 30
+    node_ae_title: str = "MEDSIGHT"
+    node_port: int = 11112
+    node_bind: str = "127.0.0.1"
+    node_remotes: str = ""
+    node_auto_analyse: bool = False
+    node_user: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -89,6 +103,12 @@ class Settings:
             deid_secret_file=Path(secret_file).expanduser().resolve() if secret_file else None,
             deid_retain_dates=_retain_dates(os.environ.get("MEDSIGHT_DEID_RETAIN_DATES", "")),
             identity_map_days=int(os.environ.get("MEDSIGHT_IDENTITY_MAP_DAYS", "30")),
+            node_ae_title=os.environ.get("MEDSIGHT_NODE_AE_TITLE", "").strip() or "MEDSIGHT",
+            node_port=int(os.environ.get("MEDSIGHT_NODE_PORT", "11112")),
+            node_bind=os.environ.get("MEDSIGHT_NODE_BIND", "").strip() or "127.0.0.1",
+            node_remotes=os.environ.get("MEDSIGHT_NODE_REMOTES", "").strip(),
+            node_auto_analyse=_env_bool("MEDSIGHT_NODE_AUTO_ANALYSE"),
+            node_user=os.environ.get("MEDSIGHT_NODE_USER", "").strip(),
         )
 
     # Derived locations inside the data directory.
@@ -104,6 +124,11 @@ class Settings:
     @property
     def chroma_dir(self) -> Path:
         return self.home / "chroma"
+
+    @property
+    def dicom_inbox(self) -> Path:
+        """Instances received by the DICOM node, one file each (owner-only, like the rest of `home`)."""
+        return self.home / "dicom-inbox"
 
     @property
     def users_path(self) -> Path:

@@ -30,7 +30,8 @@ from medsight.model_cache import WeightsWatch
 from medsight.storage import History
 
 # Page files, so pages can `st.switch_page(PAGES["analyze"])`.
-PAGES = {name: f"views/{name}.py" for name in ("analyze", "heatmap", "verify", "voice", "chat", "history", "system")}
+PAGES = {name: f"views/{name}.py" for name in ("analyze", "heatmap", "verify", "voice", "chat", "worklist", "history",
+                                                  "system")}
 
 
 # --- settings, database, user ------------------------------------------------------------------

@@ -8,6 +8,7 @@
     history.audit_trail   AuditTrail    the audit log
     history.lockout       LoginLockout  failed sign-ins and lockouts (used by medsight.auth)
     history.api_tokens    ApiTokenStore tokens of the local HTTP API (hashed; medsight.api)
+    history.worklist      WorklistStore received DICOM instances and the AI-ordered worklist (medsight.node)
 
 Every read of studies and records takes the user name and filters on it: a user never sees another
 user's studies or records.
@@ -28,6 +29,7 @@ from medsight.storage.lockout import LoginLockout
 from medsight.storage.records import RECORD_KINDS, RecordStore
 from medsight.storage.studies import StudyStore
 from medsight.storage.tokens import ApiToken, ApiTokenStore
+from medsight.storage.worklist import WorklistStore
 
 __all__ = [
     "RECORD_KINDS",
@@ -40,6 +42,7 @@ __all__ = [
     "LoginLockout",
     "RecordStore",
     "StudyStore",
+    "WorklistStore",
     "decode_image",
     "encode_image",
     "make_thumbnail",

@@ -3,7 +3,7 @@
 The database runs in WAL mode with `synchronous=FULL`, so a row is on disk once a write returns: a
 killed process loses nothing that was committed. One connection is shared behind a lock because
 Streamlit runs each rerun in its own thread; SQLite's own locking (with a busy timeout) covers other
-processes on the same file. The stores in this package (studies, records, audit, lockout, API tokens) all write
+processes on the same file. The stores in this package (studies, records, audit, lockout, API tokens, worklist) all write
 through one `Database`.
 """
 
@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -69,6 +69,37 @@ _MIGRATIONS: dict[int, str] = {
         revoked TEXT
     );
     CREATE INDEX api_tokens_user ON api_tokens (user, id DESC);
+    """,
+    # Version 3 only adds tables (the DICOM node's worklist): earlier files migrate in place.
+    3: """
+    CREATE TABLE worklist (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        instance_key TEXT NOT NULL UNIQUE,
+        received TEXT NOT NULL,
+        calling_ae TEXT NOT NULL DEFAULT '',
+        file TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'image', 'not_image', 'unreadable')),
+        study_id TEXT,
+        description TEXT NOT NULL DEFAULT '',
+        gate TEXT NOT NULL DEFAULT '{}',
+        analysis TEXT NOT NULL DEFAULT ''
+            CHECK (analysis IN ('', 'queued', 'done', 'failed')),
+        analysed TEXT,
+        analysis_seconds REAL
+    );
+    CREATE INDEX worklist_user ON worklist (user, id);
+    CREATE INDEX worklist_work ON worklist (state, analysis, id);
+    CREATE TABLE sent_studies (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        study_id TEXT NOT NULL,
+        remote TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        instances INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sent_studies_user ON sent_studies (user, study_id);
     """,
 }
 

@@ -14,12 +14,13 @@ from medsight.storage.lockout import LoginLockout
 from medsight.storage.records import RecordStore
 from medsight.storage.studies import StudyStore
 from medsight.storage.tokens import ApiTokenStore
+from medsight.storage.worklist import WorklistStore
 
 
 class History:
     """SQLite-backed history of one workstation's studies and results.
 
-    The work is done by the stores: `studies`, `records`, `audit_trail`, `lockout` and `api_tokens`, all on
+    The work is done by the stores: `studies`, `records`, `audit_trail`, `lockout`, `api_tokens` and `worklist`, all on
     `database`. The methods below are shorthands for them, kept so callers need only this object.
 
     Args:
@@ -34,6 +35,7 @@ class History:
         self.audit_trail = AuditTrail(self.database)
         self.lockout = LoginLockout(self.database)
         self.api_tokens = ApiTokenStore(self.database)
+        self.worklist = WorklistStore(self.database)
 
     # --- database -------------------------------------------------------------------------------
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
