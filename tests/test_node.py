@@ -509,3 +509,59 @@ def test_system_panel_starts_and_stops_the_receiver_and_echoes(account):
     assert any("answered in" in s.value for s in at.success)
     at.button(key="dicom_stop").click().run()
     assert not at.exception and any(b.label == "Start receiver" for b in at.button)
+
+
+@pytest.mark.slow  # two analyses on CPU and a real PACS
+def test_round_trip_receiver_worklist_analysis_results_into_orthanc(node_factory, orthanc, tmp_path):
+    """Films → our receiver (storescu) → worklist → background analysis → SR + maps + PDF → Orthanc: the results
+    are filed into the films' original studies and patients, refer to the original instances, carry the analysis'
+    numbers (none for withheld outputs) and pass dciodvfy."""
+    from medsight.node.service import results_for_pacs
+
+    if STORESCU is None or shutil.which("dciodvfy") is None:
+        pytest.skip("dcmtk's storescu and dicom3tools' dciodvfy are needed (Debian: dcmtk, dicom3tools)")
+    remote, base = orthanc
+    node = node_factory(auto_analyse=True)
+    films = [chest_dicom(tmp_path, "consolidation.dcm", SAMPLES / "consolidation_right_pa.png"),
+             Path(get_testdata_file("RG1_UNCI.dcm"))]
+    done = subprocess.run([STORESCU, "-aec", "MEDSIGHT", "127.0.0.1", str(node.port), *map(str, films)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    entries = wait_for(lambda: (lambda e: e if len(e) == 2 and all(x["analysis"] == "done" for x in e) else None)(
+        node.history.worklist.entries(node.user)), timeout=300)
+    originals = {str(pydicom.dcmread(f).SOPInstanceUID): pydicom.dcmread(f, stop_before_pixels=True) for f in films}
+    for entry in entries:
+        analysis = node.history.latest_payload(node.user, "analysis", entry["study_id"])
+        objects = results_for_pacs(node.history, get_settings(), node.user, entry["study_id"])
+        for ds in objects:
+            path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+            pydicom.dcmwrite(path, ds, enforce_file_format=True)
+            run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace")
+            assert [l for l in (run.stdout + run.stderr).splitlines() if l.startswith("Error")] == [], ds.Modality
+        result = send_results(node.history, node.user, entry["study_id"], objects, remote)
+        assert result.ok and result.sent == len(objects), result.to_dict()
+        sr_uid = next(str(ds.SOPInstanceUID) for ds in objects if ds.Modality == "SR")
+        found = [i for i in rest(base, "/instances")
+                 if rest(base, f"/instances/{i}/simplified-tags")["SOPInstanceUID"] == sr_uid]
+        with urllib.request.urlopen(f"{base}/instances/{found[0]}/file", timeout=10) as response:
+            stored = pydicom.dcmread(__import__("io").BytesIO(response.read()))
+        evidence = stored.CurrentRequestedProcedureEvidenceSequence[0]
+        referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        original = originals[str(referenced)]  # refers to the instance as the PACS knows it
+        assert stored.StudyInstanceUID == original.StudyInstanceUID
+        assert stored.PatientID == original.PatientID and str(stored.PatientName) == str(original.PatientName)
+        numbers = {}
+
+        def walk(items):
+            for item in items:
+                if item.ValueType == "NUM":
+                    numbers[item.ConceptNameCodeSequence[0].CodeMeaning] = float(
+                        item.MeasuredValueSequence[0].NumericValue)
+                walk(item.get("ContentSequence", []))
+
+        walk(stored.ContentSequence)
+        if analysis.get("anomaly"):
+            assert numbers["Fused anomaly score"] == pytest.approx(analysis["anomaly"]["fused_score"], rel=1e-9)
+        else:  # the real film on demo weights: withheld, so no number travels
+            assert not any("anomaly" in name.lower() or "probability" in name.lower() for name in numbers)
+    assert {e["status"] for e in node.history.worklist.entries(node.user)} == {"sent"}

@@ -12,6 +12,7 @@ from medsight import system_report as report
 from medsight.config import Settings
 from views import _shared as ui
 from views._api_tokens import token_panel
+from views._dicom_node import dicom_node_panel
 from views._system_models import facts, models_section
 
 
@@ -177,6 +178,7 @@ def main() -> None:
         _users_section()
     else:
         _versions_section()
+    dicom_node_panel(ui.current_user())
     token_panel(ui.current_user())
     _audit_section(admin)
 

@@ -54,15 +54,14 @@ def _analyse_later(user: str, study_id: str) -> None:
 
 def _send(user: str, study_id: str, remote_text: str) -> None:
     """Send the study's DICOM results (SR, maps, PDF from `medsight.dicom_out`) to the chosen remote node."""
-    from medsight.dicom_out import derived_objects
     from medsight.node import RemoteNode, send_results
+    from medsight.node.service import results_for_pacs
 
     try:
-        study = ui.history().load_study(user, study_id)
-        analysis = ui.history().latest_payload(user, "analysis", study_id)
         with st.spinner("Sending to PACS…"):
-            result = send_results(ui.history(), user, study_id, derived_objects(study, analysis),
-                                  RemoteNode.parse(remote_text), ui.settings().node_ae_title)
+            objects = results_for_pacs(ui.history(), ui.settings(), user, study_id)
+            result = send_results(ui.history(), user, study_id, objects, RemoteNode.parse(remote_text),
+                                  ui.settings().node_ae_title)
     except Exception as exc:
         ui.report_error(exc, "The results could not be sent")
         return

@@ -47,6 +47,7 @@ REGISTRY: tuple[Section, ...] = (
     Section.of(warm),
     Section.of(batch),
     Section.of(retrieval),
+    standalone("dicom_node", "benchmarks.node"),
 )
 
 SECTIONS = tuple(section.name for section in REGISTRY)

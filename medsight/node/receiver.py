@@ -149,11 +149,15 @@ class Receiver:
             encoded = event.encoded_dataset()
             return lambda handle: handle.write(encoded)
 
-        from medsight.ingest import deidentify_dataset
+        from medsight.deid import IdentityMap, deidentify_dataset, installation_secret
 
         dataset = event.dataset
         dataset.file_meta = event.file_meta
-        clean = deidentify_dataset(dataset)
+        secret = installation_secret(self.settings.deid_secret_path)
+        clean = deidentify_dataset(dataset, pseudonymous_patient_id=True, secret=secret,
+                                   retain_dates=self.settings.deid_retain_dates)
+        # Results filed back into the sender's study need its real identifiers: kept only in the encrypted map.
+        IdentityMap(self.settings.identity_map_path, secret).remember(dataset, clean)
 
         def write(handle: BinaryIO) -> None:
             clean.save_as(handle, enforce_file_format=True)

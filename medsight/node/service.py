@@ -63,6 +63,36 @@ class DicomNode:
         return data
 
 
+def results_for_pacs(history: Any, settings: Settings, user: str, study_id: str) -> list:
+    """The study's DICOM results (SR, maps, PDF from `medsight.dicom_out`) ready to send.
+
+    A study that arrived through the receiver is filed into its original study: the results reference the
+    received instance, and the original UIDs and patient identifiers are put back from the encrypted identity
+    map (kept `identity_map_days`). An uploaded study, or one whose identifiers have been purged, gets results in
+    a new, de-identified study.
+    """
+    import pydicom
+
+    from medsight.deid import IdentityMap, installation_secret
+    from medsight.dicom_out import derived_objects
+
+    study = history.load_study(user, study_id)
+    analysis = history.latest_payload(user, "analysis", study_id)
+    if study is None or analysis is None:
+        raise ValueError("This study has no stored analysis to send; analyse it first.")
+    received = [row for row in history.worklist.received(user) if row.get("study_id") == study_id]
+    source = None
+    if received and (settings.dicom_inbox / received[-1]["file"]).is_file():
+        source = pydicom.dcmread(settings.dicom_inbox / received[-1]["file"], stop_before_pixels=True)
+    objects = derived_objects(study, analysis, source=source)
+    if source is None:
+        return objects
+    identities = IdentityMap(settings.identity_map_path, installation_secret(settings.deid_secret_path))
+    if identities.original_identifiers(str(source.StudyInstanceUID)) is None:
+        return objects
+    return [identities.reidentify(ds) for ds in objects]
+
+
 def send_results(history: Any, user: str, study_id: str, datasets: list, remote: Any,
                  local_ae_title: str = "MEDSIGHT") -> Any:
     """Send a study's result objects (Datasets or files) to `remote`; when every one was stored the worklist
