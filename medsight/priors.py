@@ -154,7 +154,8 @@ class PriorStudy:
         if self.basis in (BASIS_STUDY_DATE, BASIS_ACQUISITION_DATE):
             note = f"ordered by {self.basis}"
             if self.when.dates_shifted or self.current_when.dates_shifted:
-                note += " (dates shifted per patient by de-identification: the interval is real, the calendar date is not)"
+                note += (" (dates shifted per patient by de-identification: the interval is real, "
+                         "the calendar date is not)")
             return note
         missing = "the study dates are not kept (setting MEDSIGHT_DEID_RETAIN_DATES)"
         if self.basis == BASIS_STUDY_YEAR:
@@ -304,13 +305,15 @@ def _absent(analysis: dict | None, slot: str, which: str) -> str:
         return f"the {which} study has not been analysed on this workstation"
     withheld = (analysis.get("withheld") or {}).get(slot)
     if withheld:
-        return f"withheld in the {which} study ({withheld.get('reason') or 'the weights cannot speak about that image'})"
+        why = withheld.get("reason") or "the weights cannot speak about that image"
+        return f"withheld in the {which} study ({why})"
     gate = analysis.get("gate") or {}
     if analysis.get("status") == "REFUSED" or gate.get("decision") == "refused":
         return f"the {which} study was not analysed (input gate: {gate.get('reason') or 'refused'})"
     stage = next((s for s in analysis.get("stages") or [] if s.get("name") == _SLOT_STAGES.get(slot)), None)
     if stage and stage.get("status") in ("skipped", "failed"):
-        return f"the {_SLOT_NAMES[slot]} {stage['status']} in the {which} analysis ({stage.get('message') or 'no reason given'})"
+        why = stage.get("message") or "no reason given"
+        return f"the {_SLOT_NAMES[slot]} {stage['status']} in the {which} analysis ({why})"
     return f"not scored in the {which} analysis"
 
 

@@ -184,8 +184,9 @@ def _comparison_group(analysis: dict) -> Any | None:
     comparison = analysis.get("comparison")
     if not comparison:
         return None
-    differences = [_number(concept(f"d:{c['score'].split(':')[-1]}", f"Interval change of {c['name']}"), c["difference"])
-                   for c in comparison.get("changes") or [] if c.get("difference") is not None]
+    # d:<label> like the scores' p:<label>, short enough for CodeValue (16 characters) with the usual labels.
+    differences = [_number(concept(f"d:{c['score'].split(':')[-1]}", f"Interval change of {c['name']}"),
+                           c["difference"]) for c in comparison.get("changes") or [] if c.get("difference") is not None]
     texts = [(concept("comparison", "Comparison with prior study"), comparison.get("summary") or "")]
     texts += [(concept("interval-change", "Interval change"), line) for line in comparison.get("lines") or []]
     return _group(comparison.get("title") or "Comparison with prior study", measurements=differences, texts=texts)
