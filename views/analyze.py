@@ -13,6 +13,7 @@ from medsight.report import build_pdf
 from views import _media as media
 from views import _analysis_blocks as blocks
 from views._dicom_results import dicom_results_block
+from views._priors import prior_comparison_block
 from views import _shared as ui
 from views import _study as studies
 
@@ -169,6 +170,7 @@ def main() -> None:
         blocks.maps_block(analysis)
     blocks.reasoning_block(analysis.get("reasoning"))
     blocks.stages_block(analysis)
+    prior_comparison_block(analysis, study)
     _pdf_button(analysis, study)
     dicom_results_block(analysis, study)
 

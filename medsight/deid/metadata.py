@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medsight.deid.keys import patient_pseudonym, pseudonym
+from medsight.deid.keys import date_offset_days, patient_pseudonym, pseudonym
 
 BURNED_IN_WARNING = "The file states that text is burned into the pixels; it may show identifiers."
 
@@ -100,7 +100,38 @@ def _code_meaning(ds: Any, keyword: str) -> str | None:
         return None
 
 
-def technical_metadata(ds: Any, *, store_identifiers: bool = False) -> dict[str, Any]:
+def _iso_date(text: Any, shift_days: int) -> str | None:
+    """YYYYMMDD → ISO date moved back by ``shift_days``; None for anything that is not a valid date."""
+    from medsight.deid.profile import _shift_date
+
+    moved = _shift_date(str(text or ""), shift_days)
+    return f"{moved[:4]}-{moved[4:6]}-{moved[6:8]}" if moved else None
+
+
+def _retained_dates(ds: Any, retain_dates: str | None) -> dict[str, Any]:
+    """Study and acquisition dates under the Retain Longitudinal Temporal Information option, else nothing.
+
+    "modified" moves them back by the patient's keyed offset (as the de-identifier does), so intervals
+    between a patient's studies stay real while the calendar dates do not.
+    """
+    if retain_dates is None:
+        from medsight.config import get_settings
+
+        retain_dates = get_settings().deid_retain_dates
+    if retain_dates not in ("full", "modified"):
+        return {}
+    shift = date_offset_days(str(_get(ds, "PatientID") or "")) if retain_dates == "modified" else 0
+    kept = {key: _iso_date(_get(ds, keyword), shift)
+            for keyword, key in (("StudyDate", "study_date"), ("AcquisitionDate", "acquisition_date"))}
+    kept = {key: value for key, value in kept.items() if value}
+    if kept:
+        kept["dates_retained"] = retain_dates
+    if retain_dates == "modified" and kept.get("study_date"):
+        kept["study_year"] = int(kept["study_date"][:4])  # the real year would give the shift away
+    return kept
+
+
+def technical_metadata(ds: Any, *, store_identifiers: bool = False, retain_dates: str | None = None) -> dict[str, Any]:
     """De-identified, JSON-serialisable metadata of a DICOM dataset.
 
     Keeps technical attributes only (modality, geometry, exposure, device model, transfer
@@ -134,6 +165,7 @@ def technical_metadata(ds: Any, *, store_identifiers: bool = False) -> dict[str,
     study_date = _get(ds, "StudyDate")
     if isinstance(study_date, str) and len(study_date) >= 4 and study_date[:4].isdigit():
         meta["study_year"] = int(study_date[:4])
+    meta.update(_retained_dates(ds, retain_dates))
     for keyword, key in (
         ("StudyInstanceUID", "study_uid_pseudonym"),
         ("SeriesInstanceUID", "series_uid_pseudonym"),

@@ -179,6 +179,19 @@ def _summary_group(analysis: dict) -> Any | None:
                                                    concept(f"risk-{str(risk).lower()}", str(risk)))])
 
 
+def _comparison_group(analysis: dict) -> Any | None:
+    """"Compared with study of DATE": the interval change of each score both analyses have (numbers only there)."""
+    comparison = analysis.get("comparison")
+    if not comparison:
+        return None
+    # d:<label> like the scores' p:<label>, short enough for CodeValue (16 characters) with the usual labels.
+    differences = [_number(concept(f"d:{c['score'].split(':')[-1]}", f"Interval change of {c['name']}"),
+                           c["difference"]) for c in comparison.get("changes") or [] if c.get("difference") is not None]
+    texts = [(concept("comparison", "Comparison with prior study"), comparison.get("summary") or "")]
+    texts += [(concept("interval-change", "Interval change"), line) for line in comparison.get("lines") or []]
+    return _group(comparison.get("title") or "Comparison with prior study", measurements=differences, texts=texts)
+
+
 def _measurement_groups(measurements: list[dict] | None, source_header: Any) -> list[Any]:
     """The radiologist's length and angle measurements, each with its calibration source."""
     from pydicom.sr.codedict import codes
@@ -243,6 +256,7 @@ def report(analysis: dict, filing: Filing, source_header: Any, evidence: list[An
     if shown:
         groups += [_anomaly_group(analysis, source_header), _pathology_group(analysis, source_header)]
     groups += _withheld_groups(analysis)
+    groups.append(_comparison_group(analysis) if shown else None)
     groups += _measurement_groups(measurements, source_header)
     groups.append(_verification_group(verification))
     observer = ObserverContext(

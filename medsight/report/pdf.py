@@ -151,6 +151,7 @@ def build_pdf(
     _images(pdf, images)
     _anomaly_section(pdf, analysis.get("anomaly"))
     _pathology_table(pdf, analysis.get("pathology"))
+    _comparison_section(pdf, analysis.get("comparison"))
     _clinical_text(pdf, analysis)
     _fusion_and_risk(pdf, analysis.get("fusion"))
     _clinical_reasoning(pdf, analysis.get("reasoning"))
@@ -270,6 +271,17 @@ def _pathology_table(pdf: "_ReportPDF", pathology: dict | None) -> None:
     ]
     pdf.para(f"Tier: {pathology.get('tier', '—')}", size=8.5)
     pdf.table(["Label", "Probability", "Threshold", ""], rows, widths=[60, 35, 35, 30])
+
+
+def _comparison_section(pdf: "_ReportPDF", comparison: dict | None) -> None:
+    """"Compared with study of DATE": how the prior was chosen, and the interval change of each score."""
+    if not comparison:
+        return
+    pdf.heading(comparison.get("title") or "Comparison with prior study")
+    pdf.para(comparison.get("summary") or "", size=9)
+    pdf.bullets(comparison.get("lines") or ["Neither analysis shows a score to compare."], size=9)
+    if comparison.get("tolerance_note"):
+        pdf.para(comparison["tolerance_note"], size=8, style="I")
 
 
 def _clinical_text(pdf: "_ReportPDF", analysis: dict) -> None:

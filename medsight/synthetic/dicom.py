@@ -121,6 +121,7 @@ def write_dicom(
     view_position: str = "PA",
     pixel_spacing: tuple[float, float] = (0.2, 0.2),
     voi_lut: bool | np.ndarray | None = None,
+    study_date: str | None = None,
 ) -> Path:
     """Write a phantom (or image) as a DICOM file.
 
@@ -146,6 +147,8 @@ def write_dicom(
         pixel_spacing: (row, column) spacing in mm.
         voi_lut: True for a sigmoid VOI LUT Sequence over the modality range, or an array of LUT
             output values (one per modality value starting at the lowest one).
+        study_date: StudyDate/AcquisitionDate as YYYYMMDD (e.g. to date a prior before its follow-up);
+            None derives a date from the pixels.
 
     Returns:
         The written path.
@@ -162,6 +165,8 @@ def write_dicom(
     windows, explanations = _window_settings(windows, window_explanations, lo_mod, hi_mod, rescale_slope)
     ids = _identifiers(stored, modality, bits_stored, photometric, rescale_slope, rescale_intercept, windows,
                        transfer_syntax, patient_id, view_position, voi_lut)
+    if study_date is not None:
+        ids["date"] = str(study_date)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
