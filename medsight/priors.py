@@ -174,16 +174,7 @@ def _date_on(when: StudyTime, other: StudyTime, basis: str) -> str:
 
 def _linked_rows(history: Any, user: str, key: str) -> list[dict]:
     """This user's stored studies of the patient `key` (metadata only, no images)."""
-    rows = history.database.read(
-        "SELECT id, study_id, created, metadata FROM studies WHERE user = ? AND metadata LIKE ? ORDER BY id",
-        (user, f"%{key}%"))
-    found = []
-    for row in rows:
-        metadata = json.loads(row["metadata"] or "{}").get("metadata") or {}
-        if patient_key(metadata) == key:
-            found.append({"id": int(row["id"]), "study_id": str(row["study_id"]), "created": str(row["created"]),
-                          "metadata": metadata})
-    return found
+    return [row for row in history.studies.mentioning(user, key) if patient_key(row["metadata"]) == key]
 
 
 def _latest_analysis(history: Any, user: str, study_id: str, metadata: dict) -> dict | None:

@@ -198,3 +198,9 @@ class Database:
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` result ("ok" when healthy)."""
         return str(self.read("PRAGMA integrity_check")[0][0])
+
+
+def like_pattern(text: str) -> str:
+    """SQL LIKE pattern matching `text` anywhere, with LIKE's wildcards escaped (use with ESCAPE '\\')."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

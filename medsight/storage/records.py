@@ -6,15 +6,10 @@ import json
 import sqlite3
 from typing import Any
 
-from medsight.storage.database import Database, timestamp
+from medsight.storage.database import Database, like_pattern, timestamp
 from medsight.storage.encoding import to_json
 
 RECORD_KINDS = ("analysis", "report", "verification", "chat")
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _record(row: sqlite3.Row) -> dict:
@@ -101,7 +96,7 @@ class RecordStore:
             sql += " AND kind = ?"
             params.append(kind)
         if text and text.strip():
-            pattern = _like_pattern(text.strip())
+            pattern = like_pattern(text.strip())
             sql += " AND (title LIKE ? ESCAPE '\\' OR payload LIKE ? ESCAPE '\\' OR study_id LIKE ? ESCAPE '\\')"
             params += [pattern, pattern, pattern]
         sql += " ORDER BY id DESC LIMIT ?"

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from medsight.storage.database import Database, timestamp
+from medsight.storage.database import Database, like_pattern, timestamp
 from medsight.storage.encoding import decode_image, encode_image, make_thumbnail, to_json
 
 REOPENED_NOTICE = "Reopened from History: windowing is fixed to the stored view."
@@ -73,6 +73,15 @@ class StudyStore:
             }
             for row in rows
         ]
+
+    def mentioning(self, user: str, text: str) -> list[dict]:
+        """The user's studies whose stored metadata contains `text` (e.g. a patient pseudonym), oldest first;
+        id, study_id, created and the study's technical metadata, without images."""
+        rows = self.database.read(
+            "SELECT id, study_id, created, metadata FROM studies WHERE user = ? AND metadata LIKE ? ESCAPE '\\'"
+            " ORDER BY id", (user, like_pattern(text)))
+        return [{"id": int(row["id"]), "study_id": str(row["study_id"]), "created": str(row["created"]),
+                 "metadata": json.loads(row["metadata"] or "{}").get("metadata") or {}} for row in rows]
 
     def load_image(self, user: str, study_id: str) -> np.ndarray | None:
         """The stored image (float32 HxW in [0,1]) of one of the user's studies, or None."""
