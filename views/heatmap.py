@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from components.viewer import viewer
 from medsight import domain
 from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map, to_png_bytes
 from medsight.report.figures import components_bars, score_gauge
@@ -241,8 +242,11 @@ def main() -> None:
     with preview:
         if kind == "paper_attention":
             st.warning(result.caption, icon=":material/warning:")
-        st.image(result.ensure_panels(), width="stretch",
-                 caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
+        if kind == "paper_attention":  # not an image-space map: shown as the figure, not as a layer
+            st.image(result.ensure_panels(), width="stretch",
+                     caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
+        else:
+            viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer")
     threshold = (result.details or {}).get("threshold")
     if threshold is None and kind == "pathology_gradcam":
         threshold = probabilities[label][1]
