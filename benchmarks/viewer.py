@@ -42,13 +42,25 @@ def study():
     return load_study({path!r})
 
 st.title("Viewer benchmark")
-film = study()  # opened before the page is shown, as a study in the app's session is
-if st.button("Open study") or st.session_state.get("opened"):
-    st.session_state["opened"] = True
-    value = viewer(film, key="bench_viewer")
+@st.cache_resource
+def other():
+    return load_study({other!r})
+
+film, second = study(), other()  # opened before the page is shown, as a study in the app's session is
+if st.button("Open study"):
+    st.session_state["shown"] = film
+if st.button("Open another study"):
+    st.session_state["shown"] = second
+if st.session_state.get("shown") is not None:
+    viewer(st.session_state["shown"], key="bench_viewer")
 '''
 
 
+FIRST_JS = """() => { const v = [...window.__medsightViewers.values()][0];
+    const js = performance.getEntriesByType('resource').find(e => e.name.includes('viewer.js'));
+    return {mounted: v.mountedAt, painted: v.firstPaintAt, renderer: v.renderer.renderer,
+            js_start: js ? js.startTime : null, js_end: js ? js.responseEnd : null,
+            gl: v.renderer.glRenderer, software: v.renderer.software}; }"""
 DRAG_JS = """async (ms) => {
   const v = [...window.__medsightViewers.values()][0];
   const target = v.vpElement.querySelector('canvas');
@@ -82,7 +94,7 @@ DRAG_JS = """async (ms) => {
 }"""
 
 
-def _film(path: Path) -> Path:
+def _film(path: Path, flip: bool = False) -> Path:
     import numpy as np
 
     from medsight.synthetic import generate_phantom
@@ -95,6 +107,7 @@ def _film(path: Path) -> Path:
     big = np.asarray(Image.fromarray(image).resize((COLUMNS, ROWS), Image.Resampling.BILINEAR), dtype=np.float32)
     noise = np.random.default_rng(0).normal(0, 0.004, big.shape).astype(np.float32)
     stored = np.clip(np.round((big + noise) * 65535), 0, 65535).astype(np.uint16)
+    stored = stored[:, ::-1].copy() if flip else stored
     return write_dicom(stored, path, modality="DX", bits_stored=16, pixel_spacing=(0.15, 0.15),
                        windows=[(32768.0, 50000.0)])
 
@@ -131,9 +144,12 @@ def _measure(browser, url: str, renderer: str | None = None) -> dict:
         clicked = page.evaluate("() => performance.now()")
         page.get_by_role("button", name="Open study").click()
         page.wait_for_selector('[data-testid="medsight-viewer"][data-ready="true"]', timeout=120_000)
-        first = page.evaluate("""() => { const v = [...window.__medsightViewers.values()][0];
-            return {mounted: v.mountedAt, painted: v.firstPaintAt, renderer: v.renderer.renderer,
-                    gl: v.renderer.glRenderer, software: v.renderer.software}; }""")
+        first = page.evaluate(FIRST_JS)
+        clicked_again = page.evaluate("() => performance.now()")
+        page.get_by_role("button", name="Open another study").click()
+        page.wait_for_function("() => { const v = [...window.__medsightViewers.values()][0]; "
+                               "return v && v.firstPaintAt && v.mountedAt > %f; }" % clicked_again, timeout=120_000)
+        warm = page.evaluate(FIRST_JS)
         page.wait_for_timeout(1000)
         # The drag is driven inside the page (mouse events at 60 Hz, as a mouse sends them), so the figure is the
         # viewer's and not the automation's round trips; a drag through Playwright's mouse is reported beside it.
@@ -154,7 +170,11 @@ def _measure(browser, url: str, renderer: str | None = None) -> dict:
         return {
             "renderer": first["renderer"], "webgl_renderer": first["gl"], "software_rasterizer": first["software"],
             "first_paint_after_click_s": round((first["painted"] - clicked) / 1000, 3),
+            "next_study_first_paint_after_click_s": round((warm["painted"] - clicked_again) / 1000, 3),
+            "next_study_first_paint_after_mount_s": round((warm["painted"] - warm["mounted"]) / 1000, 3),
             "first_paint_after_mount_s": round((first["painted"] - first["mounted"]) / 1000, 3),
+            "mount_after_click_s": round((first["mounted"] - clicked) / 1000, 3),
+            "script_fetched_after_click_s": None if first["js_end"] is None else round((first["js_end"] - clicked) / 1000, 3),
             "drag_frames_per_s": drag["fps"], "drag_seconds": drag["seconds"], "drag_frames": drag["frames"],
             "drag_events": drag["events"], "drag_window_changed": drag["changed"],
             "drag_render_ms_median": drag["render_ms_median"],
@@ -176,7 +196,8 @@ def run() -> dict:
         tmp_path = Path(tmp)
         film = _film(tmp_path / "film.dcm")
         script = tmp_path / "bench_app.py"
-        script.write_text(APP.format(root=str(ROOT), path=str(film)))
+        second = _film(tmp_path / "second.dcm", flip=True)
+        script.write_text(APP.format(root=str(ROOT), path=str(film), other=str(second)))
         port = free_port()
         server = _serve(script, port, tmp_path / "streamlit.log")
         results: dict = {"image": {"rows": ROWS, "columns": COLUMNS, "bits": 16, "format": "DICOM (DX)",
