@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 BUILD = ROOT / "build"
 SCRIPT = "viewer.js"
 _CACHE_KEY = "_viewer_payloads"
+STATE_KEY = "viewer_state"  # study_id → last reported state, for the analysis record and the PDF
 _CACHE_SIZE = 2  # messages kept per session: the study on screen and the one before
 _renderers: dict[int, Any] = {}
 _lock = threading.Lock()
@@ -85,6 +86,19 @@ def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "vie
         return None
     result = mount(key=key, data=_message(study, maps), on_value_change=lambda: None)
     value = getattr(result, "value", None) if result is not None else None
-    if isinstance(value, dict) and value.get("study_id") not in (None, getattr(study, "study_id", None)):
-        return None  # a report about the study shown before this one
+    if not isinstance(value, dict) or value.get("study_id") != getattr(study, "study_id", None):
+        return None  # nothing reported yet, or a report about the study shown before this one
+    st.session_state.setdefault(STATE_KEY, {})[value["study_id"]] = value
+    measurements = value.get("measurements") or []
+    if measurements:
+        st.caption("Kept with this study for the report: " + "; ".join(
+            f"{m.get('type')} {float(m.get('value', 0)):.1f} {m.get('unit')}"
+            + ("" if m.get("calibrated") else " (uncalibrated)") for m in measurements))
     return value
+
+
+def viewer_state(study_id: str) -> dict | None:
+    """The last state a viewer reported for a study in this session (window, measurements, ...)."""
+    import streamlit as st
+
+    return (st.session_state.get(STATE_KEY) or {}).get(study_id)
