@@ -153,7 +153,8 @@ def calibration(study: Any) -> dict[str, Any]:
 
 
 def map_layer(key: str, heat: np.ndarray, image_shape: tuple[int, int], *, title: str = "",
-              caption: str = "", extent: tuple[float, float, float, float] | None = None) -> tuple[dict, np.ndarray]:
+              caption: str = "", extent: tuple[float, float, float, float] | None = None, visible: bool = False,
+              opacity: float | None = None) -> tuple[dict, np.ndarray]:
     """One overlay layer: its header entry and uint8 block.
 
     Args:
@@ -174,7 +175,15 @@ def map_layer(key: str, heat: np.ndarray, image_shape: tuple[int, int], *, title
     if not (x1 > x0 and y1 > y0):
         raise ValueError("a map's extent must have a positive width and height")
     quantised = np.rint(np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
-    entry = {"key": key, "title": title or key, "caption": caption, "rows": int(heat.shape[0]),
+    # Drawn like the PNG maps (medsight.explain.render.overlay_alpha): transparent up to the threshold (the
+    # 30th percentile at first), then opacity rising as a power of the value above it.
+    from medsight.explain.render import ALPHA_GAMMA, ALPHA_PERCENTILE, DEFAULT_OPACITY
+
+    threshold = float(np.percentile(quantised, ALPHA_PERCENTILE)) / 255.0
+    entry = {"key": key, "title": title or key, "caption": caption, "threshold": round(threshold, 3),
+             "opacity": float(DEFAULT_OPACITY if opacity is None else opacity), "gamma": ALPHA_GAMMA,
+             "visible": bool(visible),
+             "rows": int(heat.shape[0]),
              "columns": int(heat.shape[1]), "extent": [float(x0), float(y0), float(x1), float(y1)],
              "aligned": heat.shape == (rows, cols) and extent is None}
     return entry, quantised
@@ -186,8 +195,8 @@ def _colour_table() -> list[list[int]]:
     return np.asarray(LUT, dtype=np.uint8).tolist()
 
 
-def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window: tuple[float, float] | None = None
-                   ) -> ViewerPayload:
+def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window: tuple[float, float] | None = None,
+                   show_maps: bool = False) -> ViewerPayload:
     """The viewer's payload for a study and its image-space maps.
 
     Args:
@@ -195,6 +204,7 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
         maps: key → a `HeatmapResult`-like object (``heat``, ``title``, ``caption``, ``kind``) or a plain
             array. The paper's latent attention is not an image-space map and is left out.
         window: (centre, width) to open with; default the study's current window, else the first preset.
+        show_maps: open with the map layers shown (at the map's own opacity when it has one).
     """
     values = display_values(study)
     pixels = _compact(values)
@@ -229,7 +239,8 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
             continue  # attention over latent segments, not image regions
         heat = getattr(item, "heat", item)
         entry, block = map_layer(str(key), heat, (rows, cols), title=str(getattr(item, "title", "") or key),
-                                 caption=str(getattr(item, "caption", "") or ""))
+                                 caption=str(getattr(item, "caption", "") or ""), visible=show_maps,
+                                 opacity=getattr(item, "opacity", None))
         header["maps"].append(entry)
         blocks[f"map:{key}"] = block
     return ViewerPayload(header, blocks)

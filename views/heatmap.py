@@ -242,11 +242,10 @@ def main() -> None:
     with preview:
         if kind == "paper_attention":
             st.warning(result.caption, icon=":material/warning:")
-        if kind == "paper_attention":  # not an image-space map: shown as the figure, not as a layer
-            st.image(result.ensure_panels(), width="stretch",
-                     caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
-        else:
-            viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer")
+        if kind != "paper_attention":  # the paper's attention is not an image-space map: figure only
+            viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer", show_maps=True)
+        st.image(result.ensure_panels(), width="stretch",
+                 caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
     threshold = (result.details or {}).get("threshold")
     if threshold is None and kind == "pathology_gradcam":
         threshold = probabilities[label][1]

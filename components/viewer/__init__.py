@@ -51,24 +51,27 @@ def _renderer() -> Any | None:
     return mount
 
 
-def _message(study: Any, maps: Mapping[str, Any] | None) -> bytes:
+def _message(study: Any, maps: Mapping[str, Any] | None, show_maps: bool) -> bytes:
     """The packed payload, built once per study and map set in this session."""
     import streamlit as st
 
-    key = (getattr(study, "study_id", id(study)),
-           tuple((str(k), id(getattr(v, "heat", v))) for k, v in (maps or {}).items()))
+    key = (getattr(study, "study_id", id(study)), show_maps,
+           tuple((str(k), id(getattr(v, "heat", v)), getattr(v, "opacity", None)) for k, v in (maps or {}).items()))
     cache = st.session_state.setdefault(_CACHE_KEY, {})
     message = cache.get(key)
     if message is None:
-        message = pack(viewer_payload(study, maps))
+        message = pack(viewer_payload(study, maps, show_maps=show_maps))
         cache[key] = message
         while len(cache) > _CACHE_SIZE:
             cache.pop(next(iter(cache)))
     return message
 
 
-def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "viewer") -> dict | None:
+def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "viewer",
+           show_maps: bool = False) -> dict | None:
     """Show `study` in the viewer, with `maps` (key → HeatmapResult or array) as toggleable colour layers.
+
+    `show_maps` opens with the layers on (the Heatmap page, where the reader chose the map).
 
     Returns:
         The viewer's last reported state, or None before it has reported: ``window`` (centre, width),
@@ -84,7 +87,7 @@ def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "vie
     if not (BUILD / SCRIPT).is_file():
         st.warning("The image viewer is not built: run `make viewer`.", icon=":material/build:")
         return None
-    result = mount(key=key, data=_message(study, maps), on_value_change=lambda: None)
+    result = mount(key=key, data=_message(study, maps, show_maps), on_value_change=lambda: None)
     value = getattr(result, "value", None) if result is not None else None
     if not isinstance(value, dict) or value.get("study_id") != getattr(study, "study_id", None):
         return None  # nothing reported yet, or a report about the study shown before this one

@@ -144,7 +144,8 @@ class Viewer {
     this.mountedAt = performance.now();
     this.firstPaintAt = null;
     this.frames = 0;
-    this.layers = this.header.maps.map((m) => ({ ...m, visible: false, opacity: 0.6, threshold: 0.3, canvas: null }));
+    this.layers = this.header.maps.map((m) => ({ ...m, visible: !!m.visible, opacity: m.opacity ?? 0.65,
+      threshold: m.threshold ?? 0.3, gamma: m.gamma ?? 1, canvas: null }));
     this.invert = !!this.header.invert;
     this.tool = 'wl';
     this.sendTimer = null;
@@ -199,7 +200,7 @@ class Viewer {
     this.zoomText = el('span', { 'data-testid': 'viewer-zoom' });
     const cal = h.calibration;
     this.calText = el('span', { 'data-testid': 'viewer-calibration', class: cal.calibrated ? '' : 'msv-uncal',
-      text: cal.calibrated ? `Measurements in mm from ${cal.label}` : `Uncalibrated: ${cal.label}` });
+      text: cal.calibrated ? `Measurements in mm from ${cal.label}` : cal.label.charAt(0).toUpperCase() + cal.label.slice(1) });
     this.rendererText = el('span', { 'data-testid': 'viewer-renderer' });
     for (const s of [this.windowText, this.zoomText, this.calText, this.rendererText]) this.status.appendChild(s);
     this.root.appendChild(this.status);
@@ -216,10 +217,11 @@ class Viewer {
   layerControls(layer, i) {
     const row = el('div', { class: 'msv-layer', 'data-layer': layer.key, title: layer.caption || '' });
     const box = el('input', { type: 'checkbox', 'aria-label': `Show ${layer.title}` });
+    box.checked = layer.visible;
     box.addEventListener('change', () => { layer.visible = box.checked; this.drawOverlay(); this.queueState(); });
     row.appendChild(el('label', {}, [box, document.createTextNode(` ${layer.title}`)]));
     const slider = (label, value, set) => {
-      const input = el('input', { type: 'range', min: '0', max: '1', step: '0.05', value: String(value), 'aria-label': `${label} of ${layer.title}` });
+      const input = el('input', { type: 'range', min: '0', max: '1', step: '0.01', value: String(value), 'aria-label': `${label} of ${layer.title}` });
       input.addEventListener('input', () => { set(Number(input.value)); this.drawOverlay(); });
       row.appendChild(el('label', {}, [document.createTextNode(`${label} `), input]));
     };
@@ -509,11 +511,13 @@ class Viewer {
     const img = ctx.createImageData(layer.columns, layer.rows);
     const lut = this.header.colour_table;
     const cut = Math.round(layer.threshold * 255);
+    const alpha = new Uint8Array(256);
+    for (let v = cut + 1; v < 256; v++) alpha[v] = Math.round(255 * ((v - cut) / (255 - cut)) ** layer.gamma);
     for (let i = 0; i < data.length; i++) {
       const v = data[i];
-      if (v < cut || v === 0) continue;
+      if (!alpha[v]) continue;
       const [r, g, b] = lut[v];
-      img.data[i * 4] = r; img.data[i * 4 + 1] = g; img.data[i * 4 + 2] = b; img.data[i * 4 + 3] = 255;
+      img.data[i * 4] = r; img.data[i * 4 + 1] = g; img.data[i * 4 + 2] = b; img.data[i * 4 + 3] = alpha[v];
     }
     ctx.putImageData(img, 0, 0);
     layer.canvas = c;
