@@ -1,14 +1,17 @@
 """The viewer in headless Chromium: first paint of a 2k × 2.5k 16-bit DICOM and window/level drag frame rate.
 
 Serves a one-page Streamlit app that shows a generated 2048 × 2560, 16-bit DICOM (written with pydicom by
-`medsight.synthetic.dicom.write_dicom`) in `components.viewer`, once with Chromium's WebGL on SwiftShader
-(`--enable-unsafe-swiftshader`) and once with WebGL off (Cornerstone's CPU rendering). Per renderer:
+`medsight.synthetic.dicom.write_dicom`) in `components.viewer`, in the Chromium of the browser tests
+(`e2e_support.CHROMIUM_ARGS`: WebGL exists there, on SwiftShader). Twice: as the viewer chooses ("default": it
+uses Cornerstone's CPU path on a software rasteriser) and with WebGL forced ("webgl_forced"). Per run:
 
-- first paint: from the click that opens the study (the page is already shown) to the first image the viewer
-  rendered, which covers the payload built in Python, its transfer, decoding and rendering; and from the
-  moment the component mounted (data in the page) to that first image;
-- window/level drag: 60 mouse moves per second for 2 s with the left button held; frames/s = images the
-  viewer rendered during the drag / its duration.
+- first paint: from the click that shows the already opened study to the first image the viewer rendered,
+  covering the payload built in Python, its transfer, loading the viewer's script (first time only), decoding
+  and rendering; the same for a second study in the same page (script loaded); and from the moment the
+  component mounted (data in the page) to that first image;
+- window/level drag: mouse events at 60 Hz for 2 s with the left button held, dispatched in the page; frames/s
+  = images the viewer rendered / duration. The same drag through Playwright's mouse (each move a round trip
+  to the automation) is reported beside it.
 
 Example:
     python -m benchmarks.viewer            # writes benchmarks/results/viewer.json

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from e2e_support import ARTIFACTS, add_account, new_page, open_page, pick_sample, screenshot, sign_in, wait_idle
+from e2e_support import ARTIFACTS, new_page, open_page, pick_sample, screenshot, sign_in, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,25 +23,11 @@ SPACING_MM = 0.2
 LIVE = "[...window.__medsightViewers.values()].find((v) => v.root.isConnected)"
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    from e2e_support import AppServer
-
-    base = tmp_path_factory.mktemp("viewer")
-    home = base / "home"
-    home.mkdir()
-    add_account(home, USER, PASSWORD, "Viewer Reader")
-    server = AppServer(home, base / "streamlit.log")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def page(browser, app):
+def page(browser, start_server):
     from playwright.sync_api import expect
 
+    app = start_server(accounts=[(USER, PASSWORD, "Viewer Reader")], name="viewer")
     page = new_page(browser, height=1400)
     page.errors = []
     page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)

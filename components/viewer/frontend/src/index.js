@@ -27,6 +27,8 @@ import {
 } from '@cornerstonejs/tools';
 
 const MAGIC = 'MSVIEW01';
+// Streamlit's running indicator: present while a script run is in progress.
+const APP_RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]';
 const TOOLS = { wl: WindowLevelTool.toolName, pan: PanTool.toolName, zoom: ZoomTool.toolName,
   length: LengthTool.toolName, angle: AngleTool.toolName };
 const TOOL_LABELS = { wl: 'Window/level', pan: 'Pan', zoom: 'Zoom', length: 'Length', angle: 'Angle' };
@@ -186,6 +188,8 @@ class Viewer {
     this.stage = el('div', { class: 'msv-stage', style: `height:${Math.max(height, 320)}px` });
     this.vpElement = el('div', { class: 'msv-vp', 'data-testid': 'medsight-viewport' });
     this.vpElement.addEventListener('contextmenu', (e) => e.preventDefault());
+    // Cornerstone takes the mouse-down, so focus would not move here by itself: keys must reach this viewer.
+    this.vpElement.addEventListener('mousedown', () => this.root.focus({ preventScroll: true }));
     this.stage.appendChild(this.vpElement);
     this.help = el('div', { class: 'msv-help', hidden: '' });
     const table = el('table');
@@ -218,7 +222,7 @@ class Viewer {
     const row = el('div', { class: 'msv-layer', 'data-layer': layer.key, title: layer.caption || '' });
     const box = el('input', { type: 'checkbox', 'aria-label': `Show ${layer.title}` });
     box.checked = layer.visible;
-    box.addEventListener('change', () => { layer.visible = box.checked; this.drawOverlay(); this.queueState(); });
+    box.addEventListener('change', () => { layer.visible = box.checked; this.drawOverlay(); });
     row.appendChild(el('label', {}, [box, document.createTextNode(` ${layer.title}`)]));
     const slider = (label, value, set) => {
       const input = el('input', { type: 'range', min: '0', max: '1', step: '0.01', value: String(value), 'aria-label': `${label} of ${layer.title}` });
@@ -296,8 +300,8 @@ class Viewer {
     for (const ev of [T.ANNOTATION_COMPLETED, T.ANNOTATION_MODIFIED, T.ANNOTATION_REMOVED]) {
       eventTarget.addEventListener(ev, this.onAnnotation);
     }
-    this.vpElement.addEventListener('pointerup', () => this.queueState());
-    this.vpElement.addEventListener('wheel', () => this.queueState(), { passive: true });
+    this.onMouseUp = () => this.queueState(); // a drag may end outside the viewer
+    document.addEventListener('mouseup', this.onMouseUp);
     this.resizeObserver = new ResizeObserver(() => { this.engine.resize(true, true); this.drawOverlay(); });
     this.resizeObserver.observe(this.stage);
 
@@ -327,7 +331,7 @@ class Viewer {
       const svg = this.vpElement.querySelector('.svg-layer');
       if (svg) svg.parentNode.appendChild(svg); // keep measurements above the map layers
       this.root.setAttribute('data-ready', 'true');
-      this.queueState();
+      this.lastSent = this.reportable(this.state()); // Python knows the opening state: nothing to send
     }
     this.updateStatus();
     this.drawOverlay();
@@ -588,24 +592,31 @@ class Viewer {
     };
   }
 
+  reportable(state) {
+    return JSON.stringify([state.window, state.invert, state.measurements]);
+  }
+
   queueState() {
     clearTimeout(this.sendTimer);
-    // Each value sent reruns the page: send once the hand has stopped, not on every mouse move.
+    // Each value sent reruns the page, and a rerun stops a running analysis: send only what Python keeps (window,
+    // invert, measurements), once the hand has stopped, and never while the app is busy.
     this.sendTimer = setTimeout(() => {
       if (!this.viewport || this.destroyed) return;
+      if (document.querySelector(APP_RUNNING)) { this.queueState(); return; }
       const value = this.state();
-      const text = JSON.stringify(value);
+      const text = this.reportable(value);
       if (text !== this.lastSent) {
         this.lastSent = text;
         this.setStateValue('value', value);
       }
-    }, 400);
+    }, 600);
   }
 
   destroy() {
     this.destroyed = true;
     clearTimeout(this.sendTimer);
     this.resizeObserver?.disconnect();
+    document.removeEventListener('mouseup', this.onMouseUp);
     eventTarget.removeEventListener(Enums.Events.IMAGE_LOAD_ERROR, this.onLoadError);
     const T = ToolEnums.Events;
     for (const ev of [T.ANNOTATION_COMPLETED, T.ANNOTATION_MODIFIED, T.ANNOTATION_REMOVED]) {
