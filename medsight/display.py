@@ -57,20 +57,21 @@ def display_values(study: Any) -> np.ndarray:
 
 def _compact(values: np.ndarray) -> np.ndarray:
     """The smallest exact typed array for the values: uint16 / int16 for whole numbers in range, else float32."""
-    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(finite.min(initial=0.0)), float(finite.max(initial=0.0))
-    step = max(1, int(math.sqrt(finite.size / 250_000)))
-    whole = bool(np.all(finite[::step, ::step] == np.round(finite[::step, ::step])))
-    if whole and np.array_equal(finite, np.round(finite)):
-        if lo >= 0 and hi <= 65535:
-            return finite.astype(np.uint16)
-        if lo >= -32768 and hi <= 32767:
-            return finite.astype(np.int16)
-    return finite.astype(np.float32)
+    lo, hi = (float(values.min(initial=0.0)), float(values.max(initial=0.0))) if values.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    for dtype, low, high in ((np.uint16, 0, 65535), (np.int16, -32768, 32767)):
+        if lo >= low and hi <= high:
+            candidate = values.astype(dtype)
+            if np.array_equal(candidate, values):  # whole numbers: exact in 16 bits
+                return candidate
+            break
+    return values.astype(np.float32)
 
 
 def _percentiles(values: np.ndarray, qs: Iterable[float]) -> list[float]:
-    step = max(1, int(math.sqrt(values.size / 1_000_000)))  # a subsample moves percentiles negligibly
+    step = max(1, int(math.sqrt(values.size / 250_000)))  # a subsample moves percentiles negligibly
     sample = values[::step, ::step].ravel()
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
@@ -214,7 +215,6 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
         full = float(2 ** int(getattr(study, "bits", 8) or 8) - 1)
         presets.insert(0, {"name": "Full range", "center": full / 2.0, "width": full + 1.0, "source": "stored range"})
     current = window or getattr(study, "window_used", None) or (presets[0]["center"], presets[0]["width"])
-    finite = pixels[np.isfinite(pixels)] if pixels.dtype.kind == "f" else pixels
     header: dict[str, Any] = {
         "study_id": str(getattr(study, "study_id", "")),
         "filename": getattr(study, "filename", None),
@@ -222,8 +222,8 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
         "modality": getattr(study, "modality", None),
         "rows": rows,
         "columns": cols,
-        "min": float(finite.min(initial=0)),
-        "max": float(finite.max(initial=0)),
+        "min": float(pixels.min(initial=0)),
+        "max": float(pixels.max(initial=0)),
         "units": "modality values (Modality LUT applied)" if getattr(study, "raw", None) is not None
         else "stored grey levels",
         "invert": bool(getattr(study, "_invert", False)),
@@ -253,13 +253,13 @@ def pack(payload: ViewerPayload) -> bytes:
     for name, array in payload.blocks.items():
         data = np.ascontiguousarray(array)
         data = data.astype(data.dtype.newbyteorder("<"), copy=False)
-        raw = data.tobytes()
-        table.append({"name": name, "offset": offset, "length": len(raw), "dtype": data.dtype.name,
+        raw = memoryview(data).cast("B")  # no copy until the final join
+        table.append({"name": name, "offset": offset, "length": raw.nbytes, "dtype": data.dtype.name,
                       "shape": list(data.shape)})
-        pad = (-len(raw)) % 8
-        chunks.append(raw + b"\0" * pad)
-        offset += len(raw) + pad
-    digest = hashlib.sha256()
+        pad = (-raw.nbytes) % 8
+        chunks += [raw, b"\0" * pad]
+        offset += raw.nbytes + pad
+    digest = hashlib.blake2b(digest_size=8)
     for chunk in chunks:
         digest.update(chunk)
     header = dict(payload.header, blocks=table)
