@@ -157,6 +157,20 @@ def test_window_zoom_pan_invert_and_a_calibrated_length(page, tmp_path):
     # The measurement and the window come back to Python with the component value.
     wait_idle(page)
     expect(page.get_by_text(re.compile(r"Kept with this study for the report: length (59|60)\.\d mm"))).to_be_visible()
+
+    # An angle: drag out the first arm, then click the end of the second.
+    viewer.get_by_role("button", name="Angle", exact=True).click()
+    a, vertex, c = _screen(page, 150, 100), _screen(page, 150, 300), _screen(page, 350, 300)
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move(*vertex, steps=8)
+    page.mouse.up()
+    page.mouse.move(*c, steps=8)
+    page.mouse.down()
+    page.mouse.up()
+    _settle(page)
+    angles = [m for m in _viewer(page, "v.measurements()") if m["type"] == "angle"]
+    assert len(angles) == 1 and angles[0]["value"] == pytest.approx(90, abs=1) and angles[0]["unit"] == "deg"
     screenshot(page, "viewer-dicom", focus=viewer)
     assert not page.errors, page.errors
 
