@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 REFSTAMP := reference/reference.json
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-fast test-slow install install-dev reference weights samples bench clean-venv
+.PHONY: run test test-fast test-slow install install-dev reference weights samples bench viewer clean-venv
 
 run: install
 	$(BIN)/streamlit run app.py
@@ -58,6 +58,10 @@ weights: install
 
 bench: install-dev
 	$(BIN)/python -m benchmarks.run
+
+# Rebuild the image viewer's committed bundle (components/viewer/build/viewer.js) from its locked npm packages.
+viewer:
+	cd components/viewer/frontend && npm ci --no-audit --no-fund && npm run build
 
 clean-venv:
 	rm -rf $(VENV)

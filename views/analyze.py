@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from components.viewer import viewer
 from medsight import analysis_summary as summary, registry
 from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
 from medsight.report import build_pdf
@@ -117,7 +118,8 @@ def main() -> None:
         refused = False
         if study is not None:
             study = _window_controls(study)
-            st.image(study.image, clamp=True, width="stretch", caption="Image as it will be analysed")
+            viewer(study, (st.session_state.get("analysis_objects") or {}).get("heatmaps") if (
+                st.session_state.get("analysis") or {}).get("study_id") == study.study_id else None, key="analyze_viewer")
             gate = ui.gate_decision(study)
             _gate_block(study, gate)
             refused = gate.get("decision") == "refused"

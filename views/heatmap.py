@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from components.viewer import viewer
 from medsight import domain, heatmap_choices as choices
 from medsight.explain import DEFAULT_OPACITY, MAP_LABELS, HeatmapResult, compute_map
 from views import _heatmap_panel as panel
@@ -149,6 +150,8 @@ def main() -> None:
     with preview:
         if kind == "paper_attention":
             st.warning(result.caption, icon=":material/warning:")
+        if kind != "paper_attention":  # the paper's attention is not an image-space map: figure only
+            viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer", show_maps=True)
         st.image(result.ensure_panels(), width="stretch",
                  caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
     threshold = (result.details or {}).get("threshold")
