@@ -291,3 +291,26 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     return str(value)
+
+
+def report_measurements(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The viewer's measurements in the form the PDF and the DICOM SR take.
+
+    Each: kind ("length" or "angle"), value, unit ("mm", "px" or "deg"), calibrated, calibration (which spacing
+    was used and where it applies, or "uncalibrated"), label (the text the viewer showed). An uncalibrated length
+    stays in pixels: it is printed as such and never written as millimetres.
+    """
+    out = []
+    for m in (state or {}).get("measurements") or []:
+        try:
+            value = float(m["value"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        kind = "angle" if m.get("type") == "angle" else "length"
+        unit = "deg" if kind == "angle" else ("mm" if m.get("calibrated") else "px")
+        calibration = ("not applicable" if kind == "angle" else
+                       str(m.get("calibration") or m.get("spacing_source") or "") if unit == "mm" else "uncalibrated")
+        label = m.get("text") or (f"{value:.1f}°" if kind == "angle" else f"{value:.1f} {unit}")
+        out.append({"kind": kind, "value": value, "unit": unit, "calibrated": unit != "px",
+                    "calibration": calibration, "label": str(label)})
+    return out

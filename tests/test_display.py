@@ -149,3 +149,47 @@ def test_message_is_binary_aligned_and_content_addressed(tmp_path, stored):
     assert display.unpack(other).header["content_id"] != header["content_id"]
     with pytest.raises(ValueError):
         display.unpack(b"not a viewer message")
+
+
+def test_report_measurements_keep_calibration_and_never_turn_pixels_into_mm():
+    from medsight.display import report_measurements
+
+    state = {"measurements": [
+        {"type": "length", "value": 60.04, "unit": "mm", "calibrated": True, "spacing_source": "ImagerPixelSpacing",
+         "plane": "detector", "calibration": "ImagerPixelSpacing (at the detector)", "text": "60.0 mm at detector"},
+        {"type": "length", "value": 300.0, "unit": "px", "calibrated": False, "text": "300.0 px (uncalibrated)"},
+        {"type": "angle", "value": 90.2, "unit": "deg", "calibrated": True, "text": "90.2°"},
+        {"type": "length", "value": None}]}
+    length, pixels, angle = report_measurements(state)
+    assert (length["unit"], length["calibration"], length["value"]) == ("mm", "ImagerPixelSpacing (at the detector)", 60.04)
+    assert (pixels["unit"], pixels["calibrated"], pixels["calibration"]) == ("px", False, "uncalibrated")
+    assert (angle["kind"], angle["unit"], angle["calibration"]) == ("angle", "deg", "not applicable")
+    assert report_measurements(None) == []
+
+
+def test_pdf_and_sr_carry_the_measurements_and_leave_an_uncalibrated_length_out_of_the_sr():
+    import pypdfium2
+    from pydicom.data import get_testdata_file
+
+    from medsight.dicom_out.structured_report import _measurement_groups
+    from medsight.display import report_measurements
+    from medsight.report import build_pdf
+
+    measurements = report_measurements({"measurements": [
+        {"type": "length", "value": 41.5, "calibrated": True, "calibration": "PixelSpacing", "text": "41.5 mm"},
+        {"type": "length", "value": 120.0, "calibrated": False, "text": "120.0 px (uncalibrated)"}]})
+    pdf = build_pdf({"status": "COMPLETE", "summary": {}, "measurements": measurements})
+    text = "".join(page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(pdf))
+    assert "41.5 mm" in text and "120.0 px (uncalibrated)" in text and "Measurements" in text
+    header = __import__("pydicom").dcmread(get_testdata_file("RG1_UNCI.dcm"), stop_before_pixels=True)
+    groups = _measurement_groups(measurements, header)
+    assert len(groups) == 1
+
+    def numbers(items):
+        for item in items:
+            if item.ValueType == "NUM":
+                yield float(item.MeasuredValueSequence[0].NumericValue)
+            yield from numbers(item.get("ContentSequence", []))
+
+    assert list(numbers(groups[0])) == [41.5]
+    assert _measurement_groups(measurements[1:], header) == []

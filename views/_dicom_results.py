@@ -6,6 +6,8 @@ from typing import Any
 
 import streamlit as st
 
+from components.viewer import viewer_state
+from medsight.display import report_measurements
 from views import _media as media
 from views import _shared as ui
 
@@ -33,7 +35,7 @@ def dicom_results_block(analysis: dict, study: Any) -> None:
     """Offer the analysis as DICOM objects (SC per map, Comprehensive SR, Encapsulated PDF) in one zip."""
     from medsight import audit as audit_trail
     from medsight.dicom_out import derived_objects, zip_bytes
-    from medsight.report import build_pdf
+    from medsight.report import study_pdf
 
     if not st.toggle("DICOM results for a PACS", key=f"dicom_results_{study.study_id}",
                      help="Each map as a Secondary Capture with “NOT FOR DIAGNOSTIC USE” burned in, the findings as a "
@@ -52,12 +54,11 @@ def dicom_results_block(analysis: dict, study: Any) -> None:
     heatmaps = dict((st.session_state.get("analysis_objects") or {}).get("heatmaps") or {})
     user, report_text = ui.current_user() or "", st.session_state.get("report_text", "")
     verification = st.session_state.get("verification")
-    measurements = st.session_state.get("measurements")
+    measurements = report_measurements(viewer_state(study.study_id))
 
     def build() -> bytes:  # runs only when the button is clicked
-        images = [("Radiograph as analysed", study.thumbnail_png(512))]
-        images += [(heatmap.caption or key, heatmap.png()) for key, heatmap in heatmaps.items()]
-        pdf = build_pdf(analysis, images=images, user=user, report_text=report_text, verification=verification)
+        pdf = study_pdf(analysis, study, heatmaps, user=user, report_text=report_text, verification=verification,
+                        measurements=measurements)
         objects = derived_objects(study, analysis, source=header if into_source else None, heatmaps=heatmaps,
                                   pdf_bytes=bytes(pdf), measurements=measurements, verification=verification,
                                   verifying_observer=user if sign else None)

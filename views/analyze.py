@@ -7,10 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from components.viewer import viewer
+from components.viewer import viewer, viewer_state
 from medsight import analysis_summary as summary, registry
 from medsight.pipeline import STATUS_COMPLETE, STATUS_FAILED, run_analysis
-from medsight.report import build_pdf
+from medsight.display import report_measurements
+from medsight.report import study_pdf
 from views import _media as media
 from views import _analysis_blocks as blocks
 from views._dicom_results import dicom_results_block
@@ -93,16 +94,23 @@ def _run(study: Any, symptoms: str, maps: str, gate: dict) -> dict:
     return data
 
 
+def _maps_of(study: Any) -> dict | None:
+    """The maps of the current analysis, when it belongs to the study on screen."""
+    if (st.session_state.get("analysis") or {}).get("study_id") != study.study_id:
+        return None
+    return (st.session_state.get("analysis_objects") or {}).get("heatmaps")
+
+
 def _pdf_button(analysis: dict, study: Any) -> None:
     heatmaps = dict((st.session_state.get("analysis_objects") or {}).get("heatmaps") or {})
     user, report_text = ui.current_user() or "", st.session_state.get("report_text", "")
     verification = st.session_state.get("verification")
 
+    measurements = report_measurements(viewer_state(study.study_id))
+
     def build() -> bytes:  # runs only when the button is clicked (see ui.download_on_request)
-        images = [("Radiograph as analysed", study.thumbnail_png(512))]
-        images += [(heatmap.caption or key, heatmap.png()) for key, heatmap in heatmaps.items()]
-        return bytes(build_pdf(analysis, images=images, user=user, report_text=report_text,
-                               verification=verification))
+        return study_pdf(analysis, study, heatmaps, user=user, report_text=report_text, verification=verification,
+                         measurements=measurements)
 
     media.download_on_request("Download PDF report", build, f"medsight_{study.study_id}.pdf", "application/pdf",
                            icon=":material/picture_as_pdf:", type="primary")
@@ -118,8 +126,7 @@ def main() -> None:
         refused = False
         if study is not None:
             study = _window_controls(study)
-            viewer(study, (st.session_state.get("analysis_objects") or {}).get("heatmaps") if (
-                st.session_state.get("analysis") or {}).get("study_id") == study.study_id else None, key="analyze_viewer")
+            viewer(study, _maps_of(study), key="analyze_viewer")
             gate = ui.gate_decision(study)
             _gate_block(study, gate)
             refused = gate.get("decision") == "refused"

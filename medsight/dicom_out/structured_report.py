@@ -200,6 +200,8 @@ def _measurement_groups(measurements: list[dict] | None, source_header: Any) -> 
         return []
     items = []
     for m in measurements:
+        if m.get("unit") == "px":  # an uncalibrated length has no size in mm: it stays out of the SR
+            continue
         kind = str(m.get("kind", "length")).lower()
         name, unit = (codes.SCT.Angle, ("deg", "UCUM", "degree")) if kind == "angle" else (
             codes.SCT.Length, ("mm", "UCUM", "millimeter"))
@@ -210,6 +212,8 @@ def _measurement_groups(measurements: list[dict] | None, source_header: Any) -> 
             properties.append(_text(concept("measurement-label", "Measurement label"), m["label"], "HAS PROPERTIES"))
         number[0].ContentSequence = [*getattr(number[0], "ContentSequence", []), *properties]
         items.append(number)
+    if not items:
+        return []
     return [_group("Radiologist measurements", measurements=items, source_header=source_header)]
 
 

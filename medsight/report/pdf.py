@@ -152,6 +152,7 @@ def build_pdf(
     _anomaly_section(pdf, analysis.get("anomaly"))
     _pathology_table(pdf, analysis.get("pathology"))
     _comparison_section(pdf, analysis.get("comparison"))
+    _measurements_section(pdf, analysis.get("measurements"))
     _clinical_text(pdf, analysis)
     _fusion_and_risk(pdf, analysis.get("fusion"))
     _clinical_reasoning(pdf, analysis.get("reasoning"))
@@ -282,6 +283,16 @@ def _comparison_section(pdf: "_ReportPDF", comparison: dict | None) -> None:
     pdf.bullets(comparison.get("lines") or ["Neither analysis shows a score to compare."], size=9)
     if comparison.get("tolerance_note"):
         pdf.para(comparison["tolerance_note"], size=8, style="I")
+
+
+def _measurements_section(pdf: "_ReportPDF", measurements: list[dict] | None) -> None:
+    """The radiologist's measurements from the viewer, with the calibration each one rests on."""
+    if not measurements:
+        return
+    pdf.heading("Measurements")
+    pdf.bullets([f"{m.get('kind', 'length').capitalize()}: {m.get('label', '')}"
+                 + (f" ({m['calibration']})" if m.get("calibration") and m.get("kind") != "angle" else "")
+                 for m in measurements], size=9)
 
 
 def _clinical_text(pdf: "_ReportPDF", analysis: dict) -> None:
