@@ -48,6 +48,7 @@ REGISTRY: tuple[Section, ...] = (
     Section.of(batch),
     Section.of(retrieval),
     standalone("dicom_node", "benchmarks.node"),
+    standalone("viewer", "benchmarks.viewer"),
 )
 
 SECTIONS = tuple(section.name for section in REGISTRY)
