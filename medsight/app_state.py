@@ -76,14 +76,20 @@ def saved_context(history: Any, user: str | None, study_id: str) -> dict[str, An
 
 
 # --- the input gate's decision, once per study, with the reader's override -------------------------------
-def gate_decision(state: MutableMapping, study: Any) -> dict:
-    """The input gate's decision for `study` (computed once per study), with the user's override applied."""
+def gate_decision(state: MutableMapping, study: Any, remember: Callable[[str, dict], None] | None = None) -> dict:
+    """The input gate's decision for `study` (computed once per study), with the user's override applied.
+
+    `remember(study_id, decision)` is called when the decision is first computed (the pages keep it with the
+    stored study).
+    """
     from medsight.gate import GateDecision, check_study
 
     decisions = state.setdefault("gate_decisions", {})
     if study.study_id not in decisions:
         decisions.clear()  # only the current study's decision is kept
         decisions[study.study_id] = check_study(study).to_dict()
+        if remember is not None:
+            remember(study.study_id, dict(decisions[study.study_id]))
     by = state.get("gate_overrides", {}).get(study.study_id)
     if not by:
         return dict(decisions[study.study_id])

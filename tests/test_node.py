@@ -565,3 +565,18 @@ def test_round_trip_receiver_worklist_analysis_results_into_orthanc(node_factory
         else:  # the real film on demo weights: withheld, so no number travels
             assert not any("anomaly" in name.lower() or "probability" in name.lower() for name in numbers)
     assert {e["status"] for e in node.history.worklist.entries(node.user)} == {"sent"}
+
+
+def test_an_uploaded_study_the_gate_refused_is_listed_as_not_a_chest_film(tmp_path):
+    from medsight.gate import check_study
+    from medsight.ingest import load_study
+
+    history = History(tmp_path / "history.sqlite3")
+    ct, chest = load_study(get_testdata_file("CT_small.dcm")), load_study(SAMPLES / "normal_pa.png")
+    for study in (ct, chest):
+        history.save_study("drlee", study)
+        history.studies.note_gate("drlee", study.study_id, check_study(study).to_dict())
+    bands = {e["study_id"]: (e["band"], e["priority"]) for e in history.worklist.entries("drlee")}
+    assert bands[ct.study_id] == ("refused", "Not a chest film")
+    assert bands[chest.study_id] == ("waiting", "Awaiting analysis")
+    assert history.load_study("drlee", ct.study_id).modality == "CT"  # the noted decision does not disturb reopening

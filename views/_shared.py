@@ -179,7 +179,9 @@ def reload_model(slot_name: str) -> list[str]:
 # --- input gate and domain rule ----------------------------------------------------------------
 def gate_decision(study: Any) -> dict:
     """The input gate's decision for `study` (computed once per study), with the user's override applied."""
-    return app_state.gate_decision(st.session_state, study)
+    user = current_user()
+    return app_state.gate_decision(st.session_state, study, remember=(
+        lambda study_id, decision: history().studies.note_gate(user, study_id, decision)) if user else None)
 
 
 def override_gate(study: Any) -> None:

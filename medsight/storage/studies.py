@@ -74,6 +74,20 @@ class StudyStore:
             for row in rows
         ]
 
+    def note_gate(self, user: str, study_id: str, gate: dict) -> None:
+        """Keep the input gate's decision with a stored study, so lists (the Worklist) can say "not a chest film"
+        without reopening the image."""
+        rows = self.database.read("SELECT metadata FROM studies WHERE user = ? AND study_id = ?",
+                                  (user, str(study_id)))
+        if not rows:
+            return
+        metadata = json.loads(rows[0]["metadata"] or "{}")
+        if metadata.get("gate") == gate:
+            return
+        metadata["gate"] = gate
+        self.database.write("UPDATE studies SET metadata = ? WHERE user = ? AND study_id = ?",
+                            (to_json(metadata), user, str(study_id)))
+
     def mentioning(self, user: str, text: str) -> list[dict]:
         """The user's studies whose stored metadata contains `text` (e.g. a patient pseudonym), oldest first;
         id, study_id, created and the study's technical metadata, without images."""

@@ -164,7 +164,8 @@ class WorklistStore:
         sent = {row["study_id"] for row in self.database.read("SELECT DISTINCT study_id FROM sent_studies"
                                                               " WHERE user = ?", (user,))}
         studies = {row["study_id"]: row for row in self.database.read(
-            "SELECT id, study_id, created, filename, modality FROM studies WHERE user = ? ORDER BY id DESC LIMIT ?",
+            "SELECT id, study_id, created, filename, modality, metadata FROM studies WHERE user = ?"
+            " ORDER BY id DESC LIMIT ?",
             (user, int(limit)))}
         entries, seen = [], set()
         for row in self.received(user):
@@ -181,7 +182,8 @@ class WorklistStore:
             if study_id not in seen:
                 entries.append(self._entry(
                     f"u{study['id']}", "uploaded", study_id, study["created"], study["filename"] or "unnamed study",
-                    study["modality"], "image", None, "", None, analyses, kinds, sent))
+                    study["modality"], "image", json.loads(study["metadata"] or "{}").get("gate"), "", None,
+                    analyses, kinds, sent))
         entries.sort(key=lambda e: (PRIORITY_RANK[e["band"]], e["arrived"]))
         return entries[:limit]
 
