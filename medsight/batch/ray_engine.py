@@ -1,0 +1,177 @@
+"""The Ray engine: the same scoring on a pool of Ray actors, each holding one copy of the models.
+
+Ray is imported only here, when `--engine ray` is chosen; the app and the local engine do not need it.
+Each actor loads the models once through medsight.registry and scores whole chunks of studies (the same
+`Scorer.score_chunk` the local engine runs, so rows are the same). The driver keeps at most `in_flight` chunks
+per actor queued and hands rows to the journal as each chunk finishes, so neither the driver nor Ray's object
+store grows with the archive. The actors read the study files themselves: on a cluster the archive must be at
+the same path on every node (a shared mount), and every node runs this checkout with its models folder.
+
+Without `--address` a private single-machine cluster is started for the run and stopped after it. Its
+processes get the node address 127.0.0.1; Ray's own servers still listen on every interface (Ray 2.60 has no
+setting to restrict them to loopback), so the cluster relies on Ray's token authentication, which Ray 2.60
+turns on for a local cluster unless RAY_AUTH_MODE=disabled is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import asdict
+from typing import Iterable, Iterator
+
+from medsight.batch.results import scoring_settings
+from medsight.batch.scoring import Scorer
+
+OBJECT_STORE_BYTES = 200 * 1024 * 1024  # rows are a few kB; the store never holds images
+CONNECT_TIMEOUT_S = 5.0
+WORKER_START_TIMEOUT_S = 900.0
+
+
+class RayUnavailable(RuntimeError):
+    """The Ray engine cannot run: Ray is not installed, the cluster cannot be reached or the workers failed."""
+
+
+def import_ray():
+    """The ray module, or RayUnavailable saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("the Ray engine needs the ray package, which the app does not install: "
+                             "`.venv/bin/pip install -r requirements-dev.txt` (ray pinned there), "
+                             "or score with the local engine (the default)") from None
+    return ray
+
+
+class ScoringWorker:
+    """One Ray actor: the models loaded once, then chunk after chunk of files."""
+
+    def __init__(self, batch_size: int, pathology: bool):
+        self.scorer = Scorer(batch_size=batch_size, pathology=pathology)
+
+    def provenance(self) -> dict:
+        return self.scorer.provenance()
+
+    def score(self, files: list[str]) -> list[dict]:
+        return [asdict(r) for r in self.scorer.score_chunk(files)]
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast with a plain reason when a `host:port` or `ray://host:port` address does not answer.
+
+    Ray itself would retry for a minute or more and then raise a long traceback.
+    """
+    if address == "auto":
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"not a Ray address: {address!r} (expected ray://HOST:PORT, HOST:PORT or auto)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {reason}") from None
+
+
+def connect(ray, address: str | None, num_cpus: int) -> bool:
+    """Join the cluster at `address`, or start a private local one; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if address:
+            check_reachable(address)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING, log_to_driver=False)
+    except RayUnavailable:
+        raise
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own errors here
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise RayUnavailable(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from None
+    return True
+
+
+class RayEngine:
+    """Scores chunks of studies on a pool of Ray actors (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1,
+                 batch_size: int = 16, pathology: bool = True, in_flight: int = 2):
+        self.address, self.requested = address, workers
+        self.cpus_per_worker, self.in_flight = cpus_per_worker, in_flight
+        self.batch_size, self.pathology = batch_size, pathology
+        self.actors: list = []
+        self._ray = None
+        self._started_ray = False
+
+    @property
+    def workers(self) -> int:
+        return len(self.actors)
+
+    def start(self) -> dict:
+        """Connect, start the actors and wait until each has loaded its models; returns their provenance."""
+        ray = self._ray = import_ray()
+        local_workers = self.requested or os.cpu_count() or 1
+        self._started_ray = connect(ray, self.address, int(local_workers * self.cpus_per_worker + 0.999))
+        n = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        actor = ray.remote(num_cpus=self.cpus_per_worker)(ScoringWorker)
+        self.actors = [actor.remote(self.batch_size, self.pathology) for _ in range(n)]
+        try:
+            provenances = ray.get([a.provenance.remote() for a in self.actors], timeout=WORKER_START_TIMEOUT_S)
+        except Exception as exc:
+            self.stop()
+            raise RayUnavailable(f"the Ray workers could not load the models: {_cause(exc)}") from None
+        settings = {json.dumps(scoring_settings(p, self.pathology), sort_keys=True) for p in provenances}
+        if len(settings) > 1:
+            self.stop()
+            raise RayUnavailable("the Ray workers loaded different model weights; every node needs the same "
+                                 "models folder so that all rows come from the same models")
+        return provenances[0]
+
+    def score(self, work: Iterable[list[tuple]]) -> Iterator[tuple[list[tuple], list[dict]]]:
+        """For each chunk of study keys: the chunk and its rows, in completion order (not submission order)."""
+        ray = self._ray
+        work = iter(work)
+        free = deque(actor for actor in self.actors for _ in range(self.in_flight))
+        pending: dict = {}
+        while True:
+            while free and (chunk := next(work, None)) is not None:
+                actor = free.popleft()
+                pending[actor.score.remote([key[0] for key in chunk])] = (actor, chunk)
+            if not pending:
+                return
+            done, _ = ray.wait(list(pending), num_returns=1)
+            actor, chunk = pending.pop(done[0])
+            try:
+                rows = ray.get(done[0])
+            except Exception as exc:
+                raise RayUnavailable(f"a Ray worker failed: {_cause(exc)}") from None
+            free.append(actor)
+            yield chunk, rows
+
+    def stop(self) -> None:
+        """Release the actors (and the local cluster, when this engine started it)."""
+        if self._ray is None:
+            return
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._started_ray:
+            self._ray.shutdown()
+            self._started_ray = False
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of the innermost error Ray wrapped (the worker's own exception, not Ray's framing)."""
+    inner = getattr(exc, "cause", None) or exc
+    text = str(inner).strip().splitlines()
+    return text[-1] if text else type(inner).__name__
