@@ -7,10 +7,11 @@ per actor queued and hands rows to the journal as each chunk finishes, so neithe
 store grows with the archive. The actors read the study files themselves: on a cluster the archive must be at
 the same path on every node (a shared mount), and every node runs this checkout with its models folder.
 
-Without `--address` a private single-machine cluster is started for the run and stopped after it. Its
-processes get the node address 127.0.0.1; Ray's own servers still listen on every interface (Ray 2.60 has no
-setting to restrict them to loopback), so the cluster relies on Ray's token authentication, which Ray 2.60
-turns on for a local cluster unless RAY_AUTH_MODE=disabled is set.
+Without `--address` a private single-machine cluster is started for the run and stopped after it, reachable on
+loopback only: Ray replaces a node address of 127.0.0.1 by the machine's network address and listens on every
+interface unless it runs in its single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is
+imported), which binds every Ray server to 127.0.0.1. Ray's token authentication stays on as well (Ray 2.60's
+default for a local cluster).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from medsight.batch.scoring import Scorer
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # rows are a few kB; the store never holds images
 CONNECT_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 900.0
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds its servers to 127.0.0.1 only
 
 
 class RayUnavailable(RuntimeError):
@@ -105,13 +107,14 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, *, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1,
-                 batch_size: int = 16, pathology: bool = True, in_flight: int = 2):
-        self.address, self.requested = address, workers
+                 batch_size: int = 16, pathology: bool = True, in_flight: int = 2, keep_workers: bool = False):
+        self.address, self.requested, self.keep_workers = address, workers, keep_workers
         self.cpus_per_worker, self.in_flight = cpus_per_worker, in_flight
         self.batch_size, self.pathology = batch_size, pathology
         self.actors: list = []
         self._ray = None
         self._started_ray = False
+        self._provenance: dict | None = None
 
     @property
     def workers(self) -> int:
@@ -119,6 +122,10 @@ class RayEngine:
 
     def start(self) -> dict:
         """Connect, start the actors and wait until each has loaded its models; returns their provenance."""
+        if self.actors and self._provenance is not None:
+            return self._provenance  # kept from an earlier run (keep_workers)
+        if not self.address:
+            os.environ.setdefault(SINGLE_MACHINE_ENV, "0")  # before ray is imported: loopback only
         ray = self._ray = import_ray()
         local_workers = self.requested or os.cpu_count() or 1
         self._started_ray = connect(ray, self.address, int(local_workers * self.cpus_per_worker + 0.999))
@@ -128,14 +135,15 @@ class RayEngine:
         try:
             provenances = ray.get([a.provenance.remote() for a in self.actors], timeout=WORKER_START_TIMEOUT_S)
         except Exception as exc:
-            self.stop()
+            self.release()
             raise RayUnavailable(f"the Ray workers could not load the models: {_cause(exc)}") from None
         settings = {json.dumps(scoring_settings(p, self.pathology), sort_keys=True) for p in provenances}
         if len(settings) > 1:
-            self.stop()
+            self.release()
             raise RayUnavailable("the Ray workers loaded different model weights; every node needs the same "
                                  "models folder so that all rows come from the same models")
-        return provenances[0]
+        self._provenance = provenances[0]
+        return self._provenance
 
     def score(self, work: Iterable[list[tuple]]) -> Iterator[tuple[list[tuple], list[dict]]]:
         """For each chunk of study keys: the chunk and its rows, in completion order (not submission order)."""
@@ -159,7 +167,13 @@ class RayEngine:
             yield chunk, rows
 
     def stop(self) -> None:
-        """Release the actors (and the local cluster, when this engine started it)."""
+        """End of a run: release the workers unless they are kept for the next run (keep_workers)."""
+        if not self.keep_workers:
+            self.release()
+
+    def release(self) -> None:
+        """Kill the actors (and stop the local cluster, when this engine started it)."""
+        self._provenance = None
         if self._ray is None:
             return
         for actor in self.actors:
