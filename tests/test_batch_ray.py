@@ -1,7 +1,7 @@
 """Archive scoring on Ray (`python -m medsight.batch FOLDER --engine ray`) against the local engine.
 
-One private Ray cluster for the module (2 CPUs, node address 127.0.0.1, 200 MB object store, no dashboard, no
-usage stats); the engine joins it instead of starting its own. Studies: 20 generated (19 phantoms as PNG,
+One private Ray cluster for the module (2 CPUs, loopback only, 200 MB object store, no dashboard, no usage
+stats: `start_local_cluster`); the engine joins it instead of starting its own. Studies: 20 generated (19 phantoms as PNG,
 DICOM and JPEG, one noise picture the input gate refuses), the shipped samples, a real film the domain rule
 withholds and a truncated file.
 """
@@ -9,8 +9,8 @@ withholds and a truncated file.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
-import logging
 import os
 import shutil
 import socket
@@ -24,7 +24,7 @@ import pydicom.data
 import pytest
 
 from medsight import batch
-from medsight.batch.ray_engine import SINGLE_MACHINE_ENV, RayEngine
+from medsight.batch.ray_engine import RayEngine, start_local_cluster
 from medsight.config import SHIPPED_MODELS_DIR
 from medsight.synthetic import generate_phantom, write_jpeg, write_png
 from medsight.synthetic.dicom import write_dicom
@@ -37,16 +37,11 @@ RSS_GROWTH_LIMIT_MB = 40.0
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    before = os.environ.get(SINGLE_MACHINE_ENV)
-    os.environ[SINGLE_MACHINE_ENV] = "0"  # read when ray is first imported: every Ray server on 127.0.0.1
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=200 * 2**20,
-             logging_level=logging.WARNING, log_to_driver=False)
+    if importlib.util.find_spec("ray") is None:  # not importorskip: ray must first be imported by the engine
+        pytest.skip("ray is not installed (requirements-dev.txt)")
+    ray = start_local_cluster(num_cpus=2)  # the engine joins it instead of starting its own
     yield ray
     ray.shutdown()
-    if before is None:
-        os.environ.pop(SINGLE_MACHINE_ENV)
 
 
 def write_studies(folder: Path, n_phantoms: int = 19, size: int = 256) -> Path:

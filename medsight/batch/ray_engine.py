@@ -51,7 +51,10 @@ def import_ray():
 class ScoringWorker:
     """One Ray actor: the models loaded once, then chunk after chunk of files."""
 
-    def __init__(self, batch_size: int, pathology: bool):
+    def __init__(self, batch_size: int, pathology: bool, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, so actors do not contend
         self.scorer = Scorer(batch_size=batch_size, pathology=pathology)
 
     def provenance(self) -> dict:
@@ -80,6 +83,16 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
+def start_local_cluster(num_cpus: int):
+    """A private Ray cluster on this machine, loopback only (see the module docstring); returns the ray module."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault(SINGLE_MACHINE_ENV, "0")  # must precede the first `import ray`
+    ray = import_ray()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING, log_to_driver=False)
+    return ray
+
+
 def connect(ray, address: str | None, num_cpus: int) -> bool:
     """Join the cluster at `address`, or start a private local one; True when this call started Ray."""
     if ray.is_initialized():
@@ -90,8 +103,7 @@ def connect(ray, address: str | None, num_cpus: int) -> bool:
             check_reachable(address)
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                     object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING, log_to_driver=False)
+            start_local_cluster(num_cpus)
     except RayUnavailable:
         raise
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own errors here
@@ -125,13 +137,14 @@ class RayEngine:
         if self.actors and self._provenance is not None:
             return self._provenance  # kept from an earlier run (keep_workers)
         if not self.address:
-            os.environ.setdefault(SINGLE_MACHINE_ENV, "0")  # before ray is imported: loopback only
+            os.environ.setdefault(SINGLE_MACHINE_ENV, "0")  # must precede the first `import ray`: loopback only
         ray = self._ray = import_ray()
         local_workers = self.requested or os.cpu_count() or 1
         self._started_ray = connect(ray, self.address, int(local_workers * self.cpus_per_worker + 0.999))
         n = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
         actor = ray.remote(num_cpus=self.cpus_per_worker)(ScoringWorker)
-        self.actors = [actor.remote(self.batch_size, self.pathology) for _ in range(n)]
+        threads = max(1, int(self.cpus_per_worker))
+        self.actors = [actor.remote(self.batch_size, self.pathology, threads) for _ in range(n)]
         try:
             provenances = ray.get([a.provenance.remote() for a in self.actors], timeout=WORKER_START_TIMEOUT_S)
         except Exception as exc:
