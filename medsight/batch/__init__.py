@@ -6,8 +6,10 @@ journal rows stream into, resume, and the CSV/JSON tables), `local` (the default
 """
 
 from medsight.batch.cli import main, make_engine, score_archive
+from medsight.batch.local import LocalEngine
+from medsight.batch.ray_engine import RayEngine, RayUnavailable
 from medsight.batch.results import ResultsJournal, study_key, write_results
 from medsight.batch.scoring import BatchRow, Scorer, find_studies, score_folder
 
-__all__ = ["BatchRow", "ResultsJournal", "Scorer", "find_studies", "main", "make_engine", "score_archive",
-           "score_folder", "study_key", "write_results"]
+__all__ = ["BatchRow", "LocalEngine", "RayEngine", "RayUnavailable", "ResultsJournal", "Scorer", "find_studies", "main",
+           "make_engine", "score_archive", "score_folder", "study_key", "write_results"]
