@@ -107,9 +107,8 @@ def connect(ray, address: str | None, num_cpus: int) -> bool:
     except RayUnavailable:
         raise
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own errors here
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise RayUnavailable(f"cannot start or reach {where}: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from None
+        what = f"cannot reach the Ray cluster at {address}" if address else "cannot start a local Ray cluster"
+        raise RayUnavailable(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return True
 
 
