@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
+import sys
 from collections import deque
 from dataclasses import asdict
 from typing import Iterable, Iterator
@@ -139,8 +141,12 @@ class RayEngine:
             os.environ.setdefault(SINGLE_MACHINE_ENV, "0")  # must precede the first `import ray`: loopback only
         ray = self._ray = import_ray()
         local_workers = self.requested or os.cpu_count() or 1
-        self._started_ray = connect(ray, self.address, int(local_workers * self.cpus_per_worker + 0.999))
-        n = self.requested or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        self._started_ray = connect(ray, self.address, math.ceil(local_workers * self.cpus_per_worker))
+        fit = max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        if self.requested and self.requested > fit:
+            print(f"Note: the Ray cluster has room for {fit} worker(s) now; the other "
+                  f"{self.requested - fit} start when nodes are added", file=sys.stderr)
+        n = self.requested or fit
         actor = ray.remote(num_cpus=self.cpus_per_worker)(ScoringWorker)
         threads = max(1, int(self.cpus_per_worker))
         self.actors = [actor.remote(self.batch_size, self.pathology, threads) for _ in range(n)]
