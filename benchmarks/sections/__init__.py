@@ -49,6 +49,7 @@ REGISTRY: tuple[Section, ...] = (
     Section.of(retrieval),
     standalone("dicom_node", "benchmarks.node"),
     standalone("viewer", "benchmarks.viewer"),
+    standalone("ray_scaling", "benchmarks.ray_scaling"),
 )
 
 SECTIONS = tuple(section.name for section in REGISTRY)
