@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from medsight import priors
+from components.viewer import viewer
 from views import _shared as ui
 
 _CHANGE_ICONS = {priors.INCREASE: "↑", priors.DECREASE: "↓", priors.STABLE: "="}
@@ -55,11 +56,13 @@ def prior_comparison_block(analysis: dict, study: Any) -> None:
     st.caption(comparison.summary())
     before, now = st.columns(2, gap="large")
     with before:
-        image = ui.history().load_study_image(user, prior.study_id)
-        if image is not None:
-            st.image(image, clamp=True, width="stretch", caption=f"Prior: study of {comparison.prior_date}")
+        st.caption(f"Prior: study of {comparison.prior_date}")
+        prior_study = ui.history().load_study(user, prior.study_id)
+        if prior_study is not None:
+            viewer(prior_study, key="prior_viewer")
     with now:
-        st.image(study.image, clamp=True, width="stretch", caption=f"Current: study of {comparison.current_date}")
+        st.caption(f"Current: study of {comparison.current_date}")
+        viewer(study, key="current_beside_prior_viewer")
     if prior.analysis is None:
         st.info("The prior study has not been analysed on this workstation, so no interval change is given. "
                 "Open it from History and analyse it to compare.", icon=":material/info:")
