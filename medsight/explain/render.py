@@ -79,6 +79,8 @@ LUT = build_lut()
 def _as_gray(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Validate an image and return it as float32 HxW in [0, 1]."""
     array = np.asarray(image)
+    if array.ndim == 2 and array.dtype == np.float32 and min(array.shape) >= 2 and _within_unit_range(array):
+        return array  # already what this returns: no full-size copies (a 2k film is 20 MB a pass)
     if array.ndim == 3 and array.shape[2] in (3, 4):
         array = array[..., :3].astype(np.float32)
         if np.issubdtype(np.asarray(image).dtype, np.integer):
@@ -94,6 +96,12 @@ def _as_gray(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} is empty or too small (shape {array.shape})")
     array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _within_unit_range(array: np.ndarray) -> bool:
+    """True when every value is finite and in [0, 1] (min and max carry any NaN, so they answer both)."""
+    low, high = float(array.min()), float(array.max())
+    return 0.0 <= low and high <= 1.0
 
 
 def normalise_heat(raw: np.ndarray) -> np.ndarray:
@@ -120,9 +128,13 @@ def resize_heat(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if heat.ndim != 2:
         raise ValueError(f"a heatmap must be 2-D; got shape {heat.shape}")
     height, width = int(shape[0]), int(shape[1])
-    if heat.shape != (height, width):
-        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+    if heat.shape == (height, width):
+        if _within_unit_range(heat):
+            return heat
+        return np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+    heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_CUBIC)
+    np.nan_to_num(heat, copy=False, nan=0.0)  # a fresh array: cleaned in place
+    return np.clip(heat, 0.0, 1.0, out=heat)
 
 
 def apply_colormap(heat: np.ndarray) -> np.ndarray:
