@@ -91,6 +91,32 @@ def test_importing_medsight_sets_the_fallback_before_torch_on_a_simulated_mac():
     assert out.stdout.split() == ["1", "False", "True"]
 
 
+def test_idle_openmp_threads_sleep_unless_the_user_chose_otherwise():
+    environ: dict[str, str] = {}
+    policy = device.configure_cpu_threads(environ, torch_imported=False)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"} and policy.wait_policy == "PASSIVE"
+    kept = {"OMP_WAIT_POLICY": "active"}
+    assert device.configure_cpu_threads(kept, torch_imported=False).wait_policy == "ACTIVE"
+    assert kept == {"OMP_WAIT_POLICY": "active"}
+    late: dict[str, str] = {}
+    too_late = device.configure_cpu_threads(late, torch_imported=True)
+    assert late == {} and too_late.wait_policy == "ACTIVE" and "before" in too_late.note
+
+
+def test_importing_medsight_sets_the_wait_policy_before_torch_loads():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys, medsight\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, medsight.CPU_THREADS.wait_policy)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["PASSIVE", "False", "PASSIVE"]
+
+
 @pytest.mark.parametrize("device_name, kind, macos, expected", [
     ("mps", "llm", (13, 6), "float16"),  # MPS gained bfloat16 in macOS 14
     ("mps", "llm", (14, 0), "bfloat16"),
