@@ -14,7 +14,9 @@ monotonically with the value (a reader can rank regions even in greyscale print)
 Overlay: the map is resized to the radiograph (bicubic) and blended over a CLAHE-enhanced copy of it with a
 per-pixel opacity ``alpha = (max(0, (h - p30) / (1 - p30)))**1.3 * opacity``, where ``p30`` is the 30th
 percentile of the map. The lowest 30 % of the map is therefore fully transparent and the anatomy stays
-readable; the exponent keeps weak responses faint.
+readable; the exponent keeps weak responses faint. The three-panel figure draws a full-size film and its map
+at twice the panel's pixel width (area-averaged), not at the film's resolution; `panel_images` keeps the
+film's resolution for downloads.
 
 Example:
     >>> import numpy as np
@@ -48,6 +50,9 @@ LUT_ANCHORS: tuple[tuple[float, tuple[int, int, int]], ...] = (
 ALPHA_PERCENTILE = 30.0  # the part of the map below this percentile is fully transparent
 ALPHA_GAMMA = 1.3  # >1 keeps weak responses faint
 DEFAULT_OPACITY = 0.65
+#: A figure panel draws the radiograph at up to this many times its own pixel width (antialiased by
+#: matplotlib), not at the film's full resolution.
+DISPLAY_OVERSAMPLING = 2.0
 
 # Dark theme of the rendered figure (matches the app's dark UI and prints acceptably).
 _BACKGROUND = "#0e1117"
@@ -250,8 +255,8 @@ def three_panels(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gray = _as_gray(image)
-    heat_full = resize_heat(heat, gray.shape)
+    gray = _display_copy(_as_gray(image), int(round(DISPLAY_OVERSAMPLING * panel_inches * dpi)))
+    heat_full = _display_heat(heat, gray.shape)
     aspect = gray.shape[0] / gray.shape[1]
     caption_lines = textwrap.wrap(caption, width=int(panel_inches * 3 * 12.5)) if caption else []
     top_inches = 0.75 if subtitle else 0.5
@@ -294,6 +299,28 @@ def three_panels(
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def _display_copy(gray: np.ndarray, side: int) -> np.ndarray:
+    """The radiograph at no more than `side` pixels on its long side (area-averaged), for a figure panel.
+
+    A panel is a few hundred pixels wide: drawing CLAHE and the overlay of a 2k film at full size and
+    letting matplotlib shrink it cost seconds and hundreds of MB for pixels nobody sees.
+    """
+    if max(gray.shape) <= side:
+        return gray
+    scale = side / max(gray.shape)
+    size = (max(2, round(gray.shape[1] * scale)), max(2, round(gray.shape[0] * scale)))
+    return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
+
+
+def _display_heat(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map at a figure's display size: a coarse grid is upsampled once, a full-size map area-averaged."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim == 2 and heat.shape[0] > shape[0] and heat.shape[1] > shape[1]:
+        small = cv2.resize(heat, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
+        return resize_heat(small, shape)
+    return resize_heat(heat, shape)
 
 
 def to_png_bytes(rgb: np.ndarray) -> bytes:
