@@ -165,7 +165,8 @@ def _precision_lines(precision: dict) -> list[str]:
                      f"{_fmt(row.get('max_score_diff'), 4)} |")
     decision = precision.get("decision") or {}
     if decision:
-        lines += ["", "Kept: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in decision.items()) + "."]
+        lines += ["", "; ".join(f"{k.replace('_', ' ')}: {v.get('qualifies') or 'no faster path'} qualifies, the "
+                                f"product runs {v.get('product_runs')}" for k, v in decision.items()) + "."]
     return lines
 
 

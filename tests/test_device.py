@@ -77,18 +77,23 @@ def test_mps_fallback_respects_the_user_and_says_when_it_is_too_late():
 
 
 def test_importing_medsight_sets_the_fallback_before_torch_on_a_simulated_mac():
+    code = ("import sys, platform; sys.platform = 'darwin'; platform.machine = lambda: 'arm64'\n"
+            "import os, medsight\n"
+            "print(os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'), 'torch' in sys.modules, medsight.MPS_FALLBACK.enabled)")
+    out = _fresh_python(code, unset="PYTORCH_ENABLE_MPS_FALLBACK")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False", "True"]
+
+
+def _fresh_python(code: str, unset: str):
+    """Run `code` in a new interpreter at the repository root, without the environment variable `unset`."""
     import os
     import subprocess
     import sys
 
-    code = ("import sys, platform; sys.platform = 'darwin'; platform.machine = lambda: 'arm64'\n"
-            "import os, medsight\n"
-            "print(os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'), 'torch' in sys.modules, medsight.MPS_FALLBACK.enabled)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "False", "True"]
+    env = {k: v for k, v in os.environ.items() if k != unset}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
 
 def test_idle_openmp_threads_sleep_unless_the_user_chose_otherwise():
@@ -104,15 +109,9 @@ def test_idle_openmp_threads_sleep_unless_the_user_chose_otherwise():
 
 
 def test_importing_medsight_sets_the_wait_policy_before_torch_loads():
-    import os
-    import subprocess
-    import sys
-
     code = ("import os, sys, medsight\n"
             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, medsight.CPU_THREADS.wait_policy)")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    out = _fresh_python(code, unset="OMP_WAIT_POLICY")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["PASSIVE", "False", "PASSIVE"]
 
