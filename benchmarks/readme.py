@@ -118,8 +118,9 @@ def render_section(results: dict) -> str:
                       f"{_fmt(batch['anomaly_only']['images_per_second'])} images/s anomaly only, "
                       f"{_fmt(batch.get('anomaly_and_pathology', {}).get('images_per_second'))} images/s with the "
                       "pathology classifier."]
+    lines += _fullsize_lines(results.get("fullsize") or {}) + _precision_lines(results.get("precision") or {})
     loads = [f"{name} {results[name]['load_average'][0]:g}" for name in
-             ("cold_start", "matmul", "efficiency", "warm", "batch", "retrieval")
+             ("cold_start", "matmul", "efficiency", "warm", "fullsize", "precision", "batch", "retrieval")
              if isinstance(results.get(name), dict) and results[name].get("load_average")]
     if loads:
         reruns = "; ".join(f"{', '.join(r['sections'])} re-measured at {r['created']}" for r in results.get("rerun") or [])
@@ -130,6 +131,43 @@ def render_section(results: dict) -> str:
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fullsize_lines(fullsize: dict) -> list[str]:
+    """Warm analysis of full-size films beside the 512 px study, with each stage's share."""
+    inputs = fullsize.get("inputs") or {}
+    if not inputs:
+        return []
+    lines = ["", f"Full-size films, warm, key maps, {fullsize.get('runs')} runs each in a fresh process "
+                 f"(peak RSS {_fmt(fullsize.get('peak_rss_mb'), 0)} MiB with the analysis models):", "",
+             "| Input | Whole analysis median / p95 (ms) | Stage shares of the median | Draw one map (ms) |",
+             "|---|---|---|---|"]
+    for name, row in inputs.items():
+        whole = row.get("full_analysis") or {}
+        shares = ", ".join(f"{k.removeprefix('vision: ')} {v:.0%}"
+                           for k, v in sorted(row.get("stage_shares", {}).items(), key=lambda kv: -kv[1]) if v >= 0.02)
+        lines.append(f"| {row.get('pixels', name)} {name.split('_')[0].upper()} | {_fmt(whole.get('median_ms'), 0)} / "
+                     f"{_fmt(whole.get('p95_ms'), 0)} | {shares} | {_fmt((row.get('map_display') or {}).get('median_ms'), 0)} |")
+    return lines
+
+
+def _precision_lines(precision: dict) -> list[str]:
+    """bf16 and ONNX Runtime against fp32: speed and the largest score difference."""
+    rows = [(model, name, row) for model in ("anomaly_detector", "pathology_classifier")
+            for name, row in ((precision.get(model) or {}).get("paths") or {}).items() if name != "fp32"]
+    if not rows:
+        return []
+    lines = ["", f"Faster paths against fp32 eager on {len((precision.get('images') or []))} images (samples, phantoms, "
+                 f"the real film RG1); a path becomes the default only within {precision.get('tolerance')} of every "
+                 "fp32 score:", "", "| Network | Path | Speed-up (median) | Max score difference |", "|---|---|---|---|"]
+    for model, name, row in rows:
+        lines.append(f"| {model.replace('_', ' ')} | {name} | {_fmt(row.get('speedup_vs_fp32_median'))}× | "
+                     f"{_fmt(row.get('max_score_diff'), 4)} |")
+    decision = precision.get("decision") or {}
+    if decision:
+        lines += ["", "; ".join(f"{k.replace('_', ' ')}: {v.get('qualifies') or 'no faster path'} qualifies, the "
+                                f"product runs {v.get('product_runs')}" for k, v in decision.items()) + "."]
+    return lines
 
 
 def update_readme(text: str, section: str) -> str:

@@ -166,6 +166,44 @@ def enable_mps_fallback(environ: MutableMapping[str, str] | None = None, *, appl
     return MPSFallback(True, "operators MPS lacks run on the CPU (slower, but the analysis completes)")
 
 
+# ------------------------------------------------------------------------------------------ CPU threads
+
+OMP_WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+
+
+@dataclass(frozen=True)
+class CPUThreadPolicy:
+    """How torch's OpenMP threads wait between parallel regions, and why."""
+
+    wait_policy: str
+    note: str
+
+
+def configure_cpu_threads(environ: MutableMapping[str, str] | None = None, *,
+                          torch_imported: bool | None = None) -> CPUThreadPolicy:
+    """Let torch's idle OpenMP threads sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`).
+
+    By default each OpenMP worker spins for a while after every parallel region. The app runs the image
+    models from more than one thread (each Streamlit session, the HTTP API served in the same process),
+    and every such thread gets its own team of spinning workers; on two cores that share their time with
+    other work, spinning workers take the cores from the ones doing the analysis. Measured on a loaded
+    2-core machine, a DenseNet-121 pass took a median 180–1,940 ms with spinning workers and 92–105 ms
+    with sleeping ones (benchmarks/README.md). OpenMP reads the variable once, when torch loads, so this
+    must run before `import torch` (`medsight/__init__.py` calls it); a value the user set is kept.
+    """
+    environ = os.environ if environ is None else environ
+    imported = ("torch" in sys.modules) if torch_imported is None else torch_imported
+    value = environ.get(OMP_WAIT_POLICY_ENV)
+    if value is not None:
+        return CPUThreadPolicy(value.strip().upper(), f"{OMP_WAIT_POLICY_ENV}={value} set by the user")
+    if imported:
+        return CPUThreadPolicy("ACTIVE", f"torch was imported before {OMP_WAIT_POLICY_ENV} could be set: idle "
+                                         "OpenMP threads spin (start the app with OMP_WAIT_POLICY=PASSIVE)")
+    environ[OMP_WAIT_POLICY_ENV] = "PASSIVE"
+    return CPUThreadPolicy("PASSIVE", "idle OpenMP threads sleep, so analyses from several threads or a "
+                                      "shared machine do not slow each other down")
+
+
 def model_dtype(device: str, kind: str, macos: tuple[int, int] | None = None) -> str:
     """Weights dtype for a torch model on `device`.
 

@@ -336,7 +336,14 @@ class _Analysis:
         model, prov = _load("pathology.classifier", self.classifier)
         self.result.objects["classifier"] = model
         self.result.models["pathology.classifier"] = prov
-        self.result.pathology = model.predict(self.image).to_dict()
+        if self.maps != "none" and hasattr(model, "predict_with_activations"):
+            # Each label's map is drawn from this pass's activations: kept for the maps stage.
+            predicted, activations = model.predict_with_activations(self.image)
+            if activations is not None:
+                self.result.objects["pathology_pass"] = activations
+        else:
+            predicted = model.predict(self.image)
+        self.result.pathology = predicted.to_dict()
         return OK, "", self.result.pathology.get("tier", prov.get("tier", ""))
 
     def heatmaps(self):
@@ -348,7 +355,10 @@ class _Analysis:
         computed = compute_maps(self.result, self.image, which=self.maps)
         if not computed:
             return SKIPPED, "no model available to explain", ""
-        return (OK, "anomaly map from the anomaly stage's VGG16 pass", "") if reused else None
+        notes = (["anomaly map from the anomaly stage's VGG16 pass"] if reused else []) + (
+            ["pathology maps from the classifier's pass"]
+            if "pathology_pass" in objects and any(k.startswith("pathology:") for k in computed) else [])
+        return (OK, "; ".join(notes), "") if notes else None
 
     def domain_rule(self):
         """Withhold the outputs of image models whose weights cannot speak about this study."""
@@ -436,11 +446,17 @@ def _score_with_spatial_map(result: AnalysisResult, detector: Any, image: np.nda
     return True
 
 
-def _gradcam_unrendered(classifier: Any, image: np.ndarray, label: str):
-    """A label's Grad-CAM without drawing its panels, when the classifier can defer the drawing."""
-    if "render" in inspect.signature(classifier.gradcam).parameters:
-        return classifier.gradcam(image, label, render=False)
-    return classifier.gradcam(image, label)
+def _gradcam_unrendered(classifier: Any, image: np.ndarray, label: str, activations: Any = None):
+    """A label's Grad-CAM without drawing its panels, when the classifier can defer the drawing.
+
+    With the pathology stage's activations (and a classifier that accepts them), the map comes from that
+    pass instead of a new forward and backward pass.
+    """
+    parameters = inspect.signature(classifier.gradcam).parameters
+    options: dict[str, Any] = {"render": False} if "render" in parameters else {}
+    if activations is not None and "activations" in parameters:
+        options["activations"] = activations
+    return classifier.gradcam(image, label, **options)
 
 
 def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", labels: list[str] | None = None) -> list[str]:
@@ -486,7 +502,7 @@ def compute_maps(result: AnalysisResult, image: np.ndarray, which: str = "key", 
             labels = list(probabilities) if which == "all" else positives[:MAX_PATHOLOGY_MAPS]
         for label in labels:
             key = f"pathology:{label}"
-            heatmaps[key] = _gradcam_unrendered(classifier, image, label)
+            heatmaps[key] = _gradcam_unrendered(classifier, image, label, result.objects.get("pathology_pass"))
             done.append(key)
     for key in done:
         result.maps[key] = heatmaps[key].to_dict()

@@ -248,3 +248,17 @@ def test_unreadable_patch_model_file_leaves_the_detector_working(medsight_home):
     assert "anomaly_patch.pt is not a readable patch deviation file" in detector.provenance["patch_model_errors"][0]
     assert detector.patch_model is not None
     assert detector.provenance["patch_model"]["file"].endswith("anomaly_patch_demo.pt")
+
+
+def test_heat_of_a_full_size_film_is_smoothed_at_working_size_and_upsampled(fitted):
+    from medsight.models.anomaly.patch import HEAT_WORKING_SIDE
+
+    raised = fitted.distances(_normal_maps(1, 5))[0].clone()
+    raised[3, 1] = 50.0
+    big = fitted.heat(raised, (2 * HEAT_WORKING_SIDE + 100, 2 * HEAT_WORKING_SIDE))
+    assert big.shape == (2 * HEAT_WORKING_SIDE + 100, 2 * HEAT_WORKING_SIDE) and big.dtype == np.float32
+    small = fitted.heat(raised, (HEAT_WORKING_SIDE + 50, HEAT_WORKING_SIDE))
+    assert 0.5 < big.max() < 1.0 and abs(float(big.max()) - float(small.max())) < 0.01
+    peak = np.array(np.unravel_index(int(big.argmax()), big.shape)) / np.array(big.shape)
+    small_peak = np.array(np.unravel_index(int(small.argmax()), small.shape)) / np.array(small.shape)
+    assert np.abs(peak - small_peak).max() < 0.01

@@ -187,3 +187,22 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert results["batch"]["anomaly_only"]["scored"] == results["batch"]["files"]
     assert {row["key"] for row in results["targets"]} == set(TARGETS)
     assert "Target" in proc.stdout and "measured" in proc.stdout
+
+
+def test_full_size_targets_read_the_dicom_film_row():
+    film = {"full_analysis": {"median_ms": 350.0, "p95_ms": 720.0}}
+    rows = {row["key"]: row for row in target_rows({"fullsize": {"inputs": {"dicom_2000x2500": film}}})}
+    assert rows["fullsize_warm_median"]["measured"] == 0.35 and rows["fullsize_warm_median"]["met"] is True
+    assert rows["fullsize_warm_p95"]["measured"] == 0.72 and rows["fullsize_warm_p95"]["met"] is False
+    assert "fullsize" in SECTIONS and "precision" in SECTIONS
+
+
+def test_precision_comparison_keeps_fp32_unless_scores_stay_within_tolerance():
+    from benchmarks.sections import precision
+
+    inputs = {"a": torch.ones(1, 2), "b": torch.zeros(1, 2)}
+    paths = {"fp32": lambda x: x, "close": lambda x: x + precision.TOLERANCE / 2, "far": lambda x: x + 0.05}
+    out = precision._compare(paths, inputs, lambda y: y.numpy()[0], runs=2)
+    assert out["paths"]["fp32"]["max_score_diff"] == 0
+    assert out["paths"]["close"]["within_tolerance"] and not out["paths"]["far"]["within_tolerance"]
+    assert out["qualifies"] in (None, "close")  # only a path within tolerance may qualify, and only if faster

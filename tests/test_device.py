@@ -77,18 +77,43 @@ def test_mps_fallback_respects_the_user_and_says_when_it_is_too_late():
 
 
 def test_importing_medsight_sets_the_fallback_before_torch_on_a_simulated_mac():
+    code = ("import sys, platform; sys.platform = 'darwin'; platform.machine = lambda: 'arm64'\n"
+            "import os, medsight\n"
+            "print(os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'), 'torch' in sys.modules, medsight.MPS_FALLBACK.enabled)")
+    out = _fresh_python(code, unset="PYTORCH_ENABLE_MPS_FALLBACK")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False", "True"]
+
+
+def _fresh_python(code: str, unset: str):
+    """Run `code` in a new interpreter at the repository root, without the environment variable `unset`."""
     import os
     import subprocess
     import sys
 
-    code = ("import sys, platform; sys.platform = 'darwin'; platform.machine = lambda: 'arm64'\n"
-            "import os, medsight\n"
-            "print(os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK'), 'torch' in sys.modules, medsight.MPS_FALLBACK.enabled)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    env = {k: v for k, v in os.environ.items() if k != unset}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+
+
+def test_idle_openmp_threads_sleep_unless_the_user_chose_otherwise():
+    environ: dict[str, str] = {}
+    policy = device.configure_cpu_threads(environ, torch_imported=False)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"} and policy.wait_policy == "PASSIVE"
+    kept = {"OMP_WAIT_POLICY": "active"}
+    assert device.configure_cpu_threads(kept, torch_imported=False).wait_policy == "ACTIVE"
+    assert kept == {"OMP_WAIT_POLICY": "active"}
+    late: dict[str, str] = {}
+    too_late = device.configure_cpu_threads(late, torch_imported=True)
+    assert late == {} and too_late.wait_policy == "ACTIVE" and "before" in too_late.note
+
+
+def test_importing_medsight_sets_the_wait_policy_before_torch_loads():
+    code = ("import os, sys, medsight\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, medsight.CPU_THREADS.wait_policy)")
+    out = _fresh_python(code, unset="OMP_WAIT_POLICY")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "False", "True"]
+    assert out.stdout.split() == ["PASSIVE", "False", "PASSIVE"]
 
 
 @pytest.mark.parametrize("device_name, kind, macos, expected", [

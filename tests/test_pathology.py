@@ -253,3 +253,30 @@ def test_real_tier_file_in_models_folder_wins_and_broken_files_fall_through(tmp_
     loaded = registry.load(SLOT_NAME, settings, device="cpu", reload=True)
     assert loaded.provenance.tier == "demo"
     assert sum("failed" in t for t in loaded.provenance.tried) == 2
+
+
+def test_maps_from_the_classifiers_own_pass_equal_gradcam(demo):
+    """The layer feeds an average pool and a linear head: Grad-CAM is CAM, so no backward pass is needed."""
+    image = generate_phantom(TEST_DATASET_SEED + 98, size=300, findings=("effusion",)).image[:, 20:-20]
+    predicted, activations = demo.predict_with_activations(image)
+    assert predicted.probabilities == demo.predict(image).probabilities
+    for label in ("Effusion", "Nodule"):
+        reference, details = demo.gradcam_heat(image, label)
+        heat, fast = demo.gradcam_heat(image, label, activations=activations)
+        assert heat.shape == image.shape
+        np.testing.assert_allclose(heat, reference, atol=1e-4)
+        assert fast["logit"] == pytest.approx(details["logit"], abs=1e-4)
+        assert fast["probability"] == pytest.approx(details["probability"], abs=1e-5)
+    result = demo.gradcam(image, "Effusion", render=False, activations=activations)
+    assert result.kind == "pathology_gradcam" and result.panels is None
+
+
+@pytest.mark.parametrize("shape, size", [((300, 260), 64), ((700, 900), 224), ((90, 100), 160), ((64, 64), 64)])
+def test_fast_resize_matches_torchxrayvisions(shape, size):
+    import torchxrayvision as xrv
+
+    from medsight.models.pathology.torch_model import resize_like_xrv
+
+    image = generate_phantom(5, size=max(shape)).image[:shape[0], :shape[1]]
+    scaled = xrv.datasets.normalize(image * 255, 255)[None]
+    np.testing.assert_allclose(resize_like_xrv(scaled, size), xrv.datasets.XRayResizer(size)(scaled), atol=2e-3)

@@ -177,6 +177,27 @@ def test_anomaly_score_and_deviation_map_share_one_vgg16_pass(demo_models, sampl
         assert anomaly["deviation_unusual"] and any("Peak deviation" in r for r in result.fusion["risk"]["reasons"])
 
 
+def test_pathology_maps_come_from_the_classifiers_own_pass(demo_models, monkeypatch):
+    from medsight.config import PROJECT_ROOT
+    from medsight.explain import gradcam
+    from medsight.ingest import load_study
+
+    detector, classifier = demo_models
+
+    def no_backward_pass(*args, **kwargs):
+        raise AssertionError("a key pathology map ran its own forward and backward pass")
+
+    monkeypatch.setattr(gradcam, "grad_cam", no_backward_pass)
+    study = load_study(PROJECT_ROOT / "models" / "samples" / "effusion_left_pa.dcm")
+    result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="key")
+    keys = [k for k in result.maps if k.startswith("pathology:")]
+    assert keys and result.status == pipeline.STATUS_COMPLETE
+    assert "classifier's pass" in result.stage("vision: heatmaps").message
+    heatmap = result.objects["heatmaps"][keys[0]]
+    assert heatmap.heat.shape == study.image.shape
+    assert heatmap.score == pytest.approx(result.pathology["probabilities"][heatmap.label], abs=1e-4)
+
+
 @pytest.mark.parametrize("sample", ["effusion_left_pa.dcm", "normal_pa.png"])
 def test_anomaly_score_and_spatial_map_share_one_vgg16_pass(demo_models, sample, monkeypatch):
     """Without a model of normal features the key anomaly map is the Grad-CAM map, from the score's own pass."""

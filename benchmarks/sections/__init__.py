@@ -15,7 +15,8 @@ from types import ModuleType
 from typing import Callable, Iterable
 
 from benchmarks.context import Context
-from benchmarks.sections import batch, cold_start, efficiency, machine, matmul, memory, retrieval, warm
+from benchmarks.sections import (batch, cold_start, efficiency, fullsize, machine, matmul, memory, precision,
+                                 retrieval, warm)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ REGISTRY: tuple[Section, ...] = (
     Section.of(matmul),
     Section.of(efficiency),
     Section.of(warm),
+    Section.of(fullsize),
+    Section.of(precision),
     Section.of(batch),
     Section.of(retrieval),
     standalone("dicom_node", "benchmarks.node"),

@@ -124,26 +124,46 @@ class GradCAM:
                 module.train(mode)
 
         with torch.no_grad():
-            acts = activations.detach().float()
-            grads = grads.detach().float()
-            weights = grads.mean(dim=(2, 3))  # (B, C)
-            cam = torch.relu((weights[:, :, None, None] * acts).sum(dim=1))  # (B, h, w)
-            raw = cam.cpu().numpy().astype(np.float32)
-        peaks = raw.reshape(raw.shape[0], -1).max(axis=1)
-        empty = peaks <= 1e-12
-        scaled = np.where(empty[:, None, None], 0.0, raw / np.where(empty, 1.0, peaks)[:, None, None]).astype(np.float32)
-        if output_size is not None:
-            size = (int(output_size[0]), int(output_size[1]))
-            resized = [resize_heat(m, size) for m in scaled]
-            # Bicubic interpolation moves the peak slightly; rescale so every non-empty map peaks at 1.
-            scaled = np.stack([m / m.max() if m.max() > 0 else m for m in resized]).astype(np.float32)
-        return GradCAMOutput(
-            heat=scaled,
-            raw=raw,
-            scores=scores.detach().float().cpu().numpy().astype(np.float32),
-            channel_weights=weights.cpu().numpy().astype(np.float32),
-            empty=empty,
-        )
+            weights = grads.detach().float().mean(dim=(2, 3))  # (B, C)
+        return maps_from_channel_weights(activations, weights, scores, output_size)
+
+
+def maps_from_channel_weights(activations: torch.Tensor, weights: torch.Tensor, scores: torch.Tensor,
+                              output_size: Sequence[int] | None = None) -> GradCAMOutput:
+    """Grad-CAM maps from a layer's activations (B, C, h, w) and one weight per channel (B, C).
+
+    Shared by `GradCAM` (weights = mean gradients) and by class activation maps, where a layer that feeds
+    a global average pool and a linear head has a known gradient, so no backward pass is needed.
+    The positive weighted sum is scaled to peak 1 at the layer's grid and upsampled once to `output_size`.
+    """
+    with torch.no_grad():
+        acts = activations.detach().float()
+        weights = weights.detach().float()
+        cam = torch.relu((weights[:, :, None, None] * acts).sum(dim=1))  # (B, h, w)
+        raw = cam.cpu().numpy().astype(np.float32)
+    peaks = raw.reshape(raw.shape[0], -1).max(axis=1)
+    empty = peaks <= 1e-12
+    scaled = np.where(empty[:, None, None], 0.0, raw / np.where(empty, 1.0, peaks)[:, None, None]).astype(np.float32)
+    if output_size is not None:
+        size = (int(output_size[0]), int(output_size[1]))
+        resized = [resize_heat(m, size) for m in scaled]
+        # Bicubic interpolation moves the peak slightly; rescale so every non-empty map peaks at 1.
+        scaled = np.stack([_peak_one(m) for m in resized]).astype(np.float32)
+    return GradCAMOutput(
+        heat=scaled,
+        raw=raw,
+        scores=scores.detach().float().cpu().numpy().astype(np.float32).reshape(-1),
+        channel_weights=weights.cpu().numpy().astype(np.float32),
+        empty=empty,
+    )
+
+
+def _peak_one(heat: np.ndarray) -> np.ndarray:
+    """A map divided by its maximum in place (a full-size copy costs as much as the resize)."""
+    peak = float(heat.max())
+    if peak > 0:
+        heat /= peak
+    return heat
 
 
 def grad_cam(

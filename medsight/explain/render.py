@@ -14,7 +14,9 @@ monotonically with the value (a reader can rank regions even in greyscale print)
 Overlay: the map is resized to the radiograph (bicubic) and blended over a CLAHE-enhanced copy of it with a
 per-pixel opacity ``alpha = (max(0, (h - p30) / (1 - p30)))**1.3 * opacity``, where ``p30`` is the 30th
 percentile of the map. The lowest 30 % of the map is therefore fully transparent and the anatomy stays
-readable; the exponent keeps weak responses faint.
+readable; the exponent keeps weak responses faint. The three-panel figure draws a full-size film and its map
+at twice the panel's pixel width (area-averaged), not at the film's resolution; `panel_images` keeps the
+film's resolution for downloads.
 
 Example:
     >>> import numpy as np
@@ -48,6 +50,9 @@ LUT_ANCHORS: tuple[tuple[float, tuple[int, int, int]], ...] = (
 ALPHA_PERCENTILE = 30.0  # the part of the map below this percentile is fully transparent
 ALPHA_GAMMA = 1.3  # >1 keeps weak responses faint
 DEFAULT_OPACITY = 0.65
+#: A figure panel draws the radiograph at up to this many times its own pixel width (antialiased by
+#: matplotlib), not at the film's full resolution.
+DISPLAY_OVERSAMPLING = 2.0
 
 # Dark theme of the rendered figure (matches the app's dark UI and prints acceptably).
 _BACKGROUND = "#0e1117"
@@ -79,6 +84,8 @@ LUT = build_lut()
 def _as_gray(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Validate an image and return it as float32 HxW in [0, 1]."""
     array = np.asarray(image)
+    if array.ndim == 2 and array.dtype == np.float32 and min(array.shape) >= 2 and _within_unit_range(array):
+        return array  # already what this returns: no full-size copies (a 2k film is 20 MB a pass)
     if array.ndim == 3 and array.shape[2] in (3, 4):
         array = array[..., :3].astype(np.float32)
         if np.issubdtype(np.asarray(image).dtype, np.integer):
@@ -94,6 +101,12 @@ def _as_gray(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} is empty or too small (shape {array.shape})")
     array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(array, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _within_unit_range(array: np.ndarray) -> bool:
+    """True when every value is finite and in [0, 1] (min and max carry any NaN, so they answer both)."""
+    low, high = float(array.min()), float(array.max())
+    return 0.0 <= low and high <= 1.0
 
 
 def normalise_heat(raw: np.ndarray) -> np.ndarray:
@@ -120,9 +133,13 @@ def resize_heat(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if heat.ndim != 2:
         raise ValueError(f"a heatmap must be 2-D; got shape {heat.shape}")
     height, width = int(shape[0]), int(shape[1])
-    if heat.shape != (height, width):
-        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+    if heat.shape == (height, width):
+        if _within_unit_range(heat):
+            return heat
+        return np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0).astype(np.float32, copy=False)
+    heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_CUBIC)
+    np.nan_to_num(heat, copy=False, nan=0.0)  # a fresh array: cleaned in place
+    return np.clip(heat, 0.0, 1.0, out=heat)
 
 
 def apply_colormap(heat: np.ndarray) -> np.ndarray:
@@ -238,8 +255,8 @@ def three_panels(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gray = _as_gray(image)
-    heat_full = resize_heat(heat, gray.shape)
+    gray = _display_copy(_as_gray(image), int(round(DISPLAY_OVERSAMPLING * panel_inches * dpi)))
+    heat_full = _display_heat(heat, gray.shape)
     aspect = gray.shape[0] / gray.shape[1]
     caption_lines = textwrap.wrap(caption, width=int(panel_inches * 3 * 12.5)) if caption else []
     top_inches = 0.75 if subtitle else 0.5
@@ -282,6 +299,28 @@ def three_panels(
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def _display_copy(gray: np.ndarray, side: int) -> np.ndarray:
+    """The radiograph at no more than `side` pixels on its long side (area-averaged), for a figure panel.
+
+    A panel is a few hundred pixels wide: drawing CLAHE and the overlay of a 2k film at full size and
+    letting matplotlib shrink it cost seconds and hundreds of MB for pixels nobody sees.
+    """
+    if max(gray.shape) <= side:
+        return gray
+    scale = side / max(gray.shape)
+    size = (max(2, round(gray.shape[1] * scale)), max(2, round(gray.shape[0] * scale)))
+    return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
+
+
+def _display_heat(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map at a figure's display size: a coarse grid is upsampled once, a full-size map area-averaged."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim == 2 and heat.shape[0] > shape[0] and heat.shape[1] > shape[1]:
+        small = cv2.resize(heat, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
+        return resize_heat(small, shape)
+    return resize_heat(heat, shape)
 
 
 def to_png_bytes(rgb: np.ndarray) -> bytes:

@@ -44,6 +44,8 @@ DEFAULT_EPS = 0.01
 NORMAL_PATCH_PERCENTILE = 99.0  # a cell above this share of normal cells is "unusual"
 NORMAL_IMAGE_PERCENTILE = 95.0  # image-level threshold: 95 % of normal images stay below it
 NORMAL_RANGE_HEAT = 0.1  # display value at the top of the normal range (dark; transparent in the overlay)
+#: Longest side at which `heat` smooths the map; larger outputs are upsampled from it once.
+HEAT_WORKING_SIDE = 512
 BASIS_IMAGES = 512  # the principal axes come from (up to) the first 512 normal training images
 
 
@@ -211,7 +213,8 @@ class PatchDeviationModel:
         """Display map in [0, 1] at `output_size` from one (H, W) distance grid.
 
         The grid is resized bilinearly and smoothed (Gaussian, σ = `smoothing` pixels at 224 px, scaled to
-        the output). Distances up to `patch_high` (the normal range) map to at most `NORMAL_RANGE_HEAT`
+        the output); an output larger than `HEAT_WORKING_SIDE` is computed at that side and upsampled
+        bilinearly. Distances up to `patch_high` (the normal range) map to at most `NORMAL_RANGE_HEAT`
         (dark, transparent in the overlay) as ``NORMAL_RANGE_HEAT·(d / patch_high)²``; above it the map rises
         as ``NORMAL_RANGE_HEAT + (1 − NORMAL_RANGE_HEAT)·(1 − exp(−(d − patch_high) / spread))``, where
         `spread` is the normal images' peak distance minus their median cell distance. So a normal
@@ -226,16 +229,25 @@ class PatchDeviationModel:
         if grid.ndim != 2:
             raise ValueError(f"expected one (H, W) distance grid; got shape {tuple(grid.shape)}")
         height, width = int(output_size[0]), int(output_size[1])
-        full = torch.nn.functional.interpolate(grid[None, None], size=(height, width), mode="bilinear",
+        # A full-size film is smoothed at a working size and upsampled once: the smoothed map holds no
+        # detail finer than the working grid, and a 40-pixel Gaussian over 5 million pixels took seconds.
+        shrink = min(1.0, HEAT_WORKING_SIDE / max(height, width))
+        work = (max(1, round(height * shrink)), max(1, round(width * shrink)))
+        full = torch.nn.functional.interpolate(grid[None, None], size=work, mode="bilinear",
                                                align_corners=False)[0, 0].numpy()
-        sigma = smoothing * max(height, width) / 224.0
+        sigma = smoothing * max(work) / 224.0
         if sigma > 0:
             full = ndimage.gaussian_filter(full, sigma)
         spread = max(self.scale.image_high - self.scale.patch_median, 1e-6)
         high = max(self.scale.patch_high, 1e-6)
         inside = NORMAL_RANGE_HEAT * np.square(np.clip(full, 0.0, high) / high)
         above = (1.0 - NORMAL_RANGE_HEAT) * (1.0 - np.exp(-np.maximum(full - high, 0.0) / spread))
-        return (inside + above).astype(np.float32)
+        heat = (inside + above).astype(np.float32)
+        if work != (height, width):
+            import cv2
+
+            heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
+        return heat
 
     # ---- storage --------------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:

@@ -214,19 +214,37 @@ class PathologyClassifier:
         Raises:
             ValueError: when the image is not a 2-D greyscale array in [0, 1].
         """
+        return self._predict(image, keep_activations=False)[0]
+
+    def predict_with_activations(self, image: np.ndarray) -> tuple[PathologyResult, Any]:
+        """`predict` plus the last dense block's activations (1, C, h, w) of the same forward pass.
+
+        Every label's map can then be drawn from them (`gradcam(..., activations=...)`) without
+        preprocessing the radiograph or running the network again. The activations are None when the
+        network does not expose its trunk and head (`features`, `relu`, `classifier`).
+        """
+        return self._predict(image, keep_activations=True)
+
+    def _predict(self, image: np.ndarray, keep_activations: bool) -> tuple[PathologyResult, Any]:
         import torch
 
         start = time.perf_counter()
         x = self.preprocess(image).to(self.device)
         t_pre = time.perf_counter()
+        activations = None
         with torch.inference_mode():
-            raw = torch.sigmoid(self.net.logits(x)).float().cpu().numpy()[0]
+            if keep_activations and _exposes_head(self.net):
+                activations = self.net.relu(self.net.features(x))
+                logits = self.net.classifier(torch.nn.functional.adaptive_avg_pool2d(activations, (1, 1)).flatten(1))
+            else:
+                logits = self.net.logits(x)
+            raw = torch.sigmoid(logits).float().cpu().numpy()[0]
         t_inf = time.perf_counter()
         calibrated = self.calibrate(raw)
         probabilities = {label: _round(p) for label, p in zip(self.labels, calibrated)}
         thresholds = {label: CALIBRATED_THRESHOLD for label in self.labels}
         positives = sorted((lb for lb in self.labels if probabilities[lb] >= thresholds[lb]), key=lambda lb: -probabilities[lb])
-        return PathologyResult(
+        result = PathologyResult(
             labels=list(self.labels),
             probabilities=probabilities,
             thresholds=thresholds,
@@ -240,14 +258,22 @@ class PathologyClassifier:
             model={"name": self.name, "version": self.version},
             input_size=self.input_size,
         )
+        return result, activations
 
-    def gradcam_heat(self, image: np.ndarray, label: str) -> tuple[np.ndarray, dict[str, Any]]:
+    def gradcam_heat(self, image: np.ndarray, label: str, *, activations: Any = None
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Grad-CAM map of one label without rendering (see `gradcam`).
+
+        Args:
+            image: float HxW in [0, 1].
+            label: a label this model predicts, or a synonym.
+            activations: the last dense block's activations of this image from `predict_with_activations`;
+                the map is then computed from them with no forward or backward pass (see `gradcam`).
 
         Returns:
             (heat float32 HxW in [0, 1] at the image's resolution, details dict).
         """
-        from medsight.explain.gradcam import grad_cam
+        from medsight.explain.gradcam import grad_cam, maps_from_channel_weights
         from medsight.models.pathology.torch_model import op_norm, validate_image
 
         start = time.perf_counter()
@@ -255,13 +281,20 @@ class PathologyClassifier:
         index = self.labels.index(label)
         gray = validate_image(image)
         box = self.preprocess.crop_box(gray.shape)
-        x = self.preprocess(gray).to(self.device)
-        out = grad_cam(self.net.target_layer, lambda t: self.net.logits(t)[:, index], x,
-                       output_size=(box.size, box.size), model=self.net)
+        if activations is not None:
+            out = maps_from_channel_weights(activations, *self._head_gradient(activations, index),
+                                            output_size=(box.size, box.size))
+        else:
+            x = self.preprocess(gray).to(self.device)
+            out = grad_cam(self.net.target_layer, lambda t: self.net.logits(t)[:, index], x,
+                           output_size=(box.size, box.size), model=self.net)
         if any(p.grad is not None for p in self.net.parameters()):  # must never leave parameter gradients
             raise RuntimeError("Grad-CAM left gradients on model parameters")
-        heat = np.zeros(gray.shape, np.float32)
-        heat[box.top:box.top + box.size, box.left:box.left + box.size] = out.heat[0]
+        if (box.size, box.size) == gray.shape:
+            heat = out.heat[0]
+        else:
+            heat = np.zeros(gray.shape, np.float32)
+            heat[box.top:box.top + box.size, box.left:box.left + box.size] = out.heat[0]
         logit = float(out.scores[0])
         raw = float(scipy_expit(logit))  # stable for very negative logits, where exp(-logit) overflows
         threshold = self.operating_thresholds[index]
@@ -276,7 +309,25 @@ class PathologyClassifier:
         }
         return heat, details
 
-    def gradcam(self, image: np.ndarray, label: str, *, opacity: float | None = None, render: bool = True):
+    def _head_gradient(self, activations: Any, index: int) -> tuple[Any, Any]:
+        """Grad-CAM's channel weights and the label's logit, known in closed form for this network.
+
+        The explained layer feeds a global average pool and a linear layer, so d logit / d A[c, i, j] is
+        W[index, c] / (h·w) at every position: the mean gradient Grad-CAM would measure by a backward pass.
+        """
+        import torch
+
+        with torch.no_grad():
+            acts = activations.float()
+            weight = self.net.classifier.weight[index].float()
+            pooled = acts.mean(dim=(2, 3))
+            logit = pooled @ weight + (self.net.classifier.bias[index].float()
+                                       if self.net.classifier.bias is not None else 0.0)
+            channel_weights = (weight / float(acts.shape[2] * acts.shape[3])).expand(acts.shape[0], -1)
+        return channel_weights, logit.reshape(-1)
+
+    def gradcam(self, image: np.ndarray, label: str, *, opacity: float | None = None, render: bool = True,
+                activations: Any = None):
         """Grad-CAM of one label's logit on the last dense block, at the image's resolution, rendered.
 
         The map is taken on the activations after ``norm5`` and its ReLU (the exact input of the pooling
@@ -288,6 +339,9 @@ class PathologyClassifier:
             label: a label this model predicts, or a synonym ("pleural effusion").
             opacity: overlay opacity of the rendered panels (default: the renderer's).
             render: draw the panels now; False defers drawing to the first `png()` / `ensure_panels()`.
+            activations: this image's activations from `predict_with_activations`: the same map, computed
+                from the classifier's own pass (the gradient of a pooled linear head is known in closed
+                form, so Grad-CAM equals CAM here) instead of a new forward and backward pass.
 
         Returns:
             medsight.explain.render.HeatmapResult with kind "pathology_gradcam".
@@ -300,7 +354,7 @@ class PathologyClassifier:
 
         start = time.perf_counter()
         gray = validate_image(image)
-        heat, details = self.gradcam_heat(gray, label)
+        heat, details = self.gradcam_heat(gray, label, activations=activations)
         label, name, grid = details["label"], display_name(details["label"]), details["grid"]
         caption = (
             f"Grad-CAM for {name}: regions of the last dense block (after norm5 and ReLU, a {grid[0]}×{grid[1]} grid "
@@ -327,6 +381,14 @@ class PathologyClassifier:
                 "input_size": self.input_size, "device": self.device,
                 "operating_thresholds": {lb: (None if math.isnan(t) else float(t)) for lb, t in zip(self.labels, self.operating_thresholds)},
                 "metrics": self.card.get("metrics", {})}
+
+
+def _exposes_head(net: Any) -> bool:
+    """Whether a network exposes trunk, ReLU and linear head as `PathologyNet` does (its activations can be kept)."""
+    import torch
+
+    return (hasattr(net, "features") and hasattr(net, "relu")
+            and isinstance(getattr(net, "classifier", None), torch.nn.Linear))
 
 
 # -- loaders ---------------------------------------------------------------------------------------------------

@@ -73,14 +73,50 @@ class XRayPreprocess:
         return CropBox(top=height // 2 - side // 2, left=width // 2 - side // 2, size=side)
 
     def array(self, image: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 array (1, size, size) in [-1024, 1024]."""
+        """Preprocessed float32 array (1, size, size) in [-1024, 1024].
+
+        The crop comes before the (pixel-wise) scaling, which gives the same values with less work; the
+        resize is `resize_like_xrv`, torchxrayvision's resize with a faster anti-aliasing filter.
+        """
         image = validate_image(image)
-        scaled = self._normalize(image * 255.0, 255)
-        return self._resize(self._crop(scaled[None, :, :])).astype(np.float32)
+        cropped = self._crop(image[None, :, :])
+        scaled = self._normalize(cropped * 255.0, 255)
+        return resize_like_xrv(scaled, self.size)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Preprocessed tensor (1, 1, size, size)."""
         return torch.from_numpy(self.array(image))[None]
+
+
+def resize_like_xrv(image: np.ndarray, size: int) -> np.ndarray:
+    """torchxrayvision's `XRayResizer` (scikit-image `resize`, mode "constant") of a (1, H, W) array.
+
+    scikit-image smooths the whole full-size image with scipy's Gaussian before sampling it; on a 2k film
+    that filter took most of a second. Here OpenCV applies the same Gaussian (same sigma, same radius,
+    zero padding), then scipy samples it exactly as scikit-image does, and the result is clipped to the
+    input's range as scikit-image clips it. Values agree with `XRayResizer` to about 1e-4 on the
+    [-1024, 1024] scale.
+    """
+    import cv2
+    from scipy import ndimage
+
+    plane = np.asarray(image[0], dtype=np.float32)
+    if plane.shape == (size, size):
+        return plane[None].copy()
+    factors = np.array(plane.shape, dtype=np.float64) / size
+    sigmas = np.maximum(0.0, (factors - 1.0) / 2.0)
+    filtered = plane
+    if np.any(sigmas > 0):
+        # scipy's kernel: radius int(4σ + 0.5) (truncate=4), normalised; zero beyond the edges.
+        radii = [int(4.0 * float(sg) + 0.5) for sg in sigmas]
+        filtered = cv2.GaussianBlur(plane, (2 * radii[1] + 1, 2 * radii[0] + 1), sigmaX=float(sigmas[1]),
+                                    sigmaY=float(sigmas[0]), borderType=cv2.BORDER_CONSTANT)
+    out = ndimage.zoom(filtered, 1.0 / factors, order=1, mode="grid-constant", cval=0.0, grid_mode=True)
+    low, high = float(plane.min()), float(plane.max())
+    if not low <= 0.0 <= high and float(out.min()) <= 0.0 <= float(out.max()):
+        low, high = min(low, 0.0), max(high, 0.0)  # the padding value widens the range, as in scikit-image
+    np.clip(out, low, high, out=out)
+    return out[None].astype(np.float32, copy=False)
 
 
 def validate_image(image: Any) -> np.ndarray:
@@ -99,11 +135,13 @@ def validate_image(image: Any) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"The image must hold numbers; got dtype {array.dtype}.")
     array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError("The image contains NaN or infinite pixel values.")
     low, high = float(array.min()), float(array.max())
+    if not (math.isfinite(low) and math.isfinite(high)):  # min and max carry any NaN or infinity
+        raise ValueError("The image contains NaN or infinite pixel values.")
     if low < -1e-3 or high > 1.0 + 1e-3:
         raise ValueError(f"The image must be scaled to [0, 1] (windowed); its values span [{low:.3g}, {high:.3g}].")
+    if low >= 0.0 and high <= 1.0:
+        return array  # already in range: no full-size copy
     return np.clip(array, 0.0, 1.0)
 
 
