@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 import os
 import subprocess
@@ -108,7 +110,9 @@ def test_a_standalone_section_is_imported_and_run_without_options(tmp_path, monk
     monkeypatch.syspath_prepend(str(tmp_path))
     section = standalone("viewer", "bench_standalone_probe")
     assert section.name == "viewer" and section.timed
-    assert section.run(None) == {"pages": 3}
+    full, quick = (SimpleNamespace(options=SimpleNamespace(quick=q)) for q in (False, True))
+    assert section.run(full) == {"pages": 3}
+    assert "skipped" in section.run(quick)  # browsers, PACS and clusters are measured by the full run only
 
 
 def test_warm_stages_name_stage_records_the_pipeline_writes():

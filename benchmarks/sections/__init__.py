@@ -35,8 +35,17 @@ class Section:
 
 
 def standalone(name: str, module: str) -> Section:
-    """A section from a module whose `run() -> dict` takes no options; imported only when it runs."""
-    return Section(name, lambda context: importlib.import_module(module).run())
+    """A section from a module whose `run() -> dict` takes no options; imported only when it runs.
+
+    These start real servers, browsers or clusters and take minutes, so the quick (CI-sized) run records them as
+    skipped; `make bench` or `python -m <module>` measures them.
+    """
+    def run(context: Context) -> dict:
+        if context.options.quick:
+            return {"skipped": f"not part of the quick run: `make bench` or `python -m {module}` measures it"}
+        return importlib.import_module(module).run()
+
+    return Section(name, run)
 
 
 REGISTRY: tuple[Section, ...] = (
