@@ -61,6 +61,7 @@ REGISTRY: tuple[Section, ...] = (
     Section.of(retrieval),
     standalone("dicom_node", "benchmarks.node"),
     standalone("viewer", "benchmarks.viewer"),
+    standalone("browser", "benchmarks.browser"),
     standalone("ray_scaling", "benchmarks.ray_scaling"),
 )
 
