@@ -130,6 +130,18 @@ def _file_lock(path: Path) -> Iterator[None]:
         handle.close()
 
 
+
+def _stored_key(accounts: dict, username: str) -> str:
+    """The accounts file's key for `username` (names compare case-insensitively).
+
+    Raises:
+        KeyError: when the account does not exist.
+    """
+    key = next((k for k in accounts if str(k).lower() == username), None)
+    if key is None:
+        raise KeyError(f"No account named {username!r}.")
+    return key
+
 class UserStore:
     """Accounts in a streamlit-authenticator style YAML file.
 
@@ -227,9 +239,7 @@ class UserStore:
         with _file_lock(self.path):
             config = self._skeleton(self._read())
             accounts = config["credentials"]["usernames"]
-            key = next((k for k in accounts if str(k).lower() == username), None)
-            if key is None:
-                raise KeyError(f"No account named {username!r}.")
+            key = _stored_key(accounts, username)
             accounts[key]["password"] = hash_password(password)
             self._write(config)
 
@@ -257,9 +267,7 @@ class UserStore:
         with _file_lock(self.path):
             config = self._skeleton(self._read())
             accounts = config["credentials"]["usernames"]
-            key = next((k for k in accounts if str(k).lower() == username), None)
-            if key is None:
-                raise KeyError(f"No account named {username!r}.")
+            key = _stored_key(accounts, username)
             others = [k for k, e in accounts.items() if k != key and ADMIN in self.roles_of(e or {})]
             if ADMIN not in roles and not others:
                 raise ValueError(f"{username!r} is the only administrator; make another account admin first.")
