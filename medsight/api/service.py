@@ -170,15 +170,14 @@ class ApiService:
         Returns:
             (PDF bytes, the analysis record).
         """
-        from medsight.report import build_pdf
+        from medsight.report import study_pdf
 
         record = self.find_analysis(user, analysis)
         study = self.history.load_study(user, record["study_id"]) if record["study_id"] else None
-        images = [("Radiograph as analysed", study.thumbnail_png(512))] if study is not None else []
         verifications = self.history.list_records(user, "verification", limit=200)
         verification = next((v["payload"] for v in verifications
                              if v["payload"].get("analysis_record_id") == record["id"]), None)
-        pdf = build_pdf(record["payload"], images=images, user=user,
-                        report_text=(verification or {}).get("report_text", ""), verification=verification)
+        pdf = study_pdf(record["payload"], study, user=user, report_text=(verification or {}).get("report_text", ""),
+                        verification=verification)
         self.audit(user, "report_pdf", {"study_id": record["study_id"], "record_id": record["id"], "via": "api"})
-        return bytes(pdf), record
+        return pdf, record
