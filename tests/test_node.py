@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -544,7 +545,7 @@ def test_round_trip_receiver_worklist_analysis_results_into_orthanc(node_factory
         found = [i for i in rest(base, "/instances")
                  if rest(base, f"/instances/{i}/simplified-tags")["SOPInstanceUID"] == sr_uid]
         with urllib.request.urlopen(f"{base}/instances/{found[0]}/file", timeout=10) as response:
-            stored = pydicom.dcmread(__import__("io").BytesIO(response.read()))
+            stored = pydicom.dcmread(io.BytesIO(response.read()))
         evidence = stored.CurrentRequestedProcedureEvidenceSequence[0]
         referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
         original = originals[str(referenced)]  # refers to the instance as the PACS knows it

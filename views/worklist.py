@@ -69,13 +69,9 @@ def _send(user: str, study_id: str, remote_text: str) -> None:
 
 
 def _remotes() -> list[str]:
-    """Configured remote nodes, when DICOM results can be made in this build; else none (no send button)."""
-    import importlib.util
-
+    """Configured remote nodes; none (so no send button) when the setting is empty or unreadable."""
     from medsight.node import parse_remotes
 
-    if importlib.util.find_spec("medsight.dicom_out") is None:
-        return []
     try:
         return [str(r) for r in parse_remotes(ui.settings().node_remotes)]
     except ValueError:
