@@ -19,6 +19,8 @@ def medsight_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MEDSIGHT_HOME", str(home))
     # No copy or background build of the reference data per test; tests/test_reference.py turns it on.
     monkeypatch.setenv("MEDSIGHT_REFERENCE", "off")
+    # No ONNX export per test (each has its own model cache); tests/test_onnx_runtime.py turns it on.
+    monkeypatch.setenv("MEDSIGHT_RUNTIME", "torch")
     return home
 
 
