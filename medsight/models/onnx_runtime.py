@@ -32,11 +32,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from medsight.device import MODELS_IN_USE, OMP_WAIT_POLICY_ENV, RUNTIME_ENV, runtime_preference
+
+if TYPE_CHECKING:  # torch is imported where it is used, so importing this module stays light
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,13 @@ def library_versions() -> str:
             return "absent"
 
     return f"torch {torch.__version__}, onnx {version('onnx')}, onnxruntime {version('onnxruntime')}"
+
+
+def check_image() -> np.ndarray:
+    """The known input of every parity check: a generated phantom with an effusion (256×256, [0, 1])."""
+    from medsight.synthetic import generate_phantom
+
+    return generate_phantom(7, size=256, findings=("effusion",)).image
 
 
 def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, output_names: Sequence[str]) -> None:

@@ -38,6 +38,7 @@ from medsight.models.onnx_runtime import (
     TORCH_RUNTIME,
     GraphSpec,
     OnnxForward,
+    check_image,
     runtime_of,
 )
 
@@ -439,11 +440,6 @@ class AnomalyDetector:
             return ScoreGraph(*(copy.deepcopy(m) for m in (self.extractor, self.vae, self.vit, self.feature_norm)),
                               self.calibration)
 
-        def example() -> torch.Tensor:
-            from medsight.synthetic import generate_phantom
-
-            return self.preprocess(generate_phantom(7, size=256, findings=("effusion",)).image)
-
         def measures(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             seen = {name: outputs[name] for name in ScoreGraph.OUTPUTS}
             if self.patch_model is not None:  # the deviation map's distances, drawn from the activations
@@ -452,7 +448,8 @@ class AnomalyDetector:
 
         tolerances = {name: SCORE_TOLERANCE for name in ScoreGraph.OUTPUTS[:-1]}
         tolerances.update(activations=MAP_TOLERANCE, **({"deviation": MAP_TOLERANCE} if self.patch_model else {}))
-        return GraphSpec(name="anomaly-detector", build=build, example=example, output_names=ScoreGraph.OUTPUTS,
+        return GraphSpec(name="anomaly-detector", build=build, example=lambda: self.preprocess(check_image()),
+                         output_names=ScoreGraph.OUTPUTS,
                          measures=measures, tolerances=tolerances, constants=repr(self.calibration.to_dict()))
 
     def result_from_parts(self, fused_score: float, recon_error: float, kl_divergence: float, vit_score: float,

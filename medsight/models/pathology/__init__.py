@@ -38,14 +38,8 @@ from scipy.special import expit as scipy_expit
 
 from medsight import registry
 from medsight.config import Settings
-from medsight.models.onnx_runtime import (
-    MAP_TOLERANCE,
-    SCORE_TOLERANCE,
-    TORCH_RUNTIME,
-    GraphSpec,
-    OnnxForward,
-    runtime_of,
-)
+from medsight.models import onnx_runtime
+from medsight.models.onnx_runtime import TORCH_RUNTIME, OnnxForward
 from medsight.models.pathology.labels import (
     DEMO_LABELS,
     DISPLAY_NAMES,
@@ -282,7 +276,7 @@ class PathologyClassifier:
     @property
     def runtime(self) -> str:
         """What runs the forward pass now: "ONNX Runtime fp32" or "PyTorch fp32 eager"."""
-        return runtime_of(self)
+        return onnx_runtime.runtime_of(self)
 
     def start_onnx_runtime(self, folder: str | Path, *, background: bool = True) -> OnnxForward | None:
         """Prepare the forward pass in ONNX Runtime (export cached in `folder`); PyTorch runs until it is ready.
@@ -294,7 +288,7 @@ class PathologyClassifier:
         self.onnx = OnnxForward.start(self._graph_spec(), Path(folder), str(self.device), background=background)
         return self.onnx
 
-    def _graph_spec(self) -> GraphSpec:
+    def _graph_spec(self) -> onnx_runtime.GraphSpec:
         from medsight.models.pathology.torch_model import LogitsAndActivations
 
         def build():
@@ -303,21 +297,15 @@ class PathologyClassifier:
             # A copy, so the background export never traces the network an analysis is running.
             return LogitsAndActivations(copy.deepcopy(self.net))
 
-        def example():
-            from medsight.synthetic import generate_phantom
-
-            return self.preprocess(generate_phantom(7, size=256, findings=("effusion",)).image)
-
         def measures(outputs):
-            from scipy.special import expit
-
-            return {"probabilities": self.calibrate(expit(outputs["logits"].astype(np.float64))),
+            return {"probabilities": self.calibrate(scipy_expit(outputs["logits"].astype(np.float64))),
                     "activations": outputs["activations"]}
 
-        return GraphSpec(name="pathology-classifier", build=build, example=example,
-                         output_names=LogitsAndActivations.OUTPUTS, measures=measures,
-                         tolerances={"probabilities": SCORE_TOLERANCE, "activations": MAP_TOLERANCE},
-                         constants=f"{self.name}|{self.input_size}")
+        return onnx_runtime.GraphSpec(
+            name="pathology-classifier", build=build, example=lambda: self.preprocess(onnx_runtime.check_image()),
+            output_names=LogitsAndActivations.OUTPUTS,
+            measures=measures, constants=f"{self.name}|{self.input_size}",
+            tolerances={"probabilities": onnx_runtime.SCORE_TOLERANCE, "activations": onnx_runtime.MAP_TOLERANCE})
 
     def gradcam_heat(self, image: np.ndarray, label: str, *, activations: Any = None
                      ) -> tuple[np.ndarray, dict[str, Any]]:
