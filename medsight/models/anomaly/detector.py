@@ -435,10 +435,9 @@ class AnomalyDetector:
         return self.onnx
 
     def _graph_spec(self) -> GraphSpec:
-        def build() -> ScoreGraph:
-            # A copy, so the background export never traces the networks an analysis is running.
-            return ScoreGraph(*(copy.deepcopy(m) for m in (self.extractor, self.vae, self.vit, self.feature_norm)),
-                              self.calibration)
+        def build(copied: bool) -> ScoreGraph:
+            networks = (self.extractor, self.vae, self.vit, self.feature_norm)
+            return ScoreGraph(*(copy.deepcopy(m) if copied else m for m in networks), self.calibration)
 
         def measures(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             seen = {name: outputs[name] for name in ScoreGraph.OUTPUTS}

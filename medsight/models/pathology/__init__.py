@@ -291,11 +291,10 @@ class PathologyClassifier:
     def _graph_spec(self) -> onnx_runtime.GraphSpec:
         from medsight.models.pathology.torch_model import LogitsAndActivations
 
-        def build():
+        def build(copied: bool):
             import copy
 
-            # A copy, so the background export never traces the network an analysis is running.
-            return LogitsAndActivations(copy.deepcopy(self.net))
+            return LogitsAndActivations(copy.deepcopy(self.net) if copied else self.net)
 
         def measures(outputs):
             return {"probabilities": self.calibrate(scipy_expit(outputs["logits"].astype(np.float64))),
