@@ -45,6 +45,9 @@ def load_models() -> tuple[Any, Any, dict]:
     for slot in ("anomaly.detector", "pathology.classifier"):
         try:
             loaded = registry.load(slot)
+            forward = getattr(loaded.model, "onnx", None)
+            if forward is not None:  # measure the steady state, not PyTorch during the one-off export
+                forward.wait(300)
             models.append(loaded.model)
             tiers[slot] = loaded.provenance.tier
         except registry.ModelUnavailable as exc:

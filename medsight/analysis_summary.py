@@ -73,9 +73,10 @@ def differential_lines(reasoning: dict) -> list[str]:
 
 
 def stage_rows(analysis: dict) -> list[dict]:
-    """Processing stages with status, time, tier and note."""
+    """Processing stages with status, time, tier, runtime (image models) and note."""
     return [{"Stage": s["name"], "Status": s["status"], "Time (s)": round(s["seconds"], 3),
-             "Tier": s.get("tier", ""), "Note": s.get("message", "")} for s in analysis.get("stages", [])]
+             "Tier": s.get("tier", ""), "Runtime": s.get("runtime", ""), "Note": s.get("message", "")}
+            for s in analysis.get("stages", [])]
 
 
 def window_options(study: Any) -> tuple[list[tuple[float, float]], list[str], tuple[float, float]]:

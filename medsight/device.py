@@ -166,6 +166,18 @@ def enable_mps_fallback(environ: MutableMapping[str, str] | None = None, *, appl
     return MPSFallback(True, "operators MPS lacks run on the CPU (slower, but the analysis completes)")
 
 
+# ---------------------------------------------------------------------------------- image-model runtime
+
+RUNTIME_ENV = "MEDSIGHT_RUNTIME"
+
+
+def runtime_preference(environ: MutableMapping[str, str] | None = None) -> str:
+    """"torch" when `MEDSIGHT_RUNTIME=torch` forces PyTorch for the image models, else "auto" (ONNX Runtime
+    on the CPU where it is proven equal; see `medsight.models.onnx_runtime`)."""
+    value = (os.environ if environ is None else environ).get(RUNTIME_ENV, "").strip().lower()
+    return "torch" if value in ("torch", "pytorch") else "auto"
+
+
 # ------------------------------------------------------------------------------------------ CPU threads
 
 OMP_WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
@@ -268,8 +280,8 @@ _PROCESSOR = {"cuda": "NVIDIA GPU (CUDA)", "mps": "Apple GPU (MPS)", "cpu": "CPU
 # Slot name (or prefix ending in ".") → how its model runs. Kept next to the device logic so the System page
 # and the README table come from one place; a test checks every registered slot is covered.
 SLOT_RUNTIMES = {
-    "anomaly.": "torch",
-    "pathology.": "torch",
+    "anomaly.": "onnx",
+    "pathology.": "onnx",
     "retrieval.image_embedder": "torch",
     "retrieval.text_embedder": "sentence-transformers",
     "nlp.entities": "spacy",
@@ -293,9 +305,14 @@ def placements(slots: Iterable[str], target: Platform | None = None, preference:
     rows = []
     for slot in slots:
         runtime = _runtime(slot)
-        if runtime == "torch":
+        if runtime in ("torch", "onnx"):
             note = "operators MPS lacks fall back to the CPU" if device == "mps" else ""
-            rows.append(Placement(slot, _PROCESSOR[device], "PyTorch", model_dtype(device, "image"), note))
+            framework = "PyTorch"
+            if runtime == "onnx" and device == "cpu" and runtime_preference() == "auto":
+                # The forward pass once exported and checked equal; Grad-CAM maps need PyTorch's gradients.
+                framework = "ONNX Runtime (PyTorch for Grad-CAM)"
+                note = f"PyTorch until the exported graph is ready, or with {RUNTIME_ENV}=torch"
+            rows.append(Placement(slot, _PROCESSOR[device], framework, model_dtype(device, "image"), note))
         elif runtime == "sentence-transformers":
             rows.append(Placement(slot, "CPU", "PyTorch (sentence-transformers)", "float32",
                                   "small encoder pinned to the CPU: same vectors as the stored case base"))

@@ -61,6 +61,7 @@ class StageRecord:
     rss_mb: float = 0.0
     message: str = ""
     tier: str = ""
+    runtime: str = ""  # what ran an image model's forward pass: "ONNX Runtime fp32" or "PyTorch fp32 eager"
 
 
 @dataclass
@@ -110,24 +111,24 @@ class _Runner:
     def __init__(self, result: AnalysisResult, progress: ProgressFn | None, total: int):
         self.result, self.progress, self.total, self.index = result, progress, total, 0
 
-    def run(self, name: str, fn: Callable[[], tuple[str, str, str] | None]) -> bool:
-        """Run `fn`; it returns None (ok) or (status, message, tier). Exceptions become a failed stage."""
+    def run(self, name: str, fn: Callable[[], tuple[str, ...] | None]) -> bool:
+        """Run `fn`; it returns None (ok) or (status, message, tier[, runtime]). Exceptions become a failed stage."""
         self.index += 1
         if self.progress:
             self.progress(name, self.index, self.total)
         start = time.perf_counter()
-        status, message, tier = OK, "", ""
+        status, message, tier, runtime = OK, "", "", ""
         try:
             outcome = fn()
             if outcome:
-                status, message, tier = outcome
+                status, message, tier, runtime = (*outcome, "")[:4]
         except registry.ModelUnavailable as exc:
             status, message = SKIPPED, str(exc).splitlines()[0]
         except Exception as exc:  # isolation is the point: record and go on
             status, message = FAILED, f"{type(exc).__name__}: {exc}"
             log.error("stage %s failed: %s", name, traceback.format_exc(limit=6))
         self.result.stages.append(
-            StageRecord(name, status, round(time.perf_counter() - start, 4), _rss_mb(), message, tier)
+            StageRecord(name, status, round(time.perf_counter() - start, 4), _rss_mb(), message, tier, runtime)
         )
         return status == OK
 
@@ -269,7 +270,7 @@ def run_analysis(
 class _Analysis:
     """One analysis in progress: the study, the caller's options and the result its stages fill in.
 
-    Each stage method returns None (ok) or (status, message, tier), as `_Runner.run` expects.
+    Each stage method returns None (ok) or (status, message, tier[, runtime]), as `_Runner.run` expects.
     """
 
     def __init__(self, study: Any, symptoms: str, *, detector: Any, classifier: Any, maps: str,
@@ -323,11 +324,12 @@ class _Analysis:
             scored, activations = model.score_with_activations(image)
             result.objects["anomaly_pass"] = (scored, activations)
             result.anomaly = scored.to_dict()
-            return OK, DEVIATION_PASS_NOTE, result.anomaly.get("tier", tier)
+            return OK, DEVIATION_PASS_NOTE, result.anomaly.get("tier", tier), result.anomaly.get("runtime", "")
         shared = self.maps != "none" and _score_with_spatial_map(result, model, image)
         if not shared:
             result.anomaly = model.score(image).to_dict()
-        return OK, SHARED_PASS_NOTE if shared else "", result.anomaly.get("tier", tier)
+        return (OK, SHARED_PASS_NOTE if shared else "", result.anomaly.get("tier", tier),
+                result.anomaly.get("runtime", ""))
 
     def pathology_classifier(self):
         """Per-label probabilities against their operating thresholds."""
@@ -344,7 +346,7 @@ class _Analysis:
         else:
             predicted = model.predict(self.image)
         self.result.pathology = predicted.to_dict()
-        return OK, "", self.result.pathology.get("tier", prov.get("tier", ""))
+        return OK, "", self.result.pathology.get("tier", prov.get("tier", "")), self.result.pathology.get("runtime", "")
 
     def heatmaps(self):
         """The requested heatmaps (see `compute_maps`), reusing the anomaly stage's pass where it can."""

@@ -401,6 +401,7 @@ def load(name: str, settings: Settings | None = None, device: str | None = None,
                 files=[p for p in (found.path, *found.also) if p],
                 card=card_path,
             )
+            _start_onnx_runtime(found.model, settings)
             loaded = LoadedModel(model=found.model, provenance=provenance)
             _CACHE[key] = loaded
             return loaded
@@ -408,6 +409,19 @@ def load(name: str, settings: Settings | None = None, device: str | None = None,
             f"{slot.title}: no source could provide a model.\n- " + "\n- ".join(tried)
             + (f"\nHow to get the real model: {slot.how_to_get_real}" if slot.how_to_get_real else "")
         )
+
+
+def _start_onnx_runtime(model: Any, settings: Settings) -> None:
+    """Let an image model prepare its ONNX Runtime forward pass in the background (it runs PyTorch meanwhile)."""
+    start = getattr(model, "start_onnx_runtime", None)
+    if not callable(start):
+        return
+    from medsight.models.onnx_runtime import cache_dir
+
+    try:
+        start(cache_dir(settings))
+    except Exception as exc:  # the PyTorch path needs none of it
+        log.warning("ONNX Runtime preparation did not start: %s", type(exc).__name__)
 
 
 def loaded_models() -> list[LoadedModel]:

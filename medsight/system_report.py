@@ -87,6 +87,15 @@ def provenance_facts(p: registry.Provenance) -> list[str]:
     return facts
 
 
+def runtime_facts(loaded: registry.LoadedModel) -> list[str]:
+    """Which runtime an image model's forward pass uses now (ONNX Runtime or PyTorch, and why); [] for others."""
+    if not hasattr(loaded.model, "start_onnx_runtime"):
+        return []
+    from medsight.models.onnx_runtime import runtime_note
+
+    return [runtime_note(loaded.model)]
+
+
 def outputs_line(slot: registry.ModelSlot, loaded: registry.LoadedModel | None) -> str:
     """The loaded model's own output labels (the demo classifier has 5, the published one 18), else the slot's."""
     labels = list(getattr(loaded.model, "labels", None) or []) if loaded is not None else []

@@ -12,6 +12,15 @@ TEST_USER = "tester"
 TEST_PASSWORD = "correct-horse-battery-42"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pytorch_image_models():
+    """No background ONNX export for every model a test loads (each test has its own model cache), set before
+    any module-scoped model fixture loads; tests/test_onnx_runtime.py turns it on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSIGHT_RUNTIME", "torch")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def medsight_home(tmp_path, monkeypatch) -> Path:
     """A fresh `MEDSIGHT_HOME` per test, so no test touches the real data directory."""

@@ -49,7 +49,7 @@ def _slot_card(slot: registry.ModelSlot, loaded: registry.LoadedModel | None, er
             p = loaded.provenance
             facts([("Source", p.source), ("Device", p.device), ("Load time", f"{p.load_seconds:.2f} s"),
                    ("Memory", f"{p.rss_delta_mb:.0f} MB")])
-            st.caption("  \n".join(report.provenance_facts(p)))
+            st.caption("  \n".join(report.provenance_facts(p) + report.runtime_facts(loaded)))
             with st.expander("Sources tried"):
                 st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(p.tried, start=1)))
         else:

@@ -8,7 +8,8 @@ of the scores a reader sees (the fused anomaly score; the calibrated pathology p
 bundled sample studies, generated phantoms and pydicom's real CR chest film RG1.
 
 A path may become the default only where every score stays within `TOLERANCE` of fp32 on these images;
-`decision` says which path qualifies (the fastest one within tolerance) and what the product runs.
+`decision` says which path qualifies (the fastest one within tolerance), what the product runs and what the
+loaded model ran in this benchmark (`runs_here`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ NAME = "precision"
 #: Largest score difference from fp32 a faster path may introduce to become the default.
 TOLERANCE = 0.005
 #: What the product runs today, whatever qualifies here (recorded beside each decision).
-PRODUCT_PATH = "fp32 eager PyTorch (channels-last)"
+PRODUCT_PATH = ("onnxruntime_fp32 on the CPU (exported once per weights, checked against PyTorch at load); "
+                "fp32 eager PyTorch for Grad-CAM, on CUDA/MPS, until the export is ready and with MEDSIGHT_RUNTIME=torch")
 
 
 def images() -> dict[str, np.ndarray]:
@@ -155,7 +157,11 @@ def run(context: Context) -> dict:
             out["anomaly_detector"] = compare_detector(detector, pictures, Path(folder), runs)
         if classifier is not None:
             out["pathology_classifier"] = compare_classifier(classifier, pictures, Path(folder), runs)
-    out["decision"] = {key: {"qualifies": out[key]["qualifies"], "product_runs": PRODUCT_PATH}
+    from medsight.models.onnx_runtime import runtime_of
+
+    loaded = {"anomaly_detector": detector, "pathology_classifier": classifier}
+    out["decision"] = {key: {"qualifies": out[key]["qualifies"], "product_runs": PRODUCT_PATH,
+                             "runs_here": runtime_of(loaded[key])}
                        for key in ("anomaly_detector", "pathology_classifier") if key in out}
     return out
 

@@ -11,9 +11,11 @@ sampling), so one image always gets the same score.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +31,15 @@ from medsight.models.anomaly.torch_model import (
     ViTAnomalyScorer,
     kl_per_sample,
     recon_error_per_sample,
+)
+from medsight.models.onnx_runtime import (
+    MAP_TOLERANCE,
+    SCORE_TOLERANCE,
+    TORCH_RUNTIME,
+    GraphSpec,
+    OnnxForward,
+    check_image,
+    runtime_of,
 )
 
 INPUT_SIZE = 224
@@ -100,6 +111,42 @@ def fuse_scores(recon_error: torch.Tensor, kl_divergence: torch.Tensor, vit_scor
     return components["recon"] + components["kl"] + components["vit"], components
 
 
+def score_parts(vae: VAE, vit: ViTAnomalyScorer, calibration: Calibration, feats: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+    """All score parts from the VAE's input vectors (B, 512), without sampling (z = mu).
+
+    Returns:
+        dict with "recon_error", "kl_divergence", "vit_score", "fused", "mu" and the weighted terms
+        "recon", "kl", "vit" (all (B,) except "mu" (B, 256)).
+    """
+    mu, log_var = vae.encoder(feats)
+    x_hat = vae.decoder(mu)
+    recon = recon_error_per_sample(x_hat, feats)
+    kl = kl_per_sample(mu, log_var)
+    vit_score = vit(mu)
+    fused, parts = fuse_scores(recon, kl, vit_score, calibration)
+    return {"recon_error": recon, "kl_divergence": kl, "vit_score": vit_score, "fused": fused, "mu": mu, **parts}
+
+
+class ScoreGraph(torch.nn.Module):
+    """The detector's whole forward pass as one graph (what ONNX Runtime runs): preprocessed images →
+    the fused score, its parts and the last conv block's activations (for the deviation map)."""
+
+    OUTPUTS = ("fused", "recon_error", "kl_divergence", "vit_score", "recon", "kl", "vit", "activations")
+
+    def __init__(self, extractor: VGG16Features, vae: VAE, vit: ViTAnomalyScorer,
+                 feature_norm: FeatureStandardizer | None, calibration: Calibration) -> None:
+        super().__init__()
+        self.extractor, self.vae, self.vit, self.feature_norm = extractor, vae, vit, feature_norm
+        self.calibration = calibration
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled, activations = self.extractor.forward_with_activations(x)
+        feats = self.feature_norm(pooled) if self.feature_norm is not None else pooled
+        parts = score_parts(self.vae, self.vit, self.calibration, feats)
+        return (*(parts[name] for name in self.OUTPUTS[:-1]), activations)
+
+
 def xray_to_vgg_input(image: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
     """Named preprocessing transform: radiograph → VGG16 input tensor.
 
@@ -152,6 +199,7 @@ class AnomalyResult:
             (the deviation map's peak; see `patch.py`), from the same VGG16 pass; None without a patch model.
         deviation_threshold: the normal-range limit of `peak_deviation` (95 % of held-out normal images
             stay below it). deviation_unusual: peak_deviation >= deviation_threshold.
+        runtime: what ran the forward pass: "ONNX Runtime fp32" or "PyTorch fp32 eager".
     """
 
     fused_score: float
@@ -170,6 +218,7 @@ class AnomalyResult:
     peak_deviation: float | None = None
     deviation_threshold: float | None = None
     deviation_unusual: bool | None = None
+    runtime: str = TORCH_RUNTIME
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,6 +271,8 @@ class AnomalyDetector:
         # Optional per-position model of normal features for the spatial deviation map (see patch.py);
         # attached by the loader when a file fitted on this extractor exists.
         self.patch_model = None
+        # The forward pass in ONNX Runtime once exported and checked (`start_onnx_runtime`); None: PyTorch only.
+        self.onnx: OnnxForward | None = None
 
     # Compatibility alias: callers may say `meta`.
     @property
@@ -261,14 +312,7 @@ class AnomalyDetector:
             dict with "recon_error", "kl_divergence", "vit_score", "fused", "mu" and the weighted terms
             "recon", "kl", "vit" (all (B,) except "mu" (B, 256)).
         """
-        feats = self.vae_input(feats)
-        mu, log_var = self.vae.encoder(feats)
-        x_hat = self.vae.decoder(mu)
-        recon = recon_error_per_sample(x_hat, feats)
-        kl = kl_per_sample(mu, log_var)
-        vit = self.vit(mu)
-        fused, parts = fuse_scores(recon, kl, vit, self.calibration)
-        return {"recon_error": recon, "kl_divergence": kl, "vit_score": vit, "fused": fused, "mu": mu, **parts}
+        return score_parts(self.vae, self.vit, self.calibration, self.vae_input(feats))
 
     def fused_from_tensor(self, x: torch.Tensor, *, return_activations: bool = False):
         """Differentiable fused score for preprocessed tensors [B, 3, 224, 224] → (B,).
@@ -333,43 +377,83 @@ class AnomalyDetector:
             x = torch.cat([self.preprocess(image) for image in chunk])
             t1 = time.perf_counter()
             with torch.inference_mode():
-                activations = None
-                if patch is not None or keep_activations:
-                    pooled, activations = self.extractor.forward_with_activations(x.to(self.device))
-                    feats = self.vae_input(pooled)
+                outputs = self.onnx.run(x) if self.onnx is not None else None
+                runtime = TORCH_RUNTIME if outputs is None else self.onnx.runtime
+                if outputs is None:
+                    outputs, steps = self._torch_pass(x, need_activations=patch is not None or keep_activations)
                 else:
-                    feats = self.vae_input(self.features(x))
-                t2 = time.perf_counter()
-                mu, log_var = self.vae.encoder(feats)
-                x_hat = self.vae.decoder(mu)
-                recon = recon_error_per_sample(x_hat, feats)
-                kl = kl_per_sample(mu, log_var)
-                t3 = time.perf_counter()
-                vit = self.vit(mu)
-                fused, parts = fuse_scores(recon, kl, vit, self.calibration)
+                    steps = {"network": time.perf_counter() - t1}
                 t4 = time.perf_counter()
+                activations = outputs.get("activations")
                 peaks = None
                 if patch is not None:
                     peaks = patch.distances(activations).amax(dim=(1, 2))
                 t5 = time.perf_counter()
-            timings = {
-                "preprocess": (t1 - t0) * 1000 / n, "extractor": (t2 - t1) * 1000 / n,
-                "vae": (t3 - t2) * 1000 / n, "vit": (t4 - t3) * 1000 / n, "total": (t5 - t0) * 1000 / n,
-            }
+            timings = {"preprocess": t1 - t0, **steps, "total": t5 - t0}
             if patch is not None:
-                timings["deviation"] = (t5 - t4) * 1000 / n
-            timings = {key: round(value, 2) for key, value in timings.items()}
+                timings["deviation"] = t5 - t4
+            timings = {key: round(value * 1000 / n, 2) for key, value in timings.items()}
             for i in range(n):
                 result = self.result_from_parts(
-                    fused[i], recon[i], kl[i], vit[i], {key: parts[key][i] for key in ("recon", "kl", "vit")},
-                    timings, peak_deviation=None if peaks is None else float(peaks[i]))
+                    outputs["fused"][i], outputs["recon_error"][i], outputs["kl_divergence"][i],
+                    outputs["vit_score"][i], {key: outputs[key][i] for key in ("recon", "kl", "vit")},
+                    timings, peak_deviation=None if peaks is None else float(peaks[i]), runtime=runtime)
                 kept = activations[i:i + 1].detach().cpu() if keep_activations and activations is not None else None
                 results.append((result, kept))
         return results
 
+    def _torch_pass(self, x: torch.Tensor, need_activations: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The PyTorch forward pass: score parts (and activations when needed), and seconds per network."""
+        t1 = time.perf_counter()
+        outputs: dict[str, torch.Tensor] = {}
+        if need_activations:
+            pooled, outputs["activations"] = self.extractor.forward_with_activations(x.to(self.device))
+            feats = self.vae_input(pooled)
+        else:
+            feats = self.vae_input(self.features(x))
+        t2 = time.perf_counter()
+        mu, log_var = self.vae.encoder(feats)
+        x_hat = self.vae.decoder(mu)
+        outputs["recon_error"] = recon_error_per_sample(x_hat, feats)
+        outputs["kl_divergence"] = kl_per_sample(mu, log_var)
+        t3 = time.perf_counter()
+        outputs["vit_score"] = self.vit(mu)
+        outputs["fused"], parts = fuse_scores(outputs["recon_error"], outputs["kl_divergence"], outputs["vit_score"],
+                                              self.calibration)
+        t4 = time.perf_counter()
+        return {**outputs, **parts}, {"extractor": t2 - t1, "vae": t3 - t2, "vit": t4 - t3}
+
+    # ---- ONNX Runtime ---------------------------------------------------------------------------
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass now: "ONNX Runtime fp32" or "PyTorch fp32 eager"."""
+        return runtime_of(self)
+
+    def start_onnx_runtime(self, folder: str | Path, *, background: bool = True) -> OnnxForward:
+        """Prepare the forward pass in ONNX Runtime (export cached in `folder`); PyTorch runs until it is ready."""
+        self.onnx = OnnxForward.start(self._graph_spec(), Path(folder), str(self.device), background=background)
+        return self.onnx
+
+    def _graph_spec(self) -> GraphSpec:
+        def build(copied: bool) -> ScoreGraph:
+            networks = (self.extractor, self.vae, self.vit, self.feature_norm)
+            return ScoreGraph(*(copy.deepcopy(m) if copied else m for m in networks), self.calibration)
+
+        def measures(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            seen = {name: outputs[name] for name in ScoreGraph.OUTPUTS}
+            if self.patch_model is not None:  # the deviation map's distances, drawn from the activations
+                seen["deviation"] = self.patch_model.distances(torch.from_numpy(outputs["activations"])).numpy()
+            return seen
+
+        tolerances = {name: SCORE_TOLERANCE for name in ScoreGraph.OUTPUTS[:-1]}
+        tolerances.update(activations=MAP_TOLERANCE, **({"deviation": MAP_TOLERANCE} if self.patch_model else {}))
+        return GraphSpec(name="anomaly-detector", build=build, example=lambda: self.preprocess(check_image()),
+                         output_names=ScoreGraph.OUTPUTS,
+                         measures=measures, tolerances=tolerances, constants=repr(self.calibration.to_dict()))
+
     def result_from_parts(self, fused_score: float, recon_error: float, kl_divergence: float, vit_score: float,
                           components: dict[str, float], timings: dict[str, float],
-                          peak_deviation: float | None = None) -> AnomalyResult:
+                          peak_deviation: float | None = None, runtime: str = TORCH_RUNTIME) -> AnomalyResult:
         """An `AnomalyResult` from the score parts of one pass through this detector.
 
         Used by scoring itself and by the spatial anomaly map, which runs the same forward pass (VGG16 →
@@ -381,6 +465,7 @@ class AnomalyDetector:
             components: the weighted terms "recon", "kl", "vit".
             timings: milliseconds per step of that pass (must include "total").
             peak_deviation: the pass's peak deviation from normal (with a patch model), else None.
+            runtime: what ran the pass ("PyTorch fp32 eager" unless ONNX Runtime did).
         """
         score = float(fused_score)
         scale = self.patch_model.scale if self.patch_model is not None else None
@@ -402,10 +487,13 @@ class AnomalyDetector:
             peak_deviation=None if peak_deviation is None else round(float(peak_deviation), 4),
             deviation_threshold=None if limit is None else round(limit, 4),
             deviation_unusual=None if limit is None else float(peak_deviation) >= limit,
+            runtime=runtime,
         )
 
     def to(self, device: str | torch.device) -> "AnomalyDetector":
         self.device = torch.device(device)
+        if self.device.type != "cpu":
+            self.onnx = None  # ONNX Runtime serves the CPU only
         for module in (self.extractor, self.vae, self.vit, self.feature_norm):
             if module is not None:
                 module.to(self.device)

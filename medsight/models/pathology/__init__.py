@@ -38,6 +38,8 @@ from scipy.special import expit as scipy_expit
 
 from medsight import registry
 from medsight.config import Settings
+from medsight.models import onnx_runtime
+from medsight.models.onnx_runtime import TORCH_RUNTIME, OnnxForward
 from medsight.models.pathology.labels import (
     DEMO_LABELS,
     DISPLAY_NAMES,
@@ -79,6 +81,7 @@ class PathologyResult:
         operating_thresholds: each label's operating threshold on the raw scale (None when it has none).
         model: name and version of the weights.
         input_size: side of the square model input in pixels.
+        runtime: what ran the forward pass: "ONNX Runtime fp32" or "PyTorch fp32 eager".
     """
 
     labels: list[str]
@@ -92,6 +95,7 @@ class PathologyResult:
     operating_thresholds: dict[str, float | None] = field(default_factory=dict)
     model: dict[str, str] = field(default_factory=dict)
     input_size: int = 0
+    runtime: str = TORCH_RUNTIME
 
     @property
     def probability_scale(self) -> str:
@@ -161,6 +165,8 @@ class PathologyClassifier:
         self.card = card or {}
         self.provenance: dict[str, Any] | None = None
         self.preprocess = XRayPreprocess(self.input_size)
+        # The forward pass in ONNX Runtime once exported and checked (`start_onnx_runtime`); None: PyTorch only.
+        self.onnx: OnnxForward | None = None
 
     # -- helpers -------------------------------------------------------------------------------------------
     def resolve_label(self, label: str) -> str:
@@ -228,14 +234,19 @@ class PathologyClassifier:
     def _predict(self, image: np.ndarray, keep_activations: bool) -> tuple[PathologyResult, Any]:
         import torch
 
+        from medsight.models.pathology.torch_model import LogitsAndActivations
+
         start = time.perf_counter()
         x = self.preprocess(image).to(self.device)
         t_pre = time.perf_counter()
         activations = None
         with torch.inference_mode():
-            if keep_activations and _exposes_head(self.net):
-                activations = self.net.relu(self.net.features(x))
-                logits = self.net.classifier(torch.nn.functional.adaptive_avg_pool2d(activations, (1, 1)).flatten(1))
+            outputs = self.onnx.run(x) if self.onnx is not None else None
+            runtime = TORCH_RUNTIME if outputs is None else self.onnx.runtime
+            if outputs is not None:
+                logits, activations = outputs["logits"], outputs["activations"] if keep_activations else None
+            elif keep_activations and _exposes_head(self.net):
+                logits, activations = LogitsAndActivations(self.net)(x)
             else:
                 logits = self.net.logits(x)
             raw = torch.sigmoid(logits).float().cpu().numpy()[0]
@@ -257,8 +268,43 @@ class PathologyClassifier:
             operating_thresholds={label: (None if math.isnan(t) else _round(t, 6)) for label, t in zip(self.labels, self.operating_thresholds)},
             model={"name": self.name, "version": self.version},
             input_size=self.input_size,
+            runtime=runtime,
         )
         return result, activations
+
+    # -- ONNX Runtime --------------------------------------------------------------------------------------
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass now: "ONNX Runtime fp32" or "PyTorch fp32 eager"."""
+        return onnx_runtime.runtime_of(self)
+
+    def start_onnx_runtime(self, folder: str | Path, *, background: bool = True) -> OnnxForward | None:
+        """Prepare the forward pass in ONNX Runtime (export cached in `folder`); PyTorch runs until it is ready.
+
+        A network that does not expose its trunk and head (so its activations cannot be exported) stays on PyTorch.
+        """
+        if not _exposes_head(self.net):
+            return None
+        self.onnx = OnnxForward.start(self._graph_spec(), Path(folder), str(self.device), background=background)
+        return self.onnx
+
+    def _graph_spec(self) -> onnx_runtime.GraphSpec:
+        from medsight.models.pathology.torch_model import LogitsAndActivations
+
+        def build(copied: bool):
+            import copy
+
+            return LogitsAndActivations(copy.deepcopy(self.net) if copied else self.net)
+
+        def measures(outputs):
+            return {"probabilities": self.calibrate(scipy_expit(outputs["logits"].astype(np.float64))),
+                    "activations": outputs["activations"]}
+
+        return onnx_runtime.GraphSpec(
+            name="pathology-classifier", build=build, example=lambda: self.preprocess(onnx_runtime.check_image()),
+            output_names=LogitsAndActivations.OUTPUTS,
+            measures=measures, constants=f"{self.name}|{self.input_size}",
+            tolerances={"probabilities": onnx_runtime.SCORE_TOLERANCE, "activations": onnx_runtime.MAP_TOLERANCE})
 
     def gradcam_heat(self, image: np.ndarray, label: str, *, activations: Any = None
                      ) -> tuple[np.ndarray, dict[str, Any]]:

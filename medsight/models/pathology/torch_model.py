@@ -177,6 +177,22 @@ class PathologyNet(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
+class LogitsAndActivations(nn.Module):
+    """A `PathologyNet`'s pass returning the logits and the activations they are pooled from (what the maps
+    are drawn from): the graph ONNX Runtime runs, and the PyTorch pass that keeps the activations."""
+
+    OUTPUTS = ("logits", "activations")
+
+    def __init__(self, net: PathologyNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activations = self.net.relu(self.net.features(x))
+        pooled = F.adaptive_avg_pool2d(activations, (1, 1)).flatten(1)
+        return self.net.classifier(pooled), activations
+
+
 def build_demo_densenet(n_labels: int, arch: dict[str, Any] | None = None) -> PathologyNet:
     """The reduced torchvision DenseNet of the demo tier with a one-channel stem (random init).
 
