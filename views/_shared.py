@@ -17,6 +17,7 @@ Session-state keys used across pages:
 from __future__ import annotations
 
 import functools
+import gc
 from typing import Any, Callable
 
 import streamlit as st
@@ -142,7 +143,11 @@ def tier_badge(provenance: Any, *, details: bool = False) -> str:
 # --- models ------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _load_model(slot_name: str, home: str, device: str, allow_network: bool) -> Any:
-    return registry.load(slot_name, settings=get_settings(), device=device)
+    loaded = registry.load(slot_name, settings=get_settings(), device=device)
+    # What is alive now lives as long as the process: keep it out of every later collection (each full
+    # collection would walk the models' objects again, hundreds of ms on a click).
+    gc.freeze()
+    return loaded
 
 
 _weights_watch = WeightsWatch()
@@ -152,6 +157,7 @@ def refresh_if_weights_changed() -> bool:
     """Forget every loaded model when weights were installed since this process last looked."""
     if not _weights_watch.changed(settings()):
         return False
+    gc.unfreeze()  # the models being forgotten may now be collected
     registry.clear_cache()
     _load_model.clear()
     return True
@@ -170,6 +176,7 @@ def get_model(slot_name: str) -> Any:
 
 def reload_model(slot_name: str) -> list[str]:
     """Forget a slot (and the slots built on it) so the next `get_model` reads its files again; returns them."""
+    gc.unfreeze()
     names = registry.forget_slot(slot_name)
     _load_model.clear()
     _weights_watch.mark_seen(settings())

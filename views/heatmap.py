@@ -152,7 +152,7 @@ def main() -> None:
             st.warning(result.caption, icon=":material/warning:")
         if kind != "paper_attention":  # the paper's attention is not an image-space map: figure only
             viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer", show_maps=True)
-        st.image(result.ensure_panels(), width="stretch",
+        st.image(result.png(), width="stretch", output_format="PNG",
                  caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
     threshold = (result.details or {}).get("threshold")
     if threshold is None and kind == "pathology_gradcam":

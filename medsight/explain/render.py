@@ -53,6 +53,7 @@ DEFAULT_OPACITY = 0.65
 #: A figure panel draws the radiograph at up to this many times its own pixel width (antialiased by
 #: matplotlib), not at the film's full resolution.
 DISPLAY_OVERSAMPLING = 2.0
+PREVIEW_SIDE = 640  # a results-list preview: half the page wide on a laptop screen
 
 # Dark theme of the rendered figure (matches the app's dark UI and prints acceptably).
 _BACKGROUND = "#0e1117"
@@ -387,8 +388,29 @@ class HeatmapResult:
         return self.panels
 
     def png(self) -> bytes:
-        """The three-panel figure as PNG bytes."""
-        return to_png_bytes(self.ensure_panels())
+        """The three-panel figure as PNG bytes (encoded once per drawing: pages show it on every rerun)."""
+        panels = self.ensure_panels()
+        cached = self.__dict__.get("_png")
+        if cached is None or cached[0] is not panels:
+            cached = (panels, to_png_bytes(panels))
+            self.__dict__["_png"] = cached
+        return cached[1]
+
+    def preview_jpeg(self, side: int = PREVIEW_SIDE) -> bytes:
+        """The overlay alone, at no more than `side` pixels on its long side, as JPEG bytes; drawn once.
+
+        For a list of results, where the three-panel figure (hundreds of ms to draw) would be shrunk anyway.
+        """
+        cached = self.__dict__.setdefault("_previews", {})
+        if side not in cached:
+            if self.image is None:
+                raise ValueError("this map was created without its radiograph; it cannot be previewed")
+            gray = _display_copy(_as_gray(self.image), side)
+            picture = overlay(gray, _display_heat(self.heat, gray.shape), self.opacity)
+            buffer = io.BytesIO()
+            Image.fromarray(picture).save(buffer, format="JPEG", quality=90)
+            cached[side] = buffer.getvalue()
+        return cached[side]
 
     def panel_images(self, opacity: float | None = None) -> dict[str, np.ndarray]:
         """The three panels separately, without titles, at the map's resolution (for downloads)."""
