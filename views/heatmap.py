@@ -130,6 +130,11 @@ def main() -> None:
 
     key = (study.study_id, kind, label)
     result = _cache().get(key)
+    if result is None:  # the analysis of this study may have drawn it already
+        result = choices.analysis_map_keys(st.session_state.get("analysis"), (st.session_state.get(
+            "analysis_objects") or {}).get("heatmaps"), study.study_id).get(key)
+        if result is not None:
+            _remember(key, result)
     if result is None:
         try:
             with preview, st.status(f"Computing {MAP_LABELS[kind].lower()}…", expanded=False) as status:
