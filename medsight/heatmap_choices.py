@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 CACHE_SIZE = 8  # maps kept per session (each holds the radiograph and the map at full resolution)
@@ -53,6 +53,21 @@ def remember(cache: MutableMapping, key: tuple, result: Any, size: int = CACHE_S
     cache[key] = result
     while len(cache) > size:
         cache.pop(next(iter(cache)))
+
+
+def analysis_map_keys(analysis: Mapping | None, maps: Mapping[str, Any] | None, study_id: str) -> dict[tuple, Any]:
+    """The maps an analysis of this study already drew, under the Heatmap page's keys (study, kind, label).
+
+    The analysis keys its maps "patch_deviation", "spatial_anomaly" or "pathology:<label>"; maps of another
+    study's analysis are not returned.
+    """
+    if not maps or (analysis or {}).get("study_id") != study_id:
+        return {}
+    keyed = {}
+    for key, result in maps.items():
+        kind, _, label = str(key).partition(":")
+        keyed[(study_id, "pathology_gradcam" if kind == "pathology" else kind, label)] = result
+    return keyed
 
 
 def computed_seconds(details: dict) -> float | None:

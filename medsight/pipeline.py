@@ -23,7 +23,7 @@ import logging
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -89,7 +89,8 @@ class AnalysisResult:
     objects: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        # Without the live objects: asdict would deep-copy every heatmap and radiograph only to drop them.
+        data = asdict(replace(self, objects={}))
         data.pop("objects")
         return data
 

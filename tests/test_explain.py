@@ -146,6 +146,27 @@ def test_heatmap_result_ranges_shapes_and_dict():
         make_result("not-a-kind", image, heat, "t", "c")
 
 
+def test_preview_is_the_overlay_at_list_size_and_each_drawing_is_encoded_once():
+    import io
+
+    from PIL import Image
+
+    image = np.random.default_rng(5).random((1500, 1200)).astype(np.float32) * 0.4 + 0.3
+    heat = _gaussian((60, 48), (15, 36), 4.0)  # hot spot in the upper right
+    result = make_result("spatial_anomaly", image, heat, "Spatial anomaly map", "caption", render=False)
+    preview = result.preview_jpeg()
+    assert result.preview_jpeg() is preview and result.panels is None  # drawn once, no figure needed
+    picture = np.asarray(Image.open(io.BytesIO(preview)).convert("RGB")).astype(int)
+    assert picture.shape == (640, 512, 3)  # long side 640, aspect kept
+    # Coloured at the map's peak, the grey radiograph where the map is cold.
+    hot, cold = picture[160, 384], picture[560, 64]
+    assert hot.max() - hot.min() > 60 and cold.max() - cold.min() < 12
+    assert max(Image.open(io.BytesIO(result.preview_jpeg(200))).size) == 200
+    png = result.png()
+    assert result.png() is png and png.startswith(b"\x89PNG")
+    assert result.with_opacity(0.2).png() != png  # a new drawing is encoded anew
+
+
 # ---------------------------------------------------------------- Grad-CAM on a toy model with a known answer
 
 

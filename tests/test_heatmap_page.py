@@ -143,6 +143,45 @@ def test_heatmap_page_opens_on_the_deviation_map_with_the_shipped_demo(logged_in
     assert "normal range" in metric.delta
 
 
+def test_heatmap_page_shows_the_analysis_map_without_computing_it_again(logged_in_app, study):
+    from medsight import pipeline, registry
+
+    registry.clear_cache()
+    try:
+        detector = registry.load("anomaly.detector").model
+        classifier = registry.load("pathology.classifier").model
+    except registry.ModelUnavailable as exc:
+        pytest.skip(f"no demo weights in this build: {exc}")
+    if detector.patch_model is None:
+        pytest.skip("no patch model for the shipped detector")
+    result = pipeline.run_analysis(study, detector=detector, classifier=classifier, maps="key")
+    drawn = result.objects["heatmaps"]["patch_deviation"]
+    at = logged_in_app(timeout=180)
+    at.session_state["study"] = study
+    at.session_state["analysis"] = {**result.to_dict(), "study_id": study.study_id}
+    at.session_state["analysis_objects"] = result.objects
+    passes = []
+    handle = detector.target_layer.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        at.switch_page(PAGE).run(timeout=180)
+    finally:
+        handle.remove()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="heatmap_kind_choice").value == "patch_deviation"
+    assert at.session_state["heatmap_cache"][(study.study_id, "patch_deviation", "")] is drawn
+    assert not passes, "the deviation map of the analysis is shown, not computed again"
+
+
+def test_analysis_maps_are_offered_only_for_their_own_study():
+    from medsight.heatmap_choices import analysis_map_keys
+
+    maps = {"patch_deviation": "deviation", "pathology:Effusion": "effusion"}
+    assert analysis_map_keys({"study_id": "a"}, maps, "a") == {
+        ("a", "patch_deviation", ""): "deviation", ("a", "pathology_gradcam", "Effusion"): "effusion"}
+    assert analysis_map_keys({"study_id": "b"}, maps, "a") == {}
+    assert analysis_map_keys(None, maps, "a") == {} and analysis_map_keys({"study_id": "a"}, None, "a") == {}
+
+
 def test_heatmap_page_deviation_map_without_patch_model_says_how_to_fit_one(logged_in_app, study, detector_in_home):
     at = _open_page(logged_in_app, study)
     at.radio(key="heatmap_kind_choice").set_value("patch_deviation").run(timeout=180)

@@ -517,6 +517,10 @@ def test_round_trip_receiver_worklist_analysis_results_into_orthanc(node_factory
     """Films → our receiver (storescu) → worklist → background analysis → SR + maps + PDF → Orthanc: the results
     are filed into the films' original studies and patients, refer to the original instances, carry the analysis'
     numbers (none for withheld outputs) and pass dciodvfy."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_raw
+
+    from medsight.dicom_out import pdf_bytes_of
     from medsight.node.service import results_for_pacs
 
     if STORESCU is None or shutil.which("dciodvfy") is None:
@@ -539,6 +543,9 @@ def test_round_trip_receiver_worklist_analysis_results_into_orthanc(node_factory
             pydicom.dcmwrite(path, ds, enforce_file_format=True)
             run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace")
             assert [l for l in (run.stdout + run.stderr).splitlines() if l.startswith("Error")] == [], ds.Modality
+        pdf = next(ds for ds in objects if ds.Modality == "DOC")  # the page's PDF, radiograph included
+        document = pdfium.PdfDocument(pdf_bytes_of(pdf))
+        assert any(obj.type == pdfium_raw.FPDF_PAGEOBJ_IMAGE for page in document for obj in page.get_objects())
         result = send_results(node.history, node.user, entry["study_id"], objects, remote)
         assert result.ok and result.sent == len(objects), result.to_dict()
         sr_uid = next(str(ds.SOPInstanceUID) for ds in objects if ds.Modality == "SR")

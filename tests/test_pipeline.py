@@ -242,3 +242,17 @@ def test_without_maps_the_plain_score_is_used(demo_models):
     assert result.anomaly["fused_score"] == pytest.approx(detector.score(study.image).fused_score, abs=1e-6)
     assert set(result.anomaly["timings"]) >= {"extractor", "vae", "vit", "total"}
     assert result.stage("vision: anomaly detector").message == ""
+
+
+def test_record_leaves_out_the_live_objects_and_copies_the_rest(demo_models):
+    import dataclasses
+
+    detector, classifier = demo_models
+    _, result, _ = _analyse_counting_vgg16(detector, classifier, "normal_pa.png")
+    assert result.objects["heatmaps"]  # live maps exist, and must not reach the record
+    data = result.to_dict()
+    expected = {f.name: dataclasses.asdict(result)[f.name] for f in dataclasses.fields(result) if f.name != "objects"}
+    assert data == expected and "objects" not in data
+    data["anomaly"]["fused_score"] = -1.0  # the record is a copy: editing it leaves the result alone
+    assert result.anomaly["fused_score"] != -1.0
+    json.dumps(data)

@@ -139,15 +139,20 @@ def test_image_blob_is_16_bit_lossless_enough():
     assert np.abs(back - image).max() <= 0.5 / 65535 + 1e-7
 
 
-def test_study_round_trip_reopens_the_same_pixels(history, tmp_path):
+def test_study_round_trip_reopens_the_same_pixels(history, tmp_path, monkeypatch):
+    import medsight.storage.studies as studies_module
+
     from medsight.ingest import load_study
     from medsight.ingest.study import pixel_hash
     from medsight.synthetic import generate_phantom, write_png
 
     path = write_png(generate_phantom(seed=7, size=256, findings=("nodule",)), tmp_path / "phantom.png", bits=16)
     study = load_study(path)
-    history.save_study("alice", study)
-    history.save_study("alice", study)  # saving again keeps one copy
+    first = history.save_study("alice", study)
+    encoded = []
+    monkeypatch.setattr(studies_module, "encode_image", lambda image: encoded.append(1) or encode_image(image))
+    assert history.save_study("alice", study) == first  # saving again keeps one copy
+    assert not encoded, "a study already stored is not encoded again"
     listed = history.list_studies("alice")
     assert [s["study_id"] for s in listed] == [study.study_id]
     assert listed[0]["filename"] == "phantom.png" and listed[0]["thumbnail"].startswith(b"\x89PNG")

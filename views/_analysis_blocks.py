@@ -32,7 +32,7 @@ def withheld_block(analysis: dict) -> None:
                 st.caption(caption)
             for key, heatmap in (kept.get("maps") or {}).items():
                 # Drawn in grey: a coloured heatmap reads as a finding at a glance.
-                grey = Image.open(io.BytesIO(heatmap.png())).convert("L")
+                grey = Image.open(io.BytesIO(heatmap.preview_jpeg())).convert("L")
                 st.image(grey, caption=f"{heatmap.caption or key} — not meaningful for this image", width="stretch")
 
 
@@ -88,8 +88,10 @@ def maps_block(analysis: dict) -> None:
     if not heatmaps:
         return
     st.subheader("Maps", anchor=False)
+    st.caption("Also layered over the film in the viewer; the Heatmap page has each map in full.")
     for key, heatmap in list(heatmaps.items())[:4]:
-        st.image(heatmap.png(), caption=heatmap.caption, width="stretch")
+        title = heatmap.title + (f" — {heatmap.score_text}" if heatmap.score_text else "")
+        st.image(heatmap.preview_jpeg(), caption=f"{title}. {heatmap.caption}", width="stretch", output_format="JPEG")
         kind, _, label = key.partition(":")
         if st.button("Open in Heatmap page", key=f"open_{key}", icon=":material/open_in_new:"):
             st.session_state["heatmap_kind"] = "pathology_gradcam" if kind == "pathology" else kind

@@ -9,6 +9,7 @@ import streamlit as st
 from medsight import heatmap_choices as choices
 from medsight.explain import HeatmapResult, to_png_bytes
 from medsight.report.figures import components_bars, score_gauge
+from views import _media as media
 from views import _shared as ui
 
 
@@ -49,14 +50,17 @@ def score_panel(result: HeatmapResult, provenance: Any, threshold: float | None)
 
 
 def downloads(result: HeatmapResult, study_id: str) -> None:
+    """The figure and its three panels as PNG files, each drawn only when its button is clicked."""
     stem = f"{study_id}_{result.kind}" + (f"_{result.label}" if result.label else "")
     columns = st.columns(4)
-    columns[0].download_button("Three panels (PNG)", result.png(), f"{stem}_panels.png", "image/png",
-                               icon=":material/download:", key="dl_panels", width="stretch")
-    try:
-        panels = result.panel_images()
-    except ValueError:
-        return
+    with columns[0]:
+        media.download_on_request("Three panels (PNG)", result.png, f"{stem}_panels.png", "image/png",
+                                  icon=":material/download:", key="dl_panels", width="stretch")
+    if result.image is None:
+        return  # a map without its radiograph has only the combined figure
     for column, name in zip(columns[1:], ("original", "heatmap", "overlay")):
-        column.download_button(f"{name.capitalize()} (PNG)", to_png_bytes(panels[name]), f"{stem}_{name}.png",
-                               "image/png", icon=":material/download:", key=f"dl_{name}", width="stretch")
+        with column:
+            media.download_on_request(f"{name.capitalize()} (PNG)",
+                                      lambda name=name: to_png_bytes(result.panel_images()[name]),
+                                      f"{stem}_{name}.png", "image/png", icon=":material/download:",
+                                      key=f"dl_{name}", width="stretch")

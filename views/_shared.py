@@ -22,7 +22,7 @@ from typing import Any, Callable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from medsight import app_state, audit as audit_trail, errors, registry, tier_labels
+from medsight import app_state, audit as audit_trail, errors, model_cache, registry, tier_labels
 from medsight.auth import Authenticator, Session
 from medsight.config import Settings, get_settings
 from medsight.domain import HOW_TO_GET_REAL
@@ -142,7 +142,7 @@ def tier_badge(provenance: Any, *, details: bool = False) -> str:
 # --- models ------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _load_model(slot_name: str, home: str, device: str, allow_network: bool) -> Any:
-    return registry.load(slot_name, settings=get_settings(), device=device)
+    return model_cache.long_lived(registry.load(slot_name, settings=get_settings(), device=device))
 
 
 _weights_watch = WeightsWatch()
@@ -152,6 +152,7 @@ def refresh_if_weights_changed() -> bool:
     """Forget every loaded model when weights were installed since this process last looked."""
     if not _weights_watch.changed(settings()):
         return False
+    model_cache.release_long_lived()
     registry.clear_cache()
     _load_model.clear()
     return True
@@ -170,6 +171,7 @@ def get_model(slot_name: str) -> Any:
 
 def reload_model(slot_name: str) -> list[str]:
     """Forget a slot (and the slots built on it) so the next `get_model` reads its files again; returns them."""
+    model_cache.release_long_lived()
     names = registry.forget_slot(slot_name)
     _load_model.clear()
     _weights_watch.mark_seen(settings())

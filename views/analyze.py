@@ -126,7 +126,7 @@ def main() -> None:
         refused = False
         if study is not None:
             study = _window_controls(study)
-            viewer(study, _maps_of(study), key="analyze_viewer")
+            viewer_slot = st.container()  # filled after an Analyze click, so the new maps are layered at once
             gate = ui.gate_decision(study)
             _gate_block(study, gate)
             refused = gate.get("decision") == "refused"
@@ -150,6 +150,8 @@ def main() -> None:
     analysis = st.session_state.get("analysis")
     if run:
         analysis = _run(study, symptoms, maps or "key", gate)
+    with viewer_slot:
+        viewer(study, _maps_of(study), key="analyze_viewer")
     if not analysis or analysis.get("study_id") != study.study_id:
         return
 

@@ -130,6 +130,11 @@ def main() -> None:
 
     key = (study.study_id, kind, label)
     result = _cache().get(key)
+    if result is None:  # the analysis of this study may have drawn it already
+        result = choices.analysis_map_keys(st.session_state.get("analysis"), (st.session_state.get(
+            "analysis_objects") or {}).get("heatmaps"), study.study_id).get(key)
+        if result is not None:
+            _remember(key, result)
     if result is None:
         try:
             with preview, st.status(f"Computing {MAP_LABELS[kind].lower()}…", expanded=False) as status:
@@ -152,7 +157,7 @@ def main() -> None:
             st.warning(result.caption, icon=":material/warning:")
         if kind != "paper_attention":  # the paper's attention is not an image-space map: figure only
             viewer(study, {f"{kind}:{label}" if label else kind: result}, key="heatmap_viewer", show_maps=True)
-        st.image(result.ensure_panels(), width="stretch",
+        st.image(result.png(), width="stretch", output_format="PNG",
                  caption=f"{result.title} — {result.score_text}" if result.score_text else result.title)
     threshold = (result.details or {}).get("threshold")
     if threshold is None and kind == "pathology_gradcam":

@@ -50,9 +50,7 @@ LUT_ANCHORS: tuple[tuple[float, tuple[int, int, int]], ...] = (
 ALPHA_PERCENTILE = 30.0  # the part of the map below this percentile is fully transparent
 ALPHA_GAMMA = 1.3  # >1 keeps weak responses faint
 DEFAULT_OPACITY = 0.65
-#: A figure panel draws the radiograph at up to this many times its own pixel width (antialiased by
-#: matplotlib), not at the film's full resolution.
-DISPLAY_OVERSAMPLING = 2.0
+PREVIEW_SIDE = 640  # a results-list preview: half the page wide on a laptop screen
 
 # Dark theme of the rendered figure (matches the app's dark UI and prints acceptably).
 _BACKGROUND = "#0e1117"
@@ -255,9 +253,14 @@ def three_panels(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    gray = _display_copy(_as_gray(image), int(round(DISPLAY_OVERSAMPLING * panel_inches * dpi)))
+    # Each picture is drawn at exactly its panel's pixel size and placed 1:1 (figimage): no axes to lay out and
+    # no resampling inside matplotlib, which cost most of a figure's time.
+    aspect_source = _as_gray(image)
+    aspect = aspect_source.shape[0] / aspect_source.shape[1]
+    panel_px = max(2, int(round((panel_inches - 0.1) * dpi)))
+    panel_shape = (max(2, int(round(panel_px * aspect))), panel_px)
+    gray = _fit(aspect_source, panel_shape)
     heat_full = _display_heat(heat, gray.shape)
-    aspect = gray.shape[0] / gray.shape[1]
     caption_lines = textwrap.wrap(caption, width=int(panel_inches * 3 * 12.5)) if caption else []
     top_inches = 0.75 if subtitle else 0.5
     bottom_inches = 0.55 + 0.22 * len(caption_lines)
@@ -270,16 +273,14 @@ def three_panels(
     if subtitle:
         fig.text(0.5, 1 - 0.6 / fig_h, subtitle, ha="center", va="center", color=_MUTED, fontsize=10)
 
-    panel_bottom = (bottom_inches) / fig_h
-    panel_height = (panel_inches * aspect) / fig_h
+    panel_bottom = int(round(bottom_inches * dpi))
     panel_titles = ("Original", "Heatmap", "Overlay" + (f" — {score_text}" if score_text else ""))
     pictures = (gray_to_rgb(gray), apply_colormap(heat_full), overlay(gray, heat_full, opacity))
     for i, (panel_title, picture) in enumerate(zip(panel_titles, pictures)):
-        left = (0.2 + i * panel_inches + 0.05) / fig_w
-        ax = fig.add_axes((left, panel_bottom, (panel_inches - 0.1) / fig_w, panel_height))
-        ax.imshow(picture, interpolation="antialiased")
-        ax.set_axis_off()
-        ax.set_title(panel_title, color=_TEXT, fontsize=12, pad=5)
+        left = int(round((0.2 + i * panel_inches + 0.05) * dpi))
+        fig.figimage(picture, xo=left, yo=panel_bottom, origin="upper")
+        fig.text((left + panel_px / 2) / (fig_w * dpi), (panel_bottom + panel_shape[0] + 5 * dpi / 72) / (fig_h * dpi),
+                 panel_title, ha="center", va="bottom", color=_TEXT, fontsize=12)
 
     # A thin colour bar under the heatmap panel so the scale is explicit.
     import matplotlib.cm as cm
@@ -312,6 +313,16 @@ def _display_copy(gray: np.ndarray, side: int) -> np.ndarray:
     scale = side / max(gray.shape)
     size = (max(2, round(gray.shape[1] * scale)), max(2, round(gray.shape[0] * scale)))
     return np.clip(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), 0.0, 1.0)
+
+
+def _fit(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The radiograph resampled to exactly `shape` (area-averaged when shrinking), kept in [0, 1]."""
+    if gray.shape == tuple(shape):
+        return gray
+    shrinking = gray.shape[0] > shape[0]
+    resized = cv2.resize(np.asarray(gray, dtype=np.float32), (int(shape[1]), int(shape[0])),
+                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return np.clip(resized, 0.0, 1.0)
 
 
 def _display_heat(heat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -387,8 +398,29 @@ class HeatmapResult:
         return self.panels
 
     def png(self) -> bytes:
-        """The three-panel figure as PNG bytes."""
-        return to_png_bytes(self.ensure_panels())
+        """The three-panel figure as PNG bytes (encoded once per drawing: pages show it on every rerun)."""
+        panels = self.ensure_panels()
+        cached = self.__dict__.get("_png")
+        if cached is None or cached[0] is not panels:
+            cached = (panels, to_png_bytes(panels))
+            self.__dict__["_png"] = cached
+        return cached[1]
+
+    def preview_jpeg(self, side: int = PREVIEW_SIDE) -> bytes:
+        """The overlay alone, at no more than `side` pixels on its long side, as JPEG bytes; drawn once.
+
+        For a list of results, where the three-panel figure (hundreds of ms to draw) would be shrunk anyway.
+        """
+        cached = self.__dict__.setdefault("_previews", {})
+        if side not in cached:
+            if self.image is None:
+                raise ValueError("this map was created without its radiograph; it cannot be previewed")
+            gray = _display_copy(_as_gray(self.image), side)
+            picture = overlay(gray, _display_heat(self.heat, gray.shape), self.opacity)
+            buffer = io.BytesIO()
+            Image.fromarray(picture).save(buffer, format="JPEG", quality=90)
+            cached[side] = buffer.getvalue()
+        return cached[side]
 
     def panel_images(self, opacity: float | None = None) -> dict[str, np.ndarray]:
         """The three panels separately, without titles, at the map's resolution (for downloads)."""

@@ -75,6 +75,7 @@ def results_for_pacs(history: Any, settings: Settings, user: str, study_id: str)
 
     from medsight.deid import IdentityMap, installation_secret
     from medsight.dicom_out import derived_objects
+    from medsight.report import study_pdf
 
     study = history.load_study(user, study_id)
     analysis = history.latest_payload(user, "analysis", study_id)
@@ -84,7 +85,8 @@ def results_for_pacs(history: Any, settings: Settings, user: str, study_id: str)
     source = None
     if received and (settings.dicom_inbox / received[-1]["file"]).is_file():
         source = pydicom.dcmread(settings.dicom_inbox / received[-1]["file"], stop_before_pixels=True)
-    objects = derived_objects(study, analysis, source=source)
+    # The same PDF as the Analyze page's download, with the radiograph as analysed (the maps are not stored).
+    objects = derived_objects(study, analysis, source=source, pdf_bytes=study_pdf(analysis, study, user=user))
     if source is None:
         return objects
     identities = IdentityMap(settings.identity_map_path, installation_secret(settings.deid_secret_path))

@@ -32,6 +32,10 @@ class StudyStore:
         Returns:
             The row id of the stored study.
         """
+        stored = self.database.read("SELECT id FROM studies WHERE user = ? AND study_id = ?",
+                                    (user, str(study.study_id)))
+        if stored:  # reopened: encoding a full-size film again only to be ignored costs about half a second
+            return int(stored[0]["id"])
         image = np.asarray(study.image, dtype=np.float32)
         thumbnail_fn = getattr(study, "thumbnail_png", None)
         thumbnail = thumbnail_fn() if callable(thumbnail_fn) else make_thumbnail(image)
