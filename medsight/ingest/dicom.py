@@ -390,7 +390,7 @@ def load_dicom(
     if spacing_source:
         metadata["pixel_spacing_source"] = spacing_source
     return Study(
-        study_id=shown.coded.pixel_hash() if shown.coded is not None else pixel_hash(shown.image),
+        study_id=shown.coded.image_hash if shown.coded is not None else pixel_hash(shown.image),
         image=shown.image,
         raw=shown.raw,
         source_format="dicom",

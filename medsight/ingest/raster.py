@@ -202,7 +202,7 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         **alpha,
     }
     return Study(
-        study_id=coded.pixel_hash() if coded is not None else pixel_hash(image),
+        study_id=coded.image_hash if coded is not None else pixel_hash(image),
         image=image,
         raw=None,
         source_format=fmt,

@@ -111,14 +111,20 @@ _LOOKUP_ROWS = 16
 def lookup(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """``table[codes]`` for a 2-D array of uint8/uint16 codes, in row blocks (numpy's take is several times
     faster with native int64 indices, and a block's indices stay in the cache)."""
-    out = np.empty(codes.shape, dtype=table.dtype)
+    return _lookup_all((table,), codes)[0]
+
+
+def _lookup_all(tables: tuple[np.ndarray, ...], codes: np.ndarray) -> list[np.ndarray]:
+    """`lookup` of several tables, converting each block of codes once."""
+    outs = [np.empty(codes.shape, dtype=table.dtype) for table in tables]
     block = np.empty((min(_LOOKUP_ROWS, codes.shape[0]), codes.shape[1]), dtype=np.intp)
     for top in range(0, codes.shape[0], _LOOKUP_ROWS):
         rows = codes[top:top + _LOOKUP_ROWS]
         index = block[: rows.shape[0]]
         np.copyto(index, rows)
-        np.take(table, index, out=out[top:top + rows.shape[0]], mode="clip")
-    return out
+        for table, out in zip(tables, outs):
+            np.take(table, index, out=out[top:top + rows.shape[0]], mode="clip")
+    return outs
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,17 +139,20 @@ class CodedImage:
         codes: uint8 or uint16 HxW codes (signed samples are offset so that the lowest value is code 0).
         values: float32 display value of each code (256 or 65,536 entries).
         image: The display image these describe.
+        image_hash: `pixel_hash` of the image.
     """
 
     codes: np.ndarray
     values: np.ndarray
     image: np.ndarray
+    image_hash: str
 
     @classmethod
     def build(cls, codes: np.ndarray, values: np.ndarray) -> CodedImage:
-        """The coded image and its display image, ``values[codes]``."""
+        """The coded image with its display image, ``values[codes]``, and that image's `pixel_hash`."""
         values = np.ascontiguousarray(values, dtype=np.float32)
-        return cls(codes, values, lookup(values, codes))
+        image, quantised = _lookup_all((values, _quantise(values)), codes)
+        return cls(codes, values, image, _hash_quantised(quantised))
 
     def describes(self, image: Any) -> bool:
         """Whether this is still the image in use (a re-windowed or replaced image is not)."""
@@ -152,10 +161,6 @@ class CodedImage:
     def map(self, per_value: Any) -> np.ndarray:
         """``per_value(image)`` for an elementwise function, computed once per code and looked up."""
         return lookup(np.asarray(per_value(self.values)), self.codes)
-
-    def pixel_hash(self) -> str:
-        """`pixel_hash` of the image, quantised per code."""
-        return _hash_quantised(self.map(_quantise))
 
 
 def _jsonable(value: Any) -> Any:
