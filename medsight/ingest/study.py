@@ -94,14 +94,17 @@ def _quantise(image: np.ndarray) -> np.ndarray:
 
 def pixel_hash(image: np.ndarray) -> str:
     """Stable 16-hex-digit id of a display image (quantised to 16 bits, shape included)."""
-    return _hash_quantised(_quantise(image))
-
-
-def _hash_quantised(quantised: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"{quantised.shape[0]}x{quantised.shape[1]}:".encode())
+    quantised = _quantise(image)
+    digest = _pixel_digest(quantised.shape)
     digest.update(memoryview(np.ascontiguousarray(quantised)))  # the same bytes, without a copy
     return digest.hexdigest()[:16]
+
+
+def _pixel_digest(shape: tuple[int, ...]) -> Any:
+    """The `pixel_hash` digest before the quantised pixels (fed whole, or row block by row block)."""
+    digest = hashlib.sha256()
+    digest.update(f"{shape[0]}x{shape[1]}:".encode())
+    return digest
 
 
 #: Rows looked up per step: the step's int64 codes (16 rows x 2,500 columns = 320 kB) stay in the CPU cache.
@@ -111,20 +114,20 @@ _LOOKUP_ROWS = 16
 def lookup(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """``table[codes]`` for a 2-D array of uint8/uint16 codes, in row blocks (numpy's take is several times
     faster with native int64 indices, and a block's indices stay in the cache)."""
-    return _lookup_all((table,), codes)[0]
+    out = np.empty(codes.shape, dtype=table.dtype)
+    for rows, index in _index_blocks(codes):
+        np.take(table, index, out=out[rows], mode="clip")
+    return out
 
 
-def _lookup_all(tables: tuple[np.ndarray, ...], codes: np.ndarray) -> list[np.ndarray]:
-    """`lookup` of several tables, converting each block of codes once."""
-    outs = [np.empty(codes.shape, dtype=table.dtype) for table in tables]
+def _index_blocks(codes: np.ndarray) -> Any:
+    """(row slice, the codes of those rows as int64) for each block of `_LOOKUP_ROWS` rows; one buffer reused."""
     block = np.empty((min(_LOOKUP_ROWS, codes.shape[0]), codes.shape[1]), dtype=np.intp)
     for top in range(0, codes.shape[0], _LOOKUP_ROWS):
-        rows = codes[top:top + _LOOKUP_ROWS]
-        index = block[: rows.shape[0]]
-        np.copyto(index, rows)
-        for table, out in zip(tables, outs):
-            np.take(table, index, out=out[top:top + rows.shape[0]], mode="clip")
-    return outs
+        rows = slice(top, min(top + _LOOKUP_ROWS, codes.shape[0]))
+        index = block[: rows.stop - top]
+        np.copyto(index, codes[rows])
+        yield rows, index
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,8 +154,17 @@ class CodedImage:
     def build(cls, codes: np.ndarray, values: np.ndarray) -> CodedImage:
         """The coded image with its display image, ``values[codes]``, and that image's `pixel_hash`."""
         values = np.ascontiguousarray(values, dtype=np.float32)
-        image, quantised = _lookup_all((values, _quantise(values)), codes)
-        return cls(codes, values, image, _hash_quantised(quantised))
+        per_value_quantised = _quantise(values)
+        image = np.empty(codes.shape, dtype=np.float32)
+        quantised = np.empty((min(_LOOKUP_ROWS, codes.shape[0]), codes.shape[1]), dtype=per_value_quantised.dtype)
+        digest = _pixel_digest(codes.shape)
+        # One pass over the codes; the hash takes each quantised block while it is in the cache.
+        for rows, index in _index_blocks(codes):
+            np.take(values, index, out=image[rows], mode="clip")
+            block = quantised[: index.shape[0]]
+            np.take(per_value_quantised, index, out=block, mode="clip")
+            digest.update(memoryview(block))
+        return cls(codes, values, image, digest.hexdigest()[:16])
 
     def describes(self, image: Any) -> bool:
         """Whether this is still the image in use (a re-windowed or replaced image is not)."""
