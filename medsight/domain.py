@@ -28,11 +28,15 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medsight.config import SHIPPED_MODELS_DIR
 from medsight.registry import DOMAIN_DESCRIPTIONS, Domain
+
+if TYPE_CHECKING:
+    from medsight.ingest.study import CodedImage
 
 PHANTOM_DOMAIN_FILE = "phantom_domain.npz"
 FEATURE_VERSION = 1
@@ -65,12 +69,12 @@ def _to_bytes(values: np.ndarray, lo: float, span: float) -> np.ndarray:
     return np.round(np.clip((values - lo) / span, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def normalised_bytes(image: np.ndarray, coded=None) -> np.ndarray:
+def normalised_bytes(image: np.ndarray, coded: CodedImage | None = None) -> np.ndarray:
     """The image rescaled between its 1st and 99th percentiles as bytes 0–255, so a different display window
     gives the same features.
 
     The rescale is elementwise, so it is computed once per stored code when ``coded`` (the image's
-    `medsight.ingest.study.CodedImage`) is given, else in row blocks: the same bytes either way.
+    `CodedImage`) is given, else in row blocks: the same bytes either way.
     """
     a = np.asarray(image, dtype=np.float32)
     step = max(1, int(np.sqrt(a.size / 250_000)))
@@ -86,7 +90,7 @@ def normalised_bytes(image: np.ndarray, coded=None) -> np.ndarray:
     return out
 
 
-def domain_features(image: np.ndarray, coded=None) -> np.ndarray:
+def domain_features(image: np.ndarray, coded: CodedImage | None = None) -> np.ndarray:
     """Layout-and-texture features of a greyscale image (192 numbers).
 
     Laplacian-of-Gaussian energy (log) at three scales pooled over a 4 × 4 grid and at the two finest scales
@@ -135,7 +139,8 @@ class PhantomDomainModel:
         diff = np.atleast_2d(features) - self.mean
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", diff, self.precision, diff), 0.0))
 
-    def verdict(self, image: np.ndarray, *, marked_synthetic: bool = False, coded=None) -> PhantomVerdict:
+    def verdict(self, image: np.ndarray, *, marked_synthetic: bool = False,
+                coded: CodedImage | None = None) -> PhantomVerdict:
         distance = float(self.distance(domain_features(image, coded))[0])
         return PhantomVerdict(distance <= self.threshold, round(distance, 2), round(self.threshold, 2), marked_synthetic)
 
@@ -169,7 +174,8 @@ def phantom_model() -> PhantomDomainModel:
     return PhantomDomainModel.load(SHIPPED_MODELS_DIR / PHANTOM_DOMAIN_FILE)
 
 
-def phantom_verdict(image: np.ndarray, *, marked_synthetic: bool = False, coded=None) -> PhantomVerdict:
+def phantom_verdict(image: np.ndarray, *, marked_synthetic: bool = False,
+                    coded: CodedImage | None = None) -> PhantomVerdict:
     """Is this image inside the synthetic-phantom domain of the DEMO weights? (measured, not the marker)
 
     ``coded``: the study's `coded_image`, when it has one (the same verdict, faster on a large film).
