@@ -17,9 +17,11 @@ import numpy as np
 from medsight.deid.metadata import BURNED_IN_WARNING, technical_metadata
 from medsight.ingest.errors import IngestError
 from medsight.ingest.study import (
+    CodedImage,
     Study,
     apply_window,
     colour_measures,
+    lookup,
     luminance,
     percentile_window,
     pixel_hash,
@@ -286,8 +288,11 @@ def _window_list(ds: Any) -> list[tuple[float, float]]:
     return windows
 
 
-def _voi_lut_display(raw: np.ndarray, ds: Any, index: int) -> np.ndarray | None:
-    """Apply item ``index`` of the VOI LUT Sequence (PS3.3 C.11.2.1.1); None if absent/unusable.
+def _voi_lut_display(values: np.ndarray, ds: Any, index: int, raw: np.ndarray) -> np.ndarray | None:
+    """Apply item ``index`` of the VOI LUT Sequence (PS3.3 C.11.2.1.1) to modality ``values``; None if absent/unusable.
+
+    ``raw`` is the whole image's modality values (``values`` may be a per-code table of them); it decides
+    whether a descriptor stored as US really means a negative first value.
 
     The table lookup is done here rather than with ``pydicom.pixels.apply_voi`` because pydicom
     3.0.2 builds its index array in the LUT's output type, so an 8-bit table with more than 256
@@ -304,21 +309,21 @@ def _voi_lut_display(raw: np.ndarray, ds: Any, index: int) -> np.ndarray | None:
             return None
         entries = descriptor[0] or 2**16
         first = descriptor[1]
-        if first >= 2**15 and min(raw.min(initial=0), 0) < 0:
+        if first >= 2**15 and raw.min(initial=0) < 0:
             first -= 2**16  # descriptor stored as US although the first value is signed
         if isinstance(table, (bytes, bytearray)):
             little = ds.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2"
-            values = np.frombuffer(bytes(table)[: 2 * entries], dtype="<u2" if little else ">u2")
+            table = np.frombuffer(bytes(table)[: 2 * entries], dtype="<u2" if little else ">u2")
         else:
-            values = np.asarray(list(table) if not isinstance(table, int) else [table], dtype=np.float64)
-        if values.size == 0:
+            table = np.asarray(list(table) if not isinstance(table, int) else [table], dtype=np.float64)
+        if table.size == 0:
             return None
-        values = values.astype(np.float32)
-        lo, hi = float(values.min()), float(values.max())
+        table = table.astype(np.float32)
+        lo, hi = float(table.min()), float(table.max())
         if hi <= lo:
             return None
-        idx = np.clip(np.round(raw) - first, 0, values.size - 1).astype(np.int64)
-        return np.clip((values[idx] - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        idx = np.clip(np.round(values) - first, 0, table.size - 1).astype(np.int64)
+        return np.clip((table[idx] - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     except Exception:
         return None
 
@@ -385,7 +390,7 @@ def load_dicom(
     if spacing_source:
         metadata["pixel_spacing_source"] = spacing_source
     return Study(
-        study_id=pixel_hash(shown.image),
+        study_id=shown.coded.image_hash if shown.coded is not None else pixel_hash(shown.image),
         image=shown.image,
         raw=shown.raw,
         source_format="dicom",
@@ -403,6 +408,7 @@ def load_dicom(
         _levels=shown.raw if shown.raw is not None else shown.levels.astype(np.float32),
         _invert=shown.invert,
         _voi_function=shown.voi_function,
+        _coded=shown.coded,
     )
 
 
@@ -480,11 +486,17 @@ def _read_pixels(ds: Any, frames: int, notices: list[str]) -> np.ndarray:
 
 @dataclass
 class _Display:
-    """What the display pipeline made of the stored values."""
+    """What the display pipeline made of the stored values.
+
+    With ``codes`` set, ``image`` holds one display value per stored code until `_display` looks the image up
+    (``coded``).
+    """
 
     image: np.ndarray
     levels: np.ndarray
     raw: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    coded: CodedImage | None = None
     windows: list[tuple[float, float]] = field(default_factory=list)
     window_used: tuple[float, float] | None = None
     invert: bool = False
@@ -507,6 +519,9 @@ def _display(ds: Any, arr: np.ndarray, photometric: str, bits: int, window: tupl
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise IngestError(f"The DICOM display attributes (LUTs/windows) are invalid: {detail}") from None
     shown.image = np.nan_to_num(np.asarray(shown.image, dtype=np.float32), nan=0.0)
+    if shown.codes is not None:
+        shown.coded = CodedImage.build(shown.codes, shown.image)
+        shown.image = shown.coded.image
     return shown
 
 
@@ -538,16 +553,45 @@ def _colour_to_grey(arr: np.ndarray, ds: Any, photometric: str, bits: int, windo
 
 def _greyscale_display(arr: np.ndarray, ds: Any, photometric: str, window: tuple[float, float] | None,
                        window_index: int, voi_function: str, metadata: dict, notices: list[str]) -> _Display:
-    """Modality LUT, then the VOI stage, then MONOCHROME1 inversion (bright = dense)."""
-    raw = _apply_modality_lut(arr, ds, notices)
+    """Modality LUT, then the VOI stage, then MONOCHROME1 inversion (bright = dense).
+
+    Samples of at most 16 bits go through per-code tables (`_stored_codes`): every step is a function of the
+    stored value alone, so each is computed once per possible value and the image is looked up, with the same
+    numbers as computing it over every pixel.
+    """
+    coded = _stored_codes(arr)
+    if coded is None:
+        raw = values = _apply_modality_lut(arr, ds, notices)
+    else:
+        codes, stored = coded
+        raw, values = _coded_modality_values(arr, codes, stored, ds, notices)
     windows = _window_list(ds)
-    image, window_used, voi_function = _apply_voi(raw, ds, windows, window, window_index, voi_function,
+    image, window_used, voi_function = _apply_voi(values, raw, ds, windows, window, window_index, voi_function,
                                                   metadata, notices)
     invert = photometric == "MONOCHROME1"
     if invert:
         image = 1.0 - image
-    return _Display(image=image, levels=raw, raw=raw, windows=windows, window_used=window_used, invert=invert,
-                    voi_function=voi_function)
+    return _Display(image=image, levels=raw, raw=raw, codes=None if coded is None else coded[0], windows=windows,
+                    window_used=window_used, invert=invert, voi_function=voi_function)
+
+
+def _stored_codes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Codes 0…2**bits − 1 of 8- or 16-bit greyscale samples and the stored value of each code; None otherwise.
+
+    Unsigned samples are their own codes; signed ones are offset by half the range (two's complement with the
+    sign bit flipped), so code 0 is the lowest value.
+    """
+    if arr.ndim != 2 or arr.dtype.kind not in "ui" or arr.dtype.itemsize > 2:
+        return None
+    unsigned = np.dtype(f"u{arr.dtype.itemsize}")
+    span = 2 ** (8 * arr.dtype.itemsize)
+    if arr.dtype.kind == "u":
+        codes = arr.astype(unsigned.newbyteorder("="), copy=False)
+        stored = np.arange(span, dtype=unsigned).astype(arr.dtype)
+    else:
+        codes = arr.astype(arr.dtype.newbyteorder("="), copy=False).view(unsigned) ^ unsigned.type(span // 2)
+        stored = np.arange(-(span // 2), span // 2, dtype=arr.dtype.newbyteorder("="))
+    return codes, stored
 
 
 def _apply_modality_lut(arr: np.ndarray, ds: Any, notices: list[str]) -> np.ndarray:
@@ -561,18 +605,45 @@ def _apply_modality_lut(arr: np.ndarray, ds: Any, notices: list[str]) -> np.ndar
     return levels
 
 
-def _apply_voi(raw: np.ndarray, ds: Any, windows: list[tuple[float, float]], window: tuple[float, float] | None,
-               window_index: int, voi_function: str, metadata: dict, notices: list[str],
-               ) -> tuple[np.ndarray, tuple[float, float] | None, str]:
+def _coded_modality_values(arr: np.ndarray, codes: np.ndarray, stored: np.ndarray, ds: Any,
+                           notices: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`_apply_modality_lut` through a per-code table: (the image's modality values, the table).
+
+    The image is converted arithmetically when that is provably the same as the table (a float32 offset of
+    the stored values that reproduces every entry, as for slope 1 and a whole-number intercept), else looked up.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    table = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    finite = np.isfinite(table)
+    if not finite.all():
+        if not finite[codes].all():
+            notices.append("Some pixel values were not finite and were set to 0.")
+        table = np.nan_to_num(table, nan=0.0, posinf=0.0, neginf=0.0)
+    as_float = stored.astype(np.float32)
+    offset = table[0] - as_float[0]
+    if np.array_equal(as_float + offset, table):
+        raw = arr.astype(np.float32)
+        if offset:
+            raw += offset
+        return raw, table
+    return lookup(table, codes), table
+
+
+def _apply_voi(values: np.ndarray, raw: np.ndarray, ds: Any, windows: list[tuple[float, float]],
+               window: tuple[float, float] | None, window_index: int, voi_function: str, metadata: dict,
+               notices: list[str]) -> tuple[np.ndarray, tuple[float, float] | None, str]:
     """VOI stage: the user's window, else the file's VOI LUT table, else its window, else an automatic one.
 
-    Returns the [0, 1] image, the window used (None for a LUT table) and the VOI LUT function applied.
+    ``values`` are the modality values transformed (the image's, or a per-code table of them); ``raw`` is the
+    image's, for the statistics some choices need. Returns the [0, 1] transform of ``values``, the window used
+    (None for a LUT table) and the VOI LUT function applied.
     """
     if window is not None:
-        image = apply_window(raw, window[0], window[1], voi_function)
+        image = apply_window(values, window[0], window[1], voi_function)
         metadata["voi"] = "window (user)"
         return image, (float(window[0]), float(window[1])), voi_function
-    image = _voi_lut_display(raw, ds, window_index)
+    image = _voi_lut_display(values, ds, window_index, raw)
     if image is not None:
         metadata["voi"] = f"VOI LUT sequence item {window_index}"
         return image, None, voi_function
@@ -582,20 +653,20 @@ def _apply_voi(raw: np.ndarray, ds: Any, windows: list[tuple[float, float]], win
             notices.append(f"Window {index + 1} does not exist (the file has {len(windows)}); the first was used.")
             index = 0
         try:
-            image = apply_window(raw, *windows[index], voi_function)
+            image = apply_window(values, *windows[index], voi_function)
             metadata["voi"] = f"window {index} from file"
             return image, windows[index], voi_function
         except IngestError:
             notices.append("The window stored in the file is invalid; an automatic window was used.")
-    return _automatic_window(raw, windows, metadata, notices)
+    return _automatic_window(values, raw, windows, metadata, notices)
 
 
-def _automatic_window(raw: np.ndarray, windows: list[tuple[float, float]], metadata: dict, notices: list[str],
-                      ) -> tuple[np.ndarray, tuple[float, float], str]:
-    """A linear window over the 0.5th–99.5th percentile of the modality values."""
+def _automatic_window(values: np.ndarray, raw: np.ndarray, windows: list[tuple[float, float]], metadata: dict,
+                      notices: list[str]) -> tuple[np.ndarray, tuple[float, float], str]:
+    """A linear window over the 0.5th–99.5th percentile of the image's modality values, applied to ``values``."""
     center, width = percentile_window(raw)
     voi_function = "LINEAR_EXACT"
-    image = apply_window(raw, center, width, voi_function)
+    image = apply_window(values, center, width, voi_function)
     metadata["voi"] = "automatic (0.5–99.5 percentile)"
     if not windows:
         notices.append(

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medsight.ingest.errors import IngestError
-from medsight.ingest.study import Study, colour_measures, luminance, pixel_hash
+from medsight.ingest.study import CodedImage, Study, colour_measures, luminance, pixel_hash
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -161,8 +161,12 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         levels = luminance(pixels[..., :3])
     else:
         levels = pixels.astype(np.float32)
+    # 8- and 16-bit grey levels are their own codes: the display image is a per-level table looked up.
+    codes = pixels if pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16) else None
     if orientation in _ORIENTATION_OPS:
         levels = np.ascontiguousarray(_ORIENTATION_OPS[orientation](levels))
+        if codes is not None:
+            codes = np.ascontiguousarray(_ORIENTATION_OPS[orientation](codes))
 
     full_scale_bits = bits
     if bits == 16 and levels.size:
@@ -177,7 +181,13 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
                 )
                 break
     full_scale = float(2**full_scale_bits - 1)
-    image = np.clip(levels / full_scale, 0.0, 1.0).astype(np.float32)
+    coded = None
+    if codes is not None:
+        every_level = np.arange(2 ** (8 * codes.dtype.itemsize), dtype=np.float32)
+        coded = CodedImage.build(codes, np.clip(every_level / full_scale, 0.0, 1.0).astype(np.float32))
+        image = coded.image
+    else:
+        image = np.clip(levels / full_scale, 0.0, 1.0).astype(np.float32)
 
     metadata = {
         "format": label,
@@ -192,7 +202,7 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         **alpha,
     }
     return Study(
-        study_id=pixel_hash(image),
+        study_id=coded.image_hash if coded is not None else pixel_hash(image),
         image=image,
         raw=None,
         source_format=fmt,
@@ -210,6 +220,7 @@ def load_raster(data: bytes, fmt: str, filename: str | None, *, max_pixels: int)
         _levels=levels.astype(np.float32, copy=False),
         _invert=False,
         _voi_function="LINEAR",
+        _coded=coded,
     )
 
 
