@@ -122,6 +122,14 @@ def _pair(value: Any) -> tuple[float, float] | None:
     return None
 
 
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def calibration(study: Any) -> dict[str, Any]:
     """Which spacing measurements use, and where it is calibrated.
 
@@ -138,7 +146,8 @@ def calibration(study: Any) -> dict[str, Any]:
     if pixel is not None:
         calibrated_type = meta.get("pixel_spacing_calibration_type")
         if calibrated_type or (imager is not None and not np.allclose(pixel, imager, rtol=1e-6)):
-            plane, note = "patient", "PixelSpacing, corrected to the patient plane"
+            described = meta.get("pixel_spacing_calibration_type") or "differs from ImagerPixelSpacing"
+            plane, note = "patient", f"PixelSpacing, corrected to the patient plane ({str(described).lower()})"
         elif imager is not None:
             plane, note = "detector", "PixelSpacing (equal to ImagerPixelSpacing): at the detector, not magnification-corrected"
         else:
@@ -146,9 +155,13 @@ def calibration(study: Any) -> dict[str, Any]:
         return {"calibrated": True, "source": "PixelSpacing", "row_mm": pixel[0], "col_mm": pixel[1],
                 "plane": plane, "unit": "mm", "label": note}
     if imager is not None:
+        label = "ImagerPixelSpacing: at the detector, not magnification-corrected"
+        magnification = _positive(meta.get("estimated_magnification"))
+        if magnification is not None and magnification != 1.0:
+            # PS3.3 C.8.11.7: dividing by the file's estimate gives lengths at the patient; the reader decides.
+            label += f" (the file estimates the magnification at ×{magnification:.2f})"
         return {"calibrated": True, "source": "ImagerPixelSpacing", "row_mm": imager[0], "col_mm": imager[1],
-                "plane": "detector", "unit": "mm",
-                "label": "ImagerPixelSpacing: at the detector, not magnification-corrected"}
+                "plane": "detector", "unit": "mm", "label": label, "estimated_magnification": magnification}
     return {"calibrated": False, "source": None, "row_mm": None, "col_mm": None, "plane": None, "unit": "px",
             "label": "uncalibrated: no pixel spacing in the file, lengths in image pixels"}
 

@@ -93,6 +93,25 @@ def test_pixel_spacing_that_differs_from_the_detector_is_at_the_patient(tmp_path
     assert calibration["row_mm"] == 0.18
 
 
+def test_calibration_type_and_magnification_estimate_are_read_from_the_file(tmp_path, stored):
+    path = write_dicom(stored, tmp_path / "geometry.dcm", pixel_spacing=(0.2, 0.2))
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacingCalibrationType = "GEOMETRY"  # PixelSpacing equal to the detector's, but corrected by geometry
+    ds.save_as(path)
+    calibration = display.calibration(load_study(path))
+    assert calibration["source"] == "PixelSpacing" and calibration["plane"] == "patient"
+    assert "geometry" in calibration["label"]
+
+    path = write_dicom(stored, tmp_path / "magnified.dcm", pixel_spacing=(0.15, 0.15))
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.EstimatedRadiographicMagnificationFactor = "1.12"
+    ds.save_as(path)
+    calibration = display.calibration(load_study(path))
+    assert calibration["plane"] == "detector" and calibration["estimated_magnification"] == pytest.approx(1.12)
+    assert "×1.12" in calibration["label"]
+
+
 def test_png_is_uncalibrated_and_opens_at_its_full_stored_range(tmp_path):
     study = load_study(write_png(generate_phantom(seed=2, size=64), tmp_path / "film.png"))
     header = display.viewer_payload(study).header
