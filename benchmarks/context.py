@@ -39,15 +39,14 @@ class Options:
 def load_models() -> tuple[Any, Any, dict]:
     """The anomaly detector and pathology classifier from the registry (None when unavailable), and their tiers."""
     from medsight import registry
+    from medsight.models.onnx_runtime import wait_for_runtime
 
     tiers: dict[str, str] = {}
     models = []
     for slot in ("anomaly.detector", "pathology.classifier"):
         try:
             loaded = registry.load(slot)
-            forward = getattr(loaded.model, "onnx", None)
-            if forward is not None:  # measure the steady state, not PyTorch during the one-off export
-                forward.wait(300)
+            wait_for_runtime(loaded.model)  # measure the steady state, not PyTorch during the one-off export
             models.append(loaded.model)
             tiers[slot] = loaded.provenance.tier
         except registry.ModelUnavailable as exc:

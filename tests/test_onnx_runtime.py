@@ -262,3 +262,16 @@ def test_runtime_lines_while_preparing_and_after_a_fallback():
     assert "being prepared" in onnx_runtime.runtime_note(model)
     model.onnx.fall_back("export failed")
     assert onnx_runtime.runtime_note(model) == f"Runtime: {TORCH_RUNTIME} (ONNX Runtime not used: export failed)"
+
+
+def test_archive_scoring_starts_on_the_runtime_it_ends_on(medsight_home):
+    """The batch scorer waits for the sessions, so the whole archive is scored by ONNX Runtime."""
+    from medsight import registry
+    from medsight.batch.scoring import Scorer
+
+    registry.clear_cache()
+    try:
+        scorer = Scorer(batch_size=4)
+        assert [loaded.model.runtime for loaded in scorer.models.values()] == [ONNX_RUNTIME, ONNX_RUNTIME]
+    finally:
+        registry.clear_cache()

@@ -21,6 +21,7 @@ from medsight import domain, registry
 from medsight.deid.metadata import burned_in_warning
 from medsight.gate import check_study
 from medsight.ingest import IngestError, load_study
+from medsight.models.onnx_runtime import wait_for_runtime
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}
 ANOMALY, PATHOLOGY = "anomaly.detector", "pathology.classifier"
@@ -63,6 +64,8 @@ class Scorer:
         self.detector = registry.load(ANOMALY)
         self.classifier = registry.load(PATHOLOGY) if pathology else None
         self.models = {ANOMALY: self.detector} | ({PATHOLOGY: self.classifier} if self.classifier else {})
+        for loaded in self.models.values():  # the whole archive on the faster runtime (ready in seconds)
+            wait_for_runtime(loaded.model)
 
     def provenance(self) -> dict:
         """Where each loaded model came from (tier, file, sha256), per slot."""
