@@ -197,7 +197,7 @@ def _colour_table() -> list[list[int]]:
 
 
 def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window: tuple[float, float] | None = None,
-                   show_maps: bool = False) -> ViewerPayload:
+                   show_maps: bool = False, link_group: str | None = None) -> ViewerPayload:
     """The viewer's payload for a study and its image-space maps.
 
     Args:
@@ -206,6 +206,8 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
             array. The paper's latent attention is not an image-space map and is left out.
         window: (centre, width) to open with; default the study's current window, else the first preset.
         show_maps: open with the map layers shown (at the map's own opacity when it has one).
+        link_group: name of a group of viewers on the page whose zoom, pan and window follow each other
+            (the window only between films of the same modality and photometric interpretation).
     """
     values = display_values(study)
     pixels = _compact(values)
@@ -220,6 +222,9 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
         "filename": getattr(study, "filename", None),
         "source_format": getattr(study, "source_format", None),
         "modality": getattr(study, "modality", None),
+        "photometric": (getattr(study, "metadata", None) or {}).get("photometric"),
+        "bits": int(getattr(study, "bits", 0) or 0),
+        "link_group": str(link_group) if link_group else None,
         "rows": rows,
         "columns": cols,
         "min": float(pixels.min(initial=0)),
