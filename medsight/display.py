@@ -213,24 +213,34 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
     pixels = _compact(values)
     rows, cols = int(pixels.shape[0]), int(pixels.shape[1])
     presets = voi_presets(study, values)
+    # A study reopened from History keeps only its displayed image (already windowed): the file's windows are in
+    # values it no longer has, so it opens at the full range of what was displayed.
+    displayed_only = getattr(study, "raw", None) is None and getattr(study, "_levels", None) is None
+    bits = 16 if displayed_only else int(getattr(study, "bits", 8) or 8)
+    if displayed_only:
+        presets = [p for p in presets if p["source"] != "header"]
     if getattr(study, "raw", None) is None:  # PNG/JPEG: the stored range is how the file looks by itself
-        full = float(2 ** int(getattr(study, "bits", 8) or 8) - 1)
-        presets.insert(0, {"name": "Full range", "center": full / 2.0, "width": full + 1.0, "source": "stored range"})
-    current = window or getattr(study, "window_used", None) or (presets[0]["center"], presets[0]["width"])
+        full = float(2 ** bits - 1)
+        presets.insert(0, {"name": "Full range", "center": full / 2.0, "width": full + 1.0,
+                           "source": "displayed range" if displayed_only else "stored range"})
+    opened = None if displayed_only else getattr(study, "window_used", None)
+    current = window or opened or (presets[0]["center"], presets[0]["width"])
+    units = ("modality values (Modality LUT applied)" if getattr(study, "raw", None) is not None
+             else "displayed grey levels (the original values are not stored)" if displayed_only
+             else "stored grey levels")
     header: dict[str, Any] = {
         "study_id": str(getattr(study, "study_id", "")),
         "filename": getattr(study, "filename", None),
         "source_format": getattr(study, "source_format", None),
         "modality": getattr(study, "modality", None),
         "photometric": (getattr(study, "metadata", None) or {}).get("photometric"),
-        "bits": int(getattr(study, "bits", 0) or 0),
+        "bits": bits,
         "link_group": str(link_group) if link_group else None,
         "rows": rows,
         "columns": cols,
         "min": float(pixels.min(initial=0)),
         "max": float(pixels.max(initial=0)),
-        "units": "modality values (Modality LUT applied)" if getattr(study, "raw", None) is not None
-        else "stored grey levels",
+        "units": units,
         "invert": bool(getattr(study, "_invert", False)),
         "window": {"center": float(current[0]), "width": float(current[1])},
         "presets": presets,

@@ -5,7 +5,8 @@ Content-Security-Policy, the way Streamlit's components v2 mounts it (the module
 payload and a parent element). The films differ in size and pixel spacing: a wheel zoom on one gives the other
 the same mm per screen pixel, a pan the same image point (as a fraction of width and height) at the centre, a
 window drag the same window; with Link off nothing follows. A calibrated film beside an uncalibrated PNG links
-the zoom relative to fit and not the window.
+the zoom relative to fit and not the window. In the running app, the prior and the current film of the Analyze
+page's comparison block are linked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import ROOT, new_page, screenshot
+from e2e_support import ROOT, new_page, open_page, screenshot, sign_in, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -93,6 +94,14 @@ def _on(page, side: str, expression: str):
     return page.evaluate(f"() => {{ const v = {SIDE.format(side=side)}; return {expression}; }}")
 
 
+def _mark_priors_viewers(page) -> None:
+    """Name the parents of the app's two linked viewers "left" and "right" (prior first), as on the test page."""
+    page.evaluate("""() => { const linked = [...window.__medsightViewers.values()]
+        .filter((v) => v.root.isConnected && v.header.link_group === 'priors');
+        if (linked.length !== 2) throw new Error(`${linked.length} linked viewers`);
+        linked[0].parent.id = 'left'; linked[1].parent.id = 'right'; }""")
+
+
 def _settle(page) -> None:
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
     page.wait_for_timeout(200)
@@ -154,6 +163,8 @@ def test_zoom_pan_and_window_follow_at_the_same_physical_scale(browser, calibrat
     try:
         for side in ("left", "right"):
             expect(_link(page, side)).to_have_attribute("aria-pressed", "true")
+            expect(page.locator(f"#{side} [data-testid=viewer-link]")).to_have_text(
+                "Linked: zoom (same mm per screen pixel), pan, window")
         left, right = _view(page, "left"), _view(page, "right")
         assert right["mmPerScreenPixel"] == pytest.approx(left["mmPerScreenPixel"], rel=0.01), "opened linked"
 
@@ -208,6 +219,7 @@ def test_zoom_pan_and_window_follow_at_the_same_physical_scale(browser, calibrat
         _link(page, "right").click()
         for side in ("left", "right"):
             expect(_link(page, side)).to_have_attribute("aria-pressed", "false")
+            expect(page.locator(f"#{side} [data-testid=viewer-link]")).to_have_text("Not linked")
         still = _view(page, "right")
         _wheel(page, _screen(page, "left"), 4)
         _drag(page, _screen(page, "left", 0.5, 0.5), (50, -40), button="middle")
@@ -237,10 +249,14 @@ def test_zoom_pan_and_window_follow_at_the_same_physical_scale(browser, calibrat
 
 
 def test_uncalibrated_film_links_zoom_relative_to_fit_and_not_the_window(browser, tmp_path):
+    from playwright.sync_api import expect
+
     dicom = _dicom(tmp_path, "prior.dcm", seed=31, size=512, rows=slice(None), spacing_mm=0.2)
     png = _png(tmp_path, "current.png", seed=32, size=384)
     page = _open(browser, _message(dicom), _message(png))
     try:
+        expect(page.locator("#right [data-testid=viewer-link]")).to_contain_text(
+            "Linked: zoom (relative to fit), pan; window per film (different modality)")
         window_before = _view(page, "right")["window"]
         _wheel(page, _screen(page, "left", 0.6, 0.3), -6)
         lead, follower = _view(page, "left"), _view(page, "right")
@@ -267,6 +283,69 @@ def test_a_viewer_without_a_group_has_no_link(browser, tmp_path):
         assert page.locator("#right").get_by_role("button", name="Link").count() == 1
         _wheel(page, _screen(page, "left"), -6)
         assert _view(page, "right")["ofFit"] == pytest.approx(1.0, rel=0.01)
+        assert not page.errors, page.errors
+    finally:
+        page.context.close()
+
+
+def test_the_prior_and_the_current_film_are_linked_on_the_analyze_page(browser, start_server, tmp_path, monkeypatch):
+    from playwright.sync_api import expect
+
+    from medsight.config import get_settings
+    from medsight.storage import History
+
+    user, password = "link-reader", "link-test-password-7"
+    secret = {"MEDSIGHT_DEID_SECRET_FILE": str(tmp_path / "deid-secret.key")}
+    for name, value in secret.items():
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "app-home"
+    home.mkdir()
+    # The prior is in the reader's History already (opened earlier); the current film of the same patient is
+    # uploaded and analysed now.
+    prior = _dicom(tmp_path, "prior.dcm", seed=51, size=512, rows=slice(None), spacing_mm=0.2)
+    monkeypatch.setenv("MEDSIGHT_HOME", str(home))
+    History(get_settings().db_path).save_study(user, prior)
+    current = _dicom(tmp_path, "current.dcm", seed=51, size=640, rows=slice(80, 560), spacing_mm=0.15)
+    app = start_server(accounts=[(user, password, "Link Reader")], env=secret, home=home)
+    page = new_page(browser, height=1400)
+    page.errors = []
+    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    try:
+        page.goto(app.url)
+        sign_in(page, user, password)
+        open_page(page, "Analyze")
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(files=[
+            {"name": "current.dcm", "mimeType": "application/dicom",
+             "buffer": (tmp_path / "current.dcm").read_bytes()}])
+        wait_idle(page)
+        page.get_by_role("button", name="Analyze", exact=True).click()
+        wait_idle(page)
+        expect(page.get_by_text("Prior: study of", exact=False).first).to_be_visible(timeout=240_000)
+        page.wait_for_function(f"() => document.querySelectorAll('{READY}').length === 3", timeout=120_000)
+        wait_idle(page)
+        _mark_priors_viewers(page)
+        assert page.locator(READY).get_by_role("button", name="Link", exact=True).count() == 2
+        assert current.image.shape == (480, 640)
+
+        page.locator("#left").scroll_into_view_if_needed()
+        _wheel(page, _screen(page, "left", 0.4, 0.4), -6)
+        lead, follower = _view(page, "left"), _view(page, "right")
+        assert lead["mmPerScreenPixel"] == pytest.approx(0.2 / _on(page, "left", "v.scale()"))
+        assert follower["mmPerScreenPixel"] == pytest.approx(lead["mmPerScreenPixel"], rel=0.01)
+        assert follower["centre"] == pytest.approx(lead["centre"], abs=0.005)
+        # A prior reopened from History keeps only its displayed grey levels (not its modality values): a window
+        # of the current film means nothing there, so the window stays per film, and the viewers say so.
+        for side in ("left", "right"):
+            expect(page.locator(f"#{side} [data-testid=viewer-link]")).to_contain_text(
+                "Linked: zoom (same mm per screen pixel), pan; window per film")
+        before = _view(page, "left")["window"]
+        assert before == pytest.approx({"center": 32767.5, "width": 65536.0}), "the prior opens as it was displayed"
+        _drag(page, _screen(page, "right"), (60, 30))
+        assert _view(page, "right")["window"] != pytest.approx(before)
+        assert _view(page, "left")["window"] == pytest.approx(before)
+        screenshot(page, "viewer-linked-priors", focus=page.locator("#left"))
+        wait_idle(page)
         assert not page.errors, page.errors
     finally:
         page.context.close()

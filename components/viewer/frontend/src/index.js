@@ -86,9 +86,14 @@ class ReadingWindowLevelTool extends WindowLevelTool {
 // centre as a fraction of the image's width and height, and the window when both films are in the same values.
 const groups = new Map(); // group name → { linked, members: Set<Viewer> }
 
-function sameWindowValues(a, b) {
-  return (a.modality || null) === (b.modality || null) && (a.photometric || null) === (b.photometric || null)
-    && a.units === b.units && (a.units !== 'stored grey levels' || a.bits === b.bits);
+// Why a window of one film means nothing on the other, or null when it can be copied.
+function windowDifference(a, b) {
+  if ((a.modality || null) !== (b.modality || null)) return 'different modality';
+  if ((a.photometric || null) !== (b.photometric || null)) return 'different photometric interpretation';
+  if (a.units !== b.units || (a.units === 'stored grey levels' && a.bits !== b.bits)) {
+    return 'the films hold different kinds of pixel values';
+  }
+  return null;
 }
 
 let initialised = null;
@@ -236,7 +241,8 @@ class Viewer {
     this.calText = el('span', { 'data-testid': 'viewer-calibration', class: cal.calibrated ? '' : 'msv-uncal',
       text: cal.calibrated ? `Measurements in mm from ${cal.label}` : cal.label.charAt(0).toUpperCase() + cal.label.slice(1) });
     this.rendererText = el('span', { 'data-testid': 'viewer-renderer' });
-    for (const s of [this.windowText, this.zoomText, this.calText, this.rendererText]) this.status.appendChild(s);
+    this.linkText = el('span', { 'data-testid': 'viewer-link' });
+    for (const s of [this.windowText, this.zoomText, this.calText, this.linkText, this.rendererText]) this.status.appendChild(s);
     this.root.appendChild(this.status);
 
     this.layerBox = el('div', { class: 'msv-layers' });
@@ -486,7 +492,7 @@ class Viewer {
   }
 
   followWindow(voi, header) {
-    if (!sameWindowValues(this.header, header)) return;
+    if (windowDifference(this.header, header)) return;
     const w = this.currentWindow();
     if (Math.abs(w.center - voi.center) < 1e-6 && Math.abs(w.width - voi.width) < 1e-6) return;
     this.applyWindow(voi.center, voi.width);
@@ -511,7 +517,24 @@ class Viewer {
     }
   }
 
+  // Says what follows the other film, so an unlinked window is not a surprise.
+  describeLink() {
+    if (!this.linkText) return;
+    const peers = [...this.group.members].filter((v) => v !== this && v.firstPaintAt !== null);
+    const apart = peers.map((v) => windowDifference(this.header, v.header)).find(Boolean);
+    const mm = this.header.calibration.calibrated && peers.every((v) => v.header.calibration.calibrated);
+    let text = '';
+    if (peers.length && !this.group.linked) text = 'Not linked';
+    else if (peers.length) {
+      text = `Linked: zoom (${mm ? 'same mm per screen pixel' : 'relative to fit'}), pan`
+        + (apart ? `; window per film (${apart})` : ', window');
+    }
+    this.linkText.textContent = text;
+    this.linkText.dataset.window = String(peers.length > 0 && this.group.linked && !apart);
+  }
+
   joinGroup() {
+    for (const v of this.group?.members || []) v.describeLink();
     // A film that opens beside linked ones takes their view and window.
     const lead = this.peers()[0];
     if (!lead || !this.isLinked()) return;
@@ -527,7 +550,10 @@ class Viewer {
   toggleLink() {
     if (!this.group) return;
     this.group.linked = !this.group.linked;
-    for (const v of this.group.members) v.linkButton?.setAttribute('aria-pressed', String(this.group.linked));
+    for (const v of this.group.members) {
+      v.linkButton?.setAttribute('aria-pressed', String(this.group.linked));
+      v.describeLink();
+    }
     // Linking again brings the other films to this one's view.
     if (this.group.linked) this.passOn({ view: true, voi: true });
   }
@@ -743,6 +769,7 @@ class Viewer {
     clearTimeout(this.sendTimer);
     if (this.group) {
       this.group.members.delete(this);
+      for (const v of this.group.members) v.describeLink();
       if (!this.group.members.size) groups.delete(this.header.link_group);
     }
     this.resizeObserver?.disconnect();
