@@ -447,7 +447,7 @@ class Viewer {
   // Linked navigation (see `groups`).
 
   isLinked() {
-    return !!(this.group && this.group.linked && this.firstPaintAt !== null && !this.destroyed);
+    return !!(this.group && this.group.linked && this.firstPaintAt !== null && !this.destroyed && this.root.isConnected);
   }
 
   peers() {
@@ -520,7 +520,7 @@ class Viewer {
   // Says what follows the other film, so an unlinked window is not a surprise.
   describeLink() {
     if (!this.linkText) return;
-    const peers = [...this.group.members].filter((v) => v !== this && v.firstPaintAt !== null);
+    const peers = [...this.group.members].filter((v) => v !== this && v.firstPaintAt !== null && v.root.isConnected);
     const apart = peers.map((v) => windowDifference(this.header, v.header)).find(Boolean);
     const mm = this.header.calibration.calibrated && peers.every((v) => v.header.calibration.calibrated);
     let text = '';
@@ -530,7 +530,6 @@ class Viewer {
         + (apart ? `; window per film (${apart})` : ', window');
     }
     this.linkText.textContent = text;
-    this.linkText.dataset.window = String(peers.length > 0 && this.group.linked && !apart);
   }
 
   joinGroup() {
@@ -770,7 +769,7 @@ class Viewer {
     if (this.group) {
       this.group.members.delete(this);
       for (const v of this.group.members) v.describeLink();
-      if (!this.group.members.size) groups.delete(this.header.link_group);
+      if (!this.group.members.size && groups.get(this.header.link_group) === this.group) groups.delete(this.header.link_group);
     }
     this.resizeObserver?.disconnect();
     document.removeEventListener('mouseup', this.onMouseUp);
