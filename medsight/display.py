@@ -210,7 +210,7 @@ def _colour_table() -> list[list[int]]:
 
 
 def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window: tuple[float, float] | None = None,
-                   show_maps: bool = False) -> ViewerPayload:
+                   show_maps: bool = False, link_group: str | None = None) -> ViewerPayload:
     """The viewer's payload for a study and its image-space maps.
 
     Args:
@@ -219,26 +219,41 @@ def viewer_payload(study: Any, maps: Mapping[str, Any] | None = None, *, window:
             array. The paper's latent attention is not an image-space map and is left out.
         window: (centre, width) to open with; default the study's current window, else the first preset.
         show_maps: open with the map layers shown (at the map's own opacity when it has one).
+        link_group: name of a group of viewers on the page whose zoom, pan and window follow each other
+            (the window only between films of the same modality and photometric interpretation).
     """
     values = display_values(study)
     pixels = _compact(values)
     rows, cols = int(pixels.shape[0]), int(pixels.shape[1])
     presets = voi_presets(study, values)
+    # A study reopened from History keeps only its displayed image (already windowed): the file's windows are in
+    # values it no longer has, so it opens at the full range of what was displayed.
+    displayed_only = getattr(study, "raw", None) is None and getattr(study, "_levels", None) is None
+    bits = 16 if displayed_only else int(getattr(study, "bits", 8) or 8)
+    if displayed_only:
+        presets = [p for p in presets if p["source"] != "header"]
     if getattr(study, "raw", None) is None:  # PNG/JPEG: the stored range is how the file looks by itself
-        full = float(2 ** int(getattr(study, "bits", 8) or 8) - 1)
-        presets.insert(0, {"name": "Full range", "center": full / 2.0, "width": full + 1.0, "source": "stored range"})
-    current = window or getattr(study, "window_used", None) or (presets[0]["center"], presets[0]["width"])
+        full = float(2 ** bits - 1)
+        presets.insert(0, {"name": "Full range", "center": full / 2.0, "width": full + 1.0,
+                           "source": "displayed range" if displayed_only else "stored range"})
+    opened = None if displayed_only else getattr(study, "window_used", None)
+    current = window or opened or (presets[0]["center"], presets[0]["width"])
+    units = ("modality values (Modality LUT applied)" if getattr(study, "raw", None) is not None
+             else "displayed grey levels (the original values are not stored)" if displayed_only
+             else "stored grey levels")
     header: dict[str, Any] = {
         "study_id": str(getattr(study, "study_id", "")),
         "filename": getattr(study, "filename", None),
         "source_format": getattr(study, "source_format", None),
         "modality": getattr(study, "modality", None),
+        "photometric": (getattr(study, "metadata", None) or {}).get("photometric"),
+        "bits": bits,
+        "link_group": str(link_group) if link_group else None,
         "rows": rows,
         "columns": cols,
         "min": float(pixels.min(initial=0)),
         "max": float(pixels.max(initial=0)),
-        "units": "modality values (Modality LUT applied)" if getattr(study, "raw", None) is not None
-        else "stored grey levels",
+        "units": units,
         "invert": bool(getattr(study, "_invert", False)),
         "window": {"center": float(current[0]), "width": float(current[1])},
         "presets": presets,

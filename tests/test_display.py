@@ -121,6 +121,29 @@ def test_png_is_uncalibrated_and_opens_at_its_full_stored_range(tmp_path):
     assert header["units"] == "stored grey levels"
 
 
+def test_link_group_and_what_the_window_link_compares_travel_in_the_header(tmp_path, stored):
+    dicom = _dicom(tmp_path, stored, photometric="MONOCHROME1")
+    header = display.viewer_payload(dicom, link_group="priors").header
+    assert header["link_group"] == "priors"
+    assert (header["modality"], header["photometric"], header["bits"]) == ("CR", "MONOCHROME1", 12)
+    assert display.viewer_payload(dicom).header["link_group"] is None
+    png = display.viewer_payload(load_study(write_png(generate_phantom(seed=2, size=64), tmp_path / "f.png"))).header
+    assert (png["photometric"], png["bits"], png["units"]) == (None, 8, "stored grey levels")
+
+
+def test_a_study_reopened_from_history_opens_at_its_displayed_range(tmp_path, stored):
+    from medsight.ingest.study import Study
+
+    dicom = _dicom(tmp_path, stored, windows=[(2000.0, 3000.0)])
+    reopened = Study.from_dict(dicom.to_dict(), image=dicom.image)
+    assert reopened.window_used is not None  # in the file's values, which the reopened study no longer has
+    header = display.viewer_payload(reopened).header
+    assert header["window"] == {"center": 32767.5, "width": 65536.0}
+    assert header["presets"][0]["name"] == "Full range" and header["presets"][0]["source"] == "displayed range"
+    assert all(p["source"] != "header" for p in header["presets"])
+    assert header["units"].startswith("displayed grey levels") and header["bits"] == 16
+
+
 def test_maps_keep_their_own_geometry_and_cover_the_whole_image(tmp_path, stored):
     study = _dicom(tmp_path, stored)
     rows, cols = stored.shape

@@ -312,3 +312,9 @@ def test_analyze_page_shows_the_prior_side_by_side(logged_in_app, generated):
     assert row["Interval change"] == "↑ interval increase" and row["Threshold"] == "newly above threshold"
     comparison = at.session_state["analysis"]["comparison"]
     assert comparison["title"] == "Compared with study of 2024-03-01"
+    # the two films are one link group: zoom, pan and window follow each other
+    from medsight.display import unpack
+
+    shown = [unpack(m).header for m in at.session_state["_viewer_payloads"].values()]
+    grouped = {h["study_id"]: h["link_group"] for h in shown if h["link_group"]}
+    assert grouped == {generated.studies["prior"].study_id: "priors", generated.studies["current"].study_id: "priors"}

@@ -59,10 +59,10 @@ def prior_comparison_block(analysis: dict, study: Any) -> None:
         st.caption(f"Prior: study of {comparison.prior_date}")
         prior_study = ui.history().load_study(user, prior.study_id)
         if prior_study is not None:
-            viewer(prior_study, key="prior_viewer")
+            viewer(prior_study, key="prior_viewer", link_group="priors")
     with now:
         st.caption(f"Current: study of {comparison.current_date}")
-        viewer(study, key="current_beside_prior_viewer")
+        viewer(study, key="current_beside_prior_viewer", link_group="priors")
     if prior.analysis is None:
         st.info("The prior study has not been analysed on this workstation, so no interval change is given. "
                 "Open it from History and analyse it to compare.", icon=":material/info:")

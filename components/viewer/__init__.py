@@ -51,16 +51,16 @@ def _renderer() -> Any | None:
     return mount
 
 
-def _message(study: Any, maps: Mapping[str, Any] | None, show_maps: bool) -> bytes:
-    """The packed payload, built once per study and map set in this session."""
+def _message(study: Any, maps: Mapping[str, Any] | None, show_maps: bool, link_group: str | None = None) -> bytes:
+    """The packed payload, built once per study, map set and link group in this session."""
     import streamlit as st
 
-    key = (getattr(study, "study_id", id(study)), show_maps,
+    key = (getattr(study, "study_id", id(study)), show_maps, link_group,
            tuple((str(k), id(getattr(v, "heat", v)), getattr(v, "opacity", None)) for k, v in (maps or {}).items()))
     cache = st.session_state.setdefault(_CACHE_KEY, {})
     message = cache.get(key)
     if message is None:
-        message = pack(viewer_payload(study, maps, show_maps=show_maps))
+        message = pack(viewer_payload(study, maps, show_maps=show_maps, link_group=link_group))
         cache[key] = message
         while len(cache) > _CACHE_SIZE:
             cache.pop(next(iter(cache)))
@@ -68,10 +68,14 @@ def _message(study: Any, maps: Mapping[str, Any] | None, show_maps: bool) -> byt
 
 
 def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "viewer",
-           show_maps: bool = False) -> dict | None:
+           show_maps: bool = False, link_group: str | None = None) -> dict | None:
     """Show `study` in the viewer, with `maps` (key → HeatmapResult or array) as toggleable colour layers.
 
-    `show_maps` opens with the layers on (the Heatmap page, where the reader chose the map).
+    `show_maps` opens with the layers on (the Heatmap page, where the reader chose the map). Viewers given the
+    same `link_group` on a page follow each other's zoom (same mm per screen pixel when both films are
+    calibrated, else the same fraction of the fitted image), pan (the same point of the image, as a fraction
+    of its width and height, at the centre) and window (only between films of the same modality and
+    photometric interpretation); their toolbar has a Link toggle (key K) to unlink them.
 
     Returns:
         The viewer's last reported state, or None before it has reported: ``window`` (centre, width),
@@ -87,7 +91,7 @@ def viewer(study: Any, maps: Mapping[str, Any] | None = None, *, key: str = "vie
     if not (BUILD / SCRIPT).is_file():
         st.warning("The image viewer is not built: run `make viewer`.", icon=":material/build:")
         return None
-    result = mount(key=key, data=_message(study, maps, show_maps), on_value_change=lambda: None)
+    result = mount(key=key, data=_message(study, maps, show_maps, link_group), on_value_change=lambda: None)
     value = getattr(result, "value", None) if result is not None else None
     if not isinstance(value, dict) or value.get("study_id") != getattr(study, "study_id", None):
         return None  # nothing reported yet, or a report about the study shown before this one

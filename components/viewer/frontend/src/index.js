@@ -1,5 +1,6 @@
 // Reading-room viewer: Cornerstone3D stack viewport fed by a custom in-memory image (no DICOM parsing or
-// codecs in the browser), window/level, zoom/pan, invert, calibrated length/angle and colour map layers.
+// codecs in the browser), window/level, zoom/pan, invert, calibrated length/angle and colour map layers, and
+// linked navigation between the viewers of one page that share a link group (a prior beside the current film).
 // Mounted by Streamlit's components v2 (no iframe); see components/viewer/__init__.py.
 import {
   init as coreInit,
@@ -38,6 +39,9 @@ const SHORTCUTS = [
   ['1', 'one image pixel per screen pixel'], ['R', 'reset view, window and invert'],
   ['V', 'next window preset'], ['Del', 'remove the last measurement'], ['?', 'this help'],
 ];
+const LINK_SHORTCUT = ['K', 'link zoom, pan and window with the other film (on/off)'];
+const LINK_TITLE = 'Zoom, pan and window follow the other film (the window only when both are the same kind of '
+  + 'image; invert stays per film). Key K.';
 const CSS = `
 .msv-root{font:13px/1.4 "Source Sans Pro",sans-serif;color:inherit;outline:none;user-select:none}
 .msv-root:focus-visible{box-shadow:0 0 0 2px #ff4b4b55;border-radius:4px}
@@ -72,6 +76,24 @@ class ReadingWindowLevelTool extends WindowLevelTool {
     const ratio = (this.configuration.dynamicRange || 1024) / 1024;
     return ratio > 1 ? Math.round(ratio) : ratio;
   }
+}
+
+// Linked navigation. Cornerstone's synchronizers do not fit here: the camera synchronizer copies the camera in world
+// units, which are image pixels in this viewer, so two films of different sizes would not show the same anatomy at
+// the same physical scale; the zoom/pan one copies the zoom relative to each fit and the pan in world units; the
+// VOI one copies the window unconditionally. The link below carries a view that means the same on either film:
+// mm per screen pixel (or the zoom relative to fit when a film has no pixel spacing), the image point at the
+// centre as a fraction of the image's width and height, and the window when both films are in the same values.
+const groups = new Map(); // group name → { linked, members: Set<Viewer> }
+
+// Why a window of one film means nothing on the other, or null when it can be copied.
+function windowDifference(a, b) {
+  if ((a.modality || null) !== (b.modality || null)) return 'different modality';
+  if ((a.photometric || null) !== (b.photometric || null)) return 'different photometric interpretation';
+  if (a.units !== b.units || (a.units === 'stored grey levels' && a.bits !== b.bits)) {
+    return 'the films hold different kinds of pixel values';
+  }
+  return null;
 }
 
 let initialised = null;
@@ -151,6 +173,14 @@ class Viewer {
     this.invert = !!this.header.invert;
     this.tool = 'wl';
     this.sendTimer = null;
+    this.following = false; // true while applying a linked change, which must not be passed on again
+    this.group = null;
+    if (this.header.link_group) {
+      const name = this.header.link_group;
+      if (!groups.has(name)) groups.set(name, { linked: true, members: new Set() });
+      this.group = groups.get(name);
+      this.group.members.add(this);
+    }
     this.build();
     this.start();
   }
@@ -174,6 +204,11 @@ class Viewer {
     action('Fit', () => this.fit(), 'fit');
     action('1:1', () => this.oneToOne(), 'one-to-one');
     action('Reset', () => this.reset(), 'reset');
+    if (this.group) {
+      this.linkButton = action('Link', () => this.toggleLink(), 'link');
+      this.linkButton.setAttribute('title', LINK_TITLE);
+      this.linkButton.setAttribute('aria-pressed', String(this.group.linked));
+    }
     bar.appendChild(el('span', { class: 'msv-sep' }));
     this.presetSelect = el('select', { 'aria-label': 'Window preset', onchange: () => this.applyPreset(Number(this.presetSelect.value)) });
     this.presetSelect.appendChild(el('option', { value: '-1', text: 'Window preset…' }));
@@ -193,7 +228,7 @@ class Viewer {
     this.stage.appendChild(this.vpElement);
     this.help = el('div', { class: 'msv-help', hidden: '' });
     const table = el('table');
-    for (const [k, what] of SHORTCUTS) table.appendChild(el('tr', {}, [el('td', {}, [el('kbd', { text: k })]), el('td', { text: what })]));
+    for (const [k, what] of this.group ? [...SHORTCUTS.slice(0, -1), LINK_SHORTCUT, ...SHORTCUTS.slice(-1)] : SHORTCUTS) table.appendChild(el('tr', {}, [el('td', {}, [el('kbd', { text: k })]), el('td', { text: what })]));
     this.help.appendChild(el('div', { text: 'Keyboard and mouse' }));
     this.help.appendChild(table);
     this.stage.appendChild(this.help);
@@ -206,7 +241,8 @@ class Viewer {
     this.calText = el('span', { 'data-testid': 'viewer-calibration', class: cal.calibrated ? '' : 'msv-uncal',
       text: cal.calibrated ? `Measurements in mm from ${cal.label}` : cal.label.charAt(0).toUpperCase() + cal.label.slice(1) });
     this.rendererText = el('span', { 'data-testid': 'viewer-renderer' });
-    for (const s of [this.windowText, this.zoomText, this.calText, this.rendererText]) this.status.appendChild(s);
+    this.linkText = el('span', { 'data-testid': 'viewer-link' });
+    for (const s of [this.windowText, this.zoomText, this.calText, this.linkText, this.rendererText]) this.status.appendChild(s);
     this.root.appendChild(this.status);
 
     this.layerBox = el('div', { class: 'msv-layers' });
@@ -288,8 +324,8 @@ class Viewer {
     this.overlay = el('canvas', { class: 'msv-overlay', 'data-testid': 'viewer-overlay' });
     const E = Enums.Events;
     this.vpElement.addEventListener(E.IMAGE_RENDERED, () => this.onRendered());
-    this.vpElement.addEventListener(E.CAMERA_MODIFIED, () => this.drawOverlay());
-    this.vpElement.addEventListener(E.VOI_MODIFIED, () => this.updateStatus());
+    this.vpElement.addEventListener(E.CAMERA_MODIFIED, () => { this.drawOverlay(); this.passOn({ view: true }); });
+    this.vpElement.addEventListener(E.VOI_MODIFIED, () => { this.updateStatus(); this.passOn({ voi: true }); });
     this.onLoadError = (e) => {
       const d = e.detail;
       if (Array.isArray(d)) { if (d.length) this.fail(d[0].reason); } else if (d?.imageId === this.imageId) this.fail(d.error);
@@ -332,6 +368,7 @@ class Viewer {
       if (svg) svg.parentNode.appendChild(svg); // keep measurements above the map layers
       this.root.setAttribute('data-ready', 'true');
       this.lastSent = this.reportable(this.state()); // Python knows the opening state: nothing to send
+      this.joinGroup();
     }
     this.updateStatus();
     this.drawOverlay();
@@ -407,6 +444,119 @@ class Viewer {
     this.applyWindow(this.header.window.center, this.header.window.width);
   }
 
+  // Linked navigation (see `groups`).
+
+  isLinked() {
+    return !!(this.group && this.group.linked && this.firstPaintAt !== null && !this.destroyed && this.root.isConnected);
+  }
+
+  peers() {
+    return this.group ? [...this.group.members].filter((v) => v !== this && v.isLinked()) : [];
+  }
+
+  fitScale() {
+    // Screen pixels per image pixel when the whole film fits the viewport.
+    const h = this.header;
+    return Math.min(this.vpElement.clientWidth / h.columns, this.vpElement.clientHeight / h.rows) || 1;
+  }
+
+  // What another film needs to show the same view: scale, image point at the centre, window.
+  linkedView() {
+    const h = this.header;
+    const cal = h.calibration;
+    const scale = this.scale();
+    const [fx, fy] = this.viewport.getCamera().focalPoint;
+    return {
+      mmPerScreenPixel: cal.calibrated ? cal.col_mm / scale : null,
+      ofFit: scale / this.fitScale(),
+      centre: [(fx + 0.5) / h.columns, (fy + 0.5) / h.rows],
+    };
+  }
+
+  followView(view) {
+    const h = this.header;
+    const cal = h.calibration;
+    const target = view.mmPerScreenPixel && cal.calibrated ? cal.col_mm / view.mmPerScreenPixel
+      : view.ofFit * this.fitScale();
+    const camera = this.viewport.getCamera();
+    const focal = [view.centre[0] * h.columns - 0.5, view.centre[1] * h.rows - 0.5, camera.focalPoint[2]];
+    const scale = this.scale();
+    const moved = Math.hypot(focal[0] - camera.focalPoint[0], focal[1] - camera.focalPoint[1]);
+    if (!(target > 0) || (Math.abs(target / scale - 1) < 1e-6 && moved < 1e-3)) return;
+    // Zoom first, then the centre: the CPU renderer moves its focal point in screen pixels of the current zoom.
+    this.viewport.setCamera({ parallelScale: camera.parallelScale * (scale / target) });
+    const now = this.viewport.getCamera();
+    const shift = [0, 1, 2].map((i) => focal[i] - now.focalPoint[i]);
+    this.viewport.setCamera({ focalPoint: focal, position: now.position.map((p, i) => p + shift[i]) });
+    this.viewport.render();
+  }
+
+  followWindow(voi, header) {
+    if (windowDifference(this.header, header)) return;
+    const w = this.currentWindow();
+    if (Math.abs(w.center - voi.center) < 1e-6 && Math.abs(w.width - voi.width) < 1e-6) return;
+    this.applyWindow(voi.center, voi.width);
+  }
+
+  passOn({ view = false, voi = false }) {
+    if (this.following || !this.isLinked()) return;
+    const peers = this.peers();
+    if (!peers.length) return;
+    const linkedView = view ? this.linkedView() : null;
+    const w = voi ? this.currentWindow() : null;
+    for (const peer of peers) {
+      peer.following = true;
+      try {
+        if (linkedView) peer.followView(linkedView);
+        if (w) peer.followWindow(w, this.header);
+      } catch (error) {
+        console.warn('A linked viewer could not follow:', error);
+      } finally {
+        peer.following = false;
+      }
+    }
+  }
+
+  // Says what follows the other film, so an unlinked window is not a surprise.
+  describeLink() {
+    if (!this.linkText) return;
+    const peers = [...this.group.members].filter((v) => v !== this && v.firstPaintAt !== null && v.root.isConnected);
+    const apart = peers.map((v) => windowDifference(this.header, v.header)).find(Boolean);
+    const mm = this.header.calibration.calibrated && peers.every((v) => v.header.calibration.calibrated);
+    let text = '';
+    if (peers.length && !this.group.linked) text = 'Not linked';
+    else if (peers.length) {
+      text = `Linked: zoom (${mm ? 'same mm per screen pixel' : 'relative to fit'}), pan`
+        + (apart ? `; window per film (${apart})` : ', window');
+    }
+    this.linkText.textContent = text;
+  }
+
+  joinGroup() {
+    for (const v of this.group?.members || []) v.describeLink();
+    // A film that opens beside linked ones takes their view and window.
+    const lead = this.peers()[0];
+    if (!lead || !this.isLinked()) return;
+    this.following = true;
+    try {
+      this.followView(lead.linkedView());
+      this.followWindow(lead.currentWindow(), lead.header);
+    } finally {
+      this.following = false;
+    }
+  }
+
+  toggleLink() {
+    if (!this.group) return;
+    this.group.linked = !this.group.linked;
+    for (const v of this.group.members) {
+      v.linkButton?.setAttribute('aria-pressed', String(this.group.linked));
+      v.describeLink();
+    }
+    // Linking again brings the other films to this one's view.
+    if (this.group.linked) this.passOn({ view: true, voi: true });
+  }
+
   toggleHelp() {
     if (this.help.hasAttribute('hidden')) this.help.removeAttribute('hidden');
     else this.help.setAttribute('hidden', '');
@@ -421,6 +571,7 @@ class Viewer {
     else if (k === 'f' || k === 'F') this.fit();
     else if (k === '1') this.oneToOne();
     else if (k === 'r' || k === 'R') this.reset();
+    else if ((k === 'k' || k === 'K') && this.group) this.toggleLink();
     else if (k === 'v' || k === 'V') this.applyPreset(((this.presetIndex ?? -1) + 1) % this.header.presets.length);
     else if (k === '?' || k === 'h' || k === 'H') this.toggleHelp();
     else if (k === 'Delete' || k === 'Backspace') this.removeLastMeasurement();
@@ -615,6 +766,11 @@ class Viewer {
   destroy() {
     this.destroyed = true;
     clearTimeout(this.sendTimer);
+    if (this.group) {
+      this.group.members.delete(this);
+      for (const v of this.group.members) v.describeLink();
+      if (!this.group.members.size && groups.get(this.header.link_group) === this.group) groups.delete(this.header.link_group);
+    }
     this.resizeObserver?.disconnect();
     document.removeEventListener('mouseup', this.onMouseUp);
     eventTarget.removeEventListener(Enums.Events.IMAGE_LOAD_ERROR, this.onLoadError);
