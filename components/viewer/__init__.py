@@ -23,7 +23,7 @@ BUILD = ROOT / "build"
 SCRIPT = "viewer.js"
 _CACHE_KEY = "_viewer_payloads"
 STATE_KEY = "viewer_state"  # study_id → last reported state, for the analysis record and the PDF
-_CACHE_SIZE = 2  # messages kept per session: the study on screen and the one before
+_CACHE_SIZE = 4  # messages kept per session: up to three viewers on a page (prior comparison) and the one before
 _renderers: dict[int, Any] = {}
 _lock = threading.Lock()
 
