@@ -146,8 +146,13 @@ _SCAN_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _blas_threads() -> Any:
-    """numpy's BLAS thread controller (threadpoolctl), or None when threadpoolctl is unavailable."""
+    """numpy's BLAS thread controller (threadpoolctl), or None when threadpoolctl is unavailable.
+
+    Built once: finding the BLAS means walking every shared library in the process, several milliseconds
+    with the models loaded, on each search. numpy's BLAS is loaded with numpy, so it is always found.
+    """
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - installed with scikit-learn
