@@ -76,11 +76,15 @@ def render_section(results: dict) -> str:
         lines += ["", f"Compute efficiency: achieved FLOP/s of each network's forward pass (batch 1, FLOPs = 2 × "
                       f"multiply-accumulates) ÷ this machine's dense fp32 matmul rate "
                       f"({_fmt(matmul.get('best_gflops'), 1)} GFLOP/s):", "",
-                  "| Network | GFLOPs | Latency (ms, best) | GFLOP/s | Fraction of matmul |", "|---|---|---|---|---|"]
+                  "| Network | Runtime (as the product runs it) | GFLOPs | Latency (ms, best) | GFLOP/s | Fraction of "
+                  "matmul | PyTorch eager fraction |", "|---|---|---|---|---|---|---|"]
         for item in efficiency.values():
             if isinstance(item, dict) and "gflops" in item:
-                lines.append(f"| {item['name']} | {_fmt(item['gflops'], 2)} | {_fmt(item['latency']['min_ms'], 1)} | "
-                             f"{_fmt(item['achieved_gflops_per_s'], 1)} | {_fmt(item['efficiency'], 2)} |")
+                runtime = "ONNX Runtime fp32" if item.get("runtime") == "onnx" else "PyTorch fp32 eager"
+                eager = (item.get("pytorch") or {}).get("efficiency", item["efficiency"])
+                lines.append(f"| {item['name']} | {runtime} | {_fmt(item['gflops'], 2)} | "
+                             f"{_fmt(item['latency']['min_ms'], 1)} | {_fmt(item['achieved_gflops_per_s'], 1)} | "
+                             f"{_fmt(item['efficiency'], 2)} | {_fmt(eager, 2)} |")
     cold = results.get("cold_start") or {}
     if "parts" in cold:
         parts = cold["parts"]

@@ -210,3 +210,21 @@ def test_precision_comparison_keeps_fp32_unless_scores_stay_within_tolerance():
     assert out["paths"]["fp32"]["max_score_diff"] == 0
     assert out["paths"]["close"]["within_tolerance"] and not out["paths"]["far"]["within_tolerance"]
     assert out["qualifies"] in (None, "close")  # only a path within tolerance may qualify, and only if faster
+
+
+def test_efficiency_is_measured_on_the_runtime_the_product_runs(monkeypatch):
+    import torch
+
+    from benchmarks.flops import network_efficiency
+    from benchmarks.sections.efficiency import product_runtime_efficiency
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)).eval()
+    x = torch.randn(1, 1, 64, 64)
+    eager = network_efficiency("toy", net, x, 100.0, runs=3, target=0.5)
+    assert eager["runtime"] == "pytorch"
+    monkeypatch.setenv("MEDSIGHT_RUNTIME", "torch")
+    assert product_runtime_efficiency(eager, net, x, 100.0, runs=3) is eager
+    monkeypatch.setenv("MEDSIGHT_RUNTIME", "auto")
+    onnx = product_runtime_efficiency(eager, net, x, 100.0, runs=3)
+    assert onnx["runtime"] == "onnx" and onnx["gflops"] == eager["gflops"] and onnx["target"] == 0.5
+    assert onnx["pytorch"]["efficiency"] == eager["efficiency"] and onnx["efficiency"] > 0

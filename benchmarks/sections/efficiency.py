@@ -106,11 +106,28 @@ def alternatives(key: str, module: Any, x: Any, matmul_gflops: float, runs: int)
     return rows
 
 
+def product_runtime_efficiency(torch_entry: dict, module: Any, x: Any, matmul_gflops: float, runs: int) -> dict:
+    """The stage's figure on the runtime the product runs it with: ONNX Runtime on the CPU (unless
+    `MEDSIGHT_RUNTIME=torch`), with the PyTorch eager figure kept beside it."""
+    from medsight.device import runtime_preference
+
+    if runtime_preference() == "torch":
+        return torch_entry
+    try:
+        entry = network_efficiency(torch_entry["name"], module, x, matmul_gflops, runs=runs,
+                                   target=torch_entry["target"], note=torch_entry["note"], runtime="onnx")
+    except Exception as exc:  # noqa: BLE001 - the product falls back to PyTorch too
+        return {**torch_entry, "onnx_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    entry["pytorch"] = {key: torch_entry[key] for key in ("latency", "achieved_gflops_per_s", "efficiency")}
+    return entry
+
+
 def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: int, compare: bool) -> dict:
     """Each CNN's forward pass alone, batch 1: FLOPs, latency and fraction of the matmul rate.
 
     The networks run exactly as the product holds them (the detector's extractor, the classifier's
-    network inside a `PathologyClassifier`), so any inference setting the product applies is measured.
+    network inside a `PathologyClassifier`), on the runtime the product runs them with (ONNX Runtime on the
+    CPU, PyTorch's figure beside it), so any inference setting the product applies is measured.
     With `compare`, also channels-last, bf16 and ONNX Runtime variants of the two reference networks.
     """
     import torch
@@ -120,16 +137,17 @@ def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: i
     out: dict[str, Any] = {}
     extractor = detector.extractor if detector is not None else build_demo_extractor()
     vgg_input = torch.randn(1, 3, 224, 224)
-    out["vgg16_features"] = network_efficiency(
+    out["vgg16_features"] = product_runtime_efficiency(network_efficiency(
         "VGG16 features (anomaly detector trunk + global pool)", extractor, vgg_input,
         matmul_gflops, runs=runs, target=TARGETS["vgg16_efficiency"][2],
-        note=f"the detector's own extractor ({extractor.kind} weights)")
+        note=f"the detector's own extractor ({extractor.kind} weights)"), extractor, vgg_input, matmul_gflops, runs)
     timing_clf = timing_only_classifier()
     dense_input = torch.randn(1, 1, 224, 224)
-    out["densenet121"] = network_efficiency(
+    out["densenet121"] = product_runtime_efficiency(network_efficiency(
         "DenseNet-121 (torchxrayvision architecture, 1 channel)", _Logits(timing_clf.net), dense_input,
         matmul_gflops, runs=runs, target=TARGETS["densenet121_efficiency"][2],
-        note="real-tier architecture with random weights (weights=None), used for timing only")
+        note="real-tier architecture with random weights (weights=None), used for timing only"),
+        _Logits(timing_clf.net), dense_input, matmul_gflops, runs)
     if classifier is not None:
         size = int(classifier.input_size)
         out["pathology_demo"] = network_efficiency(
