@@ -170,12 +170,29 @@ def enable_mps_fallback(environ: MutableMapping[str, str] | None = None, *, appl
 
 RUNTIME_ENV = "MEDSIGHT_RUNTIME"
 
+#: Whether an image model's forward pass runs in ONNX Runtime on the CPU when `MEDSIGHT_RUNTIME` is unset
+#: ("auto"), decided by `make bench` on a quiet 2-core Xeon: the pathology network (DenseNet-121) is 2.4×
+#: faster in ONNX Runtime and needs it for the 0.5× matmul target (0.67× against 0.32× eager), for about 30 MB;
+#: the anomaly detector gained only 4 % on a full-size film's whole analysis (346 against 331 ms median,
+#: batch 1) for 250 MB more memory, which took the all-models peak past its 2 GB target, so it stays in PyTorch.
+ONNX_BY_DEFAULT = {"pathology.": True, "anomaly.": False}
+
 
 def runtime_preference(environ: MutableMapping[str, str] | None = None) -> str:
-    """"torch" when `MEDSIGHT_RUNTIME=torch` forces PyTorch for the image models, else "auto" (ONNX Runtime
-    on the CPU where it is proven equal; see `medsight.models.onnx_runtime`)."""
+    """`MEDSIGHT_RUNTIME`: "torch" (PyTorch for every image model), "onnx" (ONNX Runtime for every image model
+    on the CPU) or "auto" (the default: ONNX Runtime where `ONNX_BY_DEFAULT` says it pays)."""
     value = (os.environ if environ is None else environ).get(RUNTIME_ENV, "").strip().lower()
-    return "torch" if value in ("torch", "pytorch") else "auto"
+    if value in ("torch", "pytorch"):
+        return "torch"
+    return "onnx" if value in ("onnx", "onnxruntime") else "auto"
+
+
+def uses_onnx_runtime(slot: str, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Whether the image model in `slot` runs its forward pass in ONNX Runtime on the CPU, given the setting."""
+    preference = runtime_preference(environ)
+    if preference != "auto":
+        return preference == "onnx"
+    return next((default for prefix, default in ONNX_BY_DEFAULT.items() if slot.startswith(prefix)), False)
 
 
 # ------------------------------------------------------------------------------------------ CPU threads
@@ -308,10 +325,12 @@ def placements(slots: Iterable[str], target: Platform | None = None, preference:
         if runtime in ("torch", "onnx"):
             note = "operators MPS lacks fall back to the CPU" if device == "mps" else ""
             framework = "PyTorch"
-            if runtime == "onnx" and device == "cpu" and runtime_preference() == "auto":
+            if runtime == "onnx" and device == "cpu" and uses_onnx_runtime(slot):
                 # The forward pass once exported and checked equal; Grad-CAM maps need PyTorch's gradients.
                 framework = "ONNX Runtime (PyTorch for Grad-CAM)"
                 note = f"PyTorch until the exported graph is ready, or with {RUNTIME_ENV}=torch"
+            elif runtime == "onnx" and device == "cpu":
+                note = f"ONNX Runtime with {RUNTIME_ENV}=onnx"
             rows.append(Placement(slot, _PROCESSOR[device], framework, model_dtype(device, "image"), note))
         elif runtime == "sentence-transformers":
             rows.append(Placement(slot, "CPU", "PyTorch (sentence-transformers)", "float32",

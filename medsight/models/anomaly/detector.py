@@ -449,7 +449,8 @@ class AnomalyDetector:
         tolerances.update(activations=MAP_TOLERANCE, **({"deviation": MAP_TOLERANCE} if self.patch_model else {}))
         return GraphSpec(name="anomaly-detector", build=build, example=lambda: self.preprocess(check_image()),
                          output_names=ScoreGraph.OUTPUTS,
-                         measures=measures, tolerances=tolerances, constants=repr(self.calibration.to_dict()))
+                         measures=measures, tolerances=tolerances, constants=repr(self.calibration.to_dict()),
+                         slot="anomaly.detector")
 
     def result_from_parts(self, fused_score: float, recon_error: float, kl_divergence: float, vit_score: float,
                           components: dict[str, float], timings: dict[str, float],

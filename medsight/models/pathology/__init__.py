@@ -304,7 +304,8 @@ class PathologyClassifier:
             name="pathology-classifier", build=build, example=lambda: self.preprocess(onnx_runtime.check_image()),
             output_names=LogitsAndActivations.OUTPUTS,
             measures=measures, constants=f"{self.name}|{self.input_size}",
-            tolerances={"probabilities": onnx_runtime.SCORE_TOLERANCE, "activations": onnx_runtime.MAP_TOLERANCE})
+            tolerances={"probabilities": onnx_runtime.SCORE_TOLERANCE, "activations": onnx_runtime.MAP_TOLERANCE},
+            slot="pathology.classifier")
 
     def gradcam_heat(self, image: np.ndarray, label: str, *, activations: Any = None
                      ) -> tuple[np.ndarray, dict[str, Any]]:
