@@ -106,12 +106,13 @@ def alternatives(key: str, module: Any, x: Any, matmul_gflops: float, runs: int)
     return rows
 
 
-def product_runtime_efficiency(torch_entry: dict, module: Any, x: Any, matmul_gflops: float, runs: int) -> dict:
-    """The stage's figure on the runtime the product runs it with: ONNX Runtime on the CPU (unless
-    `MEDSIGHT_RUNTIME=torch`), with the PyTorch eager figure kept beside it."""
-    from medsight.device import runtime_preference
+def product_runtime_efficiency(torch_entry: dict, slot: str, module: Any, x: Any, matmul_gflops: float,
+                               runs: int) -> dict:
+    """The stage's figure on the runtime the product runs `slot`'s network with on the CPU (ONNX Runtime or
+    PyTorch, `medsight.device.uses_onnx_runtime`), with the PyTorch eager figure kept beside it."""
+    from medsight.device import uses_onnx_runtime
 
-    if runtime_preference() == "torch":
+    if not uses_onnx_runtime(slot):
         return torch_entry
     try:
         entry = network_efficiency(torch_entry["name"], module, x, matmul_gflops, runs=runs,
@@ -140,20 +141,22 @@ def run_efficiency(matmul_gflops: float, detector: Any, classifier: Any, runs: i
     out["vgg16_features"] = product_runtime_efficiency(network_efficiency(
         "VGG16 features (anomaly detector trunk + global pool)", extractor, vgg_input,
         matmul_gflops, runs=runs, target=TARGETS["vgg16_efficiency"][2],
-        note=f"the detector's own extractor ({extractor.kind} weights)"), extractor, vgg_input, matmul_gflops, runs)
+        note=f"the detector's own extractor ({extractor.kind} weights)"), "anomaly.detector", extractor, vgg_input,
+        matmul_gflops, runs)
     timing_clf = timing_only_classifier()
     dense_input = torch.randn(1, 1, 224, 224)
     out["densenet121"] = product_runtime_efficiency(network_efficiency(
         "DenseNet-121 (torchxrayvision architecture, 1 channel)", _Logits(timing_clf.net), dense_input,
         matmul_gflops, runs=runs, target=TARGETS["densenet121_efficiency"][2],
         note="real-tier architecture with random weights (weights=None), used for timing only"),
-        _Logits(timing_clf.net), dense_input, matmul_gflops, runs)
+        "pathology.classifier", _Logits(timing_clf.net), dense_input, matmul_gflops, runs)
     if classifier is not None:
         size = int(classifier.input_size)
-        out["pathology_demo"] = network_efficiency(
-            f"Pathology demo network (reduced DenseNet, {size} px)", _Logits(classifier.net),
-            torch.randn(1, 1, size, size), matmul_gflops, runs=runs,
-            note="the demo-tier model the app runs when the real weights are absent")
+        demo_input = torch.randn(1, 1, size, size)
+        out["pathology_demo"] = product_runtime_efficiency(network_efficiency(
+            f"Pathology demo network (reduced DenseNet, {size} px)", _Logits(classifier.net), demo_input,
+            matmul_gflops, runs=runs, note="the demo-tier model the app runs when the real weights are absent"),
+            "pathology.classifier", _Logits(classifier.net), demo_input, matmul_gflops, runs)
     # What one label's Grad-CAM costs with the real tier's network (forward + backward), on a 512² image.
     from medsight.synthetic import generate_phantom
 

@@ -28,9 +28,19 @@ from benchmarks.context import Context
 NAME = "precision"
 #: Largest score difference from fp32 a faster path may introduce to become the default.
 TOLERANCE = 0.005
-#: What the product runs today, whatever qualifies here (recorded beside each decision).
-PRODUCT_PATH = ("onnxruntime_fp32 on the CPU (exported once per weights, checked against PyTorch at load); "
-                "fp32 eager PyTorch for Grad-CAM, on CUDA/MPS, until the export is ready and with MEDSIGHT_RUNTIME=torch")
+#: What the product runs for each network, by `medsight.device.uses_onnx_runtime` (recorded beside each decision).
+ONNX_PATH = ("onnxruntime_fp32 on the CPU (exported once per weights, checked against PyTorch at load); fp32 eager "
+             "PyTorch for Grad-CAM, on CUDA/MPS, until the export is ready and with MEDSIGHT_RUNTIME=torch")
+TORCH_PATH = ("fp32 eager PyTorch (channels-last): ONNX Runtime gained too little in a whole analysis for the memory "
+              "it adds (see medsight.device.ONNX_BY_DEFAULT); MEDSIGHT_RUNTIME=onnx runs it")
+SLOTS = {"anomaly_detector": "anomaly.detector", "pathology_classifier": "pathology.classifier"}
+
+
+def product_path(key: str) -> str:
+    """What the product runs for the network `key` ("anomaly_detector" or "pathology_classifier") here."""
+    from medsight.device import uses_onnx_runtime
+
+    return ONNX_PATH if uses_onnx_runtime(SLOTS[key]) else TORCH_PATH
 
 
 def images() -> dict[str, np.ndarray]:
@@ -160,7 +170,7 @@ def run(context: Context) -> dict:
     from medsight.models.onnx_runtime import runtime_of
 
     loaded = {"anomaly_detector": detector, "pathology_classifier": classifier}
-    out["decision"] = {key: {"qualifies": out[key]["qualifies"], "product_runs": PRODUCT_PATH,
+    out["decision"] = {key: {"qualifies": out[key]["qualifies"], "product_runs": product_path(key),
                              "runs_here": runtime_of(loaded[key])}
                        for key in ("anomaly_detector", "pathology_classifier") if key in out}
     return out
