@@ -171,13 +171,17 @@ def test_second_load_reuses_the_cached_graph(models, cache, monkeypatch):
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
 
 
-def test_other_weights_get_their_own_file(models, tmp_path):
-    _, classifier = models
+def test_other_weights_get_their_own_file_and_the_old_one_goes(models, tmp_path):
+    detector, classifier = models
     spec = classifier._graph_spec()
     first = OnnxForward.start(spec, tmp_path, "cpu", background=False)
+    other_model = OnnxForward.start(detector._graph_spec(), tmp_path, "cpu", background=False)
     changed = type(spec)(**{**spec.__dict__, "constants": spec.constants + "|other calibration"})
     second = OnnxForward.start(changed, tmp_path, "cpu", background=False)
     assert first.ready and second.ready and first.path != second.path and second.exported
+    assert not first.path.exists(), "the graph of the replaced weights is deleted"
+    assert first.run(spec.example()) is not None  # a session already open keeps working
+    assert other_model.path.exists(), "another model's graph is kept"
 
 
 def test_export_failure_keeps_pytorch_and_says_why(models, tmp_path, monkeypatch):

@@ -94,6 +94,14 @@ def export_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, outpu
                           opset_version=OPSET, dynamo=False)
 
 
+def _forget_older_graphs(current: Path) -> None:
+    """Delete this model's graphs exported for other weights or library versions (tens of MB each)."""
+    prefix = current.name.rsplit("-", 1)[0] + "-"
+    for old in current.parent.glob(f"{prefix}*.onnx"):
+        if old != current and old.name.rsplit("-", 1)[0] + "-" == prefix:
+            old.unlink(missing_ok=True)
+
+
 def return_freed_memory() -> None:
     """Give memory freed by Python back to the system (glibc keeps freed heap for reuse otherwise)."""
     import ctypes
@@ -201,8 +209,8 @@ class OnnxForward:
         if runtime_preference() == "torch":
             return forward.fall_back(f"{RUNTIME_ENV}=torch is set")
         if not uses_onnx_runtime(spec.slot):
-            return forward.fall_back(f"PyTorch by default for this model (measured: barely faster in ONNX Runtime, "
-                                     f"with far more memory); {RUNTIME_ENV}=onnx uses ONNX Runtime")
+            return forward.fall_back(f"PyTorch by default for this model, measured barely faster in ONNX Runtime "
+                                     f"with far more memory; {RUNTIME_ENV}=onnx uses it")
         if torch.device(device).type != "cpu":
             return forward.fall_back(f"ONNX Runtime is used on the CPU only; this model runs on {device}")
         if background:
@@ -289,6 +297,7 @@ class OnnxForward:
             finally:
                 Path(partial).unlink(missing_ok=True)
             self.exported, self.export_seconds = True, time.perf_counter() - began
+            _forget_older_graphs(path)
             return_freed_memory()  # the export's copy of the networks and its trace: ~120 MB kept otherwise
         self.path = path
         session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
