@@ -341,12 +341,15 @@ class Viewer {
     this.resizeObserver = new ResizeObserver(() => { this.engine.resize(true, true); this.drawOverlay(); });
     this.resizeObserver.observe(this.stage);
 
+    // A rerun may replace this viewer before its image has loaded: a destroyed viewer's engine is gone, so the
+    // late callback must neither render nor report the failure that rendering would throw.
     this.viewport.setStack([this.imageId]).then(() => {
+      if (this.destroyed) return;
       this.stackDone = true;
       this.applyWindow(h.window.center, h.window.width, false);
       this.viewport.setProperties({ invert: this.invert });
       this.viewport.render();
-    }).catch((error) => this.fail(error));
+    }).catch((error) => { if (!this.destroyed) this.fail(error); });
     const gl = info.glRenderer ? ` (${info.glRenderer})` : '';
     this.rendererText.textContent = info.renderer === 'cpu'
       ? `Renderer: Cornerstone CPU${info.glRenderer ? `; WebGL here is software${gl}, not used` : ' (no WebGL)'}`
@@ -360,6 +363,7 @@ class Viewer {
   }
 
   onRendered() {
+    if (this.destroyed) return;
     this.frames += 1;
     if (this.firstPaintAt === null && this.stackDone) {
       this.firstPaintAt = performance.now();
