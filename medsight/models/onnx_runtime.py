@@ -1,16 +1,18 @@
 """ONNX Runtime fp32 for the forward passes of the image networks on the CPU; PyTorch for everything else.
 
-On this CPU ONNX Runtime ran the anomaly detector 2.1× and the pathology classifier 3.1× faster than fp32
-eager PyTorch, with score differences below 1e-5 (`make bench`, section "precision"). Gradients (the Grad-CAM
-maps drawn on demand) still need PyTorch, so the PyTorch networks stay loaded and every model keeps its
-PyTorch path; ONNX Runtime takes over only the forward pass whose outputs the analysis reads (scores and the
-activations the key maps are drawn from).
+Which network runs here by default is decided by `make bench` (`medsight.device.ONNX_BY_DEFAULT`): the
+pathology network (DenseNet-121 2.4x faster, about 30 MB more) does; the anomaly detector (4 % faster on a
+full-size film's whole analysis, about 250 MB more) stays in PyTorch unless ``MEDSIGHT_RUNTIME=onnx``.
+Gradients (the Grad-CAM maps drawn on demand) still need PyTorch, so the PyTorch networks stay loaded and every
+model keeps its PyTorch path; ONNX Runtime takes over only the forward pass whose outputs the analysis reads
+(scores and the activations the key maps are drawn from).
 
 How a model gets there (`OnnxForward.start`, called by the registry after loading):
 1. a copy of the model's forward graph (`build`) is exported with `torch.onnx.export` (TorchScript exporter,
    opset 17) into the user's model cache, ``<home>/models/cache/onnx/<name>-<key>.onnx``; the key hashes the
    weights, the constants baked into the graph and the torch, onnx and onnxruntime versions, so each set of
-   weights is exported once (2-3 s for the demo detector on two cores) and later loads only open the file;
+   weights is exported once (3-6 s on two cores) and later loads only open the file; the graph exported for
+   replaced weights is deleted;
 2. the session's outputs on one known input (a generated phantom) must equal PyTorch's within
    `SCORE_TOLERANCE` on scores and `MAP_TOLERANCE` on activations;
 3. only then does `run` answer; until then, and for good after any failure (onnx not installed, export
